@@ -1,0 +1,165 @@
+//! JSON shapes of the coordinator's control API (Platform API style: snake_case fields,
+//! ISO 8601 UTC times, errors as `{"id": "...", "message": "..."}`).
+
+use crate::logline::LogLine;
+use crate::size::Size;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// Largest request body the control API reads, except slug uploads.
+pub const MAX_REQUEST_BYTES: usize = 1024 * 1024;
+/// Largest slug (a gzipped tar) the coordinator accepts.
+pub const MAX_SLUG_BYTES: usize = 500 * 1024 * 1024;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    /// `not_found`, `invalid_params`, `unauthorized`, `conflict`, `payload_too_large`, `internal`.
+    pub id: String,
+    pub message: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct App {
+    pub id: String,
+    pub name: String,
+    pub created_at: String,
+    pub updated_at: String,
+    /// Version of the current release, if any.
+    pub release: Option<u32>,
+    pub web_url: String,
+    pub maintenance: bool,
+    /// `web=2:standard-1x worker=1:standard-1x`
+    pub formation: String,
+    pub dynos_up: u32,
+    pub dynos_total: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CreateApp {
+    pub name: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Release {
+    pub version: u32,
+    pub description: String,
+    /// sha256 of the slug.
+    pub slug: Option<String>,
+    pub created_at: String,
+    pub status: String,
+    pub current: bool,
+    /// Process types and commands of this release's Procfile.
+    pub process_types: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FormationItem {
+    #[serde(rename = "type")]
+    pub process_type: String,
+    pub quantity: u32,
+    pub size: Size,
+    pub command: String,
+}
+
+/// `POST /apps/{app}/formation/scale`: heroku `ps:scale` arguments, applied all or none.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ScaleRequest {
+    pub args: Vec<String>,
+}
+
+/// `PATCH /apps/{app}/formation`, the Platform API's batch update.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FormationUpdates {
+    pub updates: Vec<FormationUpdate>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FormationUpdate {
+    #[serde(rename = "type")]
+    pub process_type: String,
+    #[serde(default)]
+    pub quantity: Option<u32>,
+    #[serde(default)]
+    pub size: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Dyno {
+    pub id: String,
+    /// `web.1`
+    pub name: String,
+    #[serde(rename = "type")]
+    pub process_type: String,
+    pub state: String,
+    pub size: Size,
+    pub command: String,
+    pub release: u32,
+    pub host: Option<String>,
+    /// `address:port` of a web dyno, once known.
+    pub address: Option<String>,
+    pub created_at: String,
+    /// When the state last changed.
+    pub updated_at: String,
+    /// Crash restarts since the dyno last started cleanly.
+    pub restarts: u32,
+    pub exit_code: Option<i32>,
+    pub one_off: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Host {
+    pub id: String,
+    pub name: String,
+    pub address: String,
+    /// `connected` or `disconnected`.
+    pub state: String,
+    pub isolation: String,
+    pub memory_mb: u64,
+    pub allocated_mb: u64,
+    pub cpus: u32,
+    pub dynos: u32,
+    pub last_heartbeat: Option<String>,
+    pub agent_version: String,
+}
+
+/// `PATCH /apps/{app}/config-vars`: a value sets, `null` unsets.
+pub type ConfigPatch = BTreeMap<String, Option<String>>;
+
+/// `POST /apps/{app}/restart` and `POST /apps/{app}/stop`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct DynoSelector {
+    /// One dyno, `web.1`.
+    #[serde(default)]
+    pub dyno: Option<String>,
+    /// Every dyno of a process type.
+    #[serde(default, rename = "type")]
+    pub process_type: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ActionResult {
+    /// Dyno names acted on.
+    pub dynos: Vec<String>,
+}
+
+/// `POST /apps/{app}/run`: a one-off dyno; the response streams `RunEvent`s as NDJSON.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunRequest {
+    pub command: String,
+    #[serde(default)]
+    pub size: Option<Size>,
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum RunEvent {
+    Started { dyno: String },
+    Line { line: LogLine },
+    Exit { code: i32 },
+    Error { message: String },
+}
+
+/// One streamed log item (`GET /apps/{app}/logs`, NDJSON).
+pub type LogItem = LogLine;

@@ -1,0 +1,211 @@
+//! The agent <-> coordinator protocol: JSON text frames over a websocket at `/agent/ws`,
+//! authenticated with `Authorization: Bearer TOKEN`.
+//!
+//! The agent's first frame is `Hello` (carrying `protocol_version`); the coordinator answers
+//! `Welcome` or `Error` and closes. Unknown fields are ignored; an unknown message type is
+//! answered with `Error`, never a crash.
+
+use crate::logline::LogLine;
+use crate::size::Size;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+pub const PROTOCOL_VERSION: u32 = 1;
+/// Largest websocket frame either side accepts.
+pub const MAX_FRAME_BYTES: usize = 4 * 1024 * 1024;
+/// How often an agent sends `Heartbeat`.
+pub const HEARTBEAT_INTERVAL_MS: u64 = 1000;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Isolation {
+    /// Plain processes: own process group and rlimits only.
+    None,
+    /// Namespaces and cgroups.
+    Linux,
+}
+
+impl Isolation {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Isolation::None => "none",
+            Isolation::Linux => "linux",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DynoState {
+    Starting,
+    Up,
+    Crashed,
+    Idle,
+    Down,
+}
+
+impl DynoState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DynoState::Starting => "starting",
+            DynoState::Up => "up",
+            DynoState::Crashed => "crashed",
+            DynoState::Idle => "idle",
+            DynoState::Down => "down",
+        }
+    }
+    pub fn is_running(self) -> bool {
+        matches!(self, DynoState::Starting | DynoState::Up)
+    }
+}
+
+/// Everything an agent needs to start one dyno.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DynoSpec {
+    /// Unique per dyno instance; a replacement gets a new id, a crash restart keeps it.
+    pub dyno_id: String,
+    pub app: String,
+    /// `web.1`, `run.3`.
+    pub name: String,
+    pub process_type: String,
+    pub release: u32,
+    /// sha256 hex of the slug, fetched from `GET /slugs/{sha256}`.
+    pub slug: String,
+    pub command: String,
+    /// The app's config vars; the agent adds PORT (web only), DYNO, HOME and PATH.
+    pub env: BTreeMap<String, String>,
+    pub size: Size,
+    /// One-off dynos are never restarted and report `Down` with their exit code.
+    pub one_off: bool,
+}
+
+impl DynoSpec {
+    pub fn is_web(&self) -> bool {
+        self.process_type == "web" && !self.one_off
+    }
+}
+
+/// The state of one dyno as its agent sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DynoStatus {
+    pub dyno_id: String,
+    pub state: DynoState,
+    /// The web dyno's `$PORT` on the agent's address.
+    #[serde(default)]
+    pub port: Option<u16>,
+    #[serde(default)]
+    pub pid: Option<u32>,
+    /// Exit status for `crashed`/`down`; 128+N for signal N.
+    #[serde(default)]
+    pub exit_code: Option<i32>,
+    /// Unix microseconds of the change.
+    pub at: i64,
+    /// Why, in words (`Boot timeout`, `Process exited`).
+    #[serde(default)]
+    pub reason: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Hello {
+    pub protocol_version: u32,
+    /// Host name, unique among agents.
+    pub name: String,
+    /// The address web dynos' ports are reachable on from the router.
+    pub address: String,
+    pub memory_mb: u64,
+    pub cpus: u32,
+    pub isolation: Isolation,
+    pub agent_version: String,
+    /// Every dyno the agent runs right now, so a returning coordinator adopts instead of restarting.
+    pub dynos: Vec<DynoStatus>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum AgentMsg {
+    Hello(Hello),
+    Heartbeat { at: i64 },
+    DynoState(DynoStatus),
+    Logs { lines: Vec<LogLine> },
+    Error { message: String },
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum CoordinatorMsg {
+    Welcome {
+        protocol_version: u32,
+        host_id: String,
+    },
+    /// Idempotent: a dyno already running under this id is left alone.
+    StartDyno(DynoSpec),
+    /// SIGTERM to the dyno, SIGKILL after `grace_ms`; answered with `DynoState` `down`.
+    StopDyno { dyno_id: String, grace_ms: u64 },
+    Error { message: String },
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DecodeError {
+    #[error("frame of {0} bytes is over the limit of {MAX_FRAME_BYTES}")]
+    TooLarge(usize),
+    #[error("malformed frame: {0}")]
+    Malformed(#[from] serde_json::Error),
+}
+
+fn decode<T: for<'de> Deserialize<'de>>(text: &str) -> Result<T, DecodeError> {
+    if text.len() > MAX_FRAME_BYTES {
+        return Err(DecodeError::TooLarge(text.len()));
+    }
+    Ok(serde_json::from_str(text)?)
+}
+
+impl AgentMsg {
+    pub fn decode(text: &str) -> Result<Self, DecodeError> {
+        decode(text)
+    }
+    pub fn encode(&self) -> String {
+        serde_json::to_string(self).expect("agent messages always serialize")
+    }
+}
+
+impl CoordinatorMsg {
+    pub fn decode(text: &str) -> Result<Self, DecodeError> {
+        decode(text)
+    }
+    pub fn encode(&self) -> String {
+        serde_json::to_string(self).expect("coordinator messages always serialize")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trips_and_ignores_unknown_fields() {
+        let m = AgentMsg::Heartbeat { at: 5 };
+        assert_eq!(AgentMsg::decode(&m.encode()).unwrap(), m);
+        let m = AgentMsg::decode(r#"{"type":"heartbeat","at":7,"future_field":1}"#).unwrap();
+        assert_eq!(m, AgentMsg::Heartbeat { at: 7 });
+        let stop = CoordinatorMsg::StopDyno {
+            dyno_id: "d1".into(),
+            grace_ms: 30_000,
+        };
+        assert_eq!(
+            stop.encode(),
+            r#"{"type":"stop_dyno","dyno_id":"d1","grace_ms":30000}"#
+        );
+    }
+
+    #[test]
+    fn rejects_unknown_types_and_garbage() {
+        let e = AgentMsg::decode(r#"{"type":"launch_missiles"}"#).unwrap_err();
+        assert!(e.to_string().contains("launch_missiles"), "{e}");
+        assert!(AgentMsg::decode("{not json").is_err());
+        let big = " ".repeat(MAX_FRAME_BYTES + 1);
+        assert!(matches!(
+            AgentMsg::decode(&big),
+            Err(DecodeError::TooLarge(_))
+        ));
+    }
+}
