@@ -1,1 +1,618 @@
+//! The coordinator: store, dyno manager, agent sessions, control API, slug store and the
+//! in-process router it feeds. `run` is what `main` calls; tests call it on `127.0.0.1:0`.
 
+pub mod agents;
+pub mod api;
+pub mod loghub;
+pub mod manager;
+pub mod slugs;
+pub mod store;
+
+use dyno_router::{Backend, RouteTable, RouterConfig};
+use dyno_shared::api::RunEvent;
+use dyno_shared::protocol::{CoordinatorMsg, DynoSpec, DynoState, DynoStatus};
+use dyno_shared::{LogLine, LogSource};
+use loghub::LogHub;
+use manager::{Action, AppView, HostView, RestartPolicy, View};
+use slugs::SlugStore;
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use store::{Desired, DynoRow, Queries, Store, StoreError};
+use tokio::net::TcpListener;
+use tokio::sync::{Notify, mpsc, watch};
+
+#[derive(Debug, thiserror::Error)]
+pub enum CoordinatorError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Slug(#[from] slugs::SlugError),
+    #[error("failed to prepare state directory {path}: {source}")]
+    StateDir {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("server failed: {0}")]
+    Serve(std::io::Error),
+}
+
+#[derive(Debug, Clone)]
+pub struct CoordinatorConfig {
+    pub state_dir: PathBuf,
+    /// The operator and agent token; read from or written to `STATE_DIR/token` when absent.
+    pub token: Option<String>,
+    /// Apps are reached at `APP.DOMAIN` through the router.
+    pub domain: String,
+    pub restart: RestartPolicy,
+    /// SIGTERM-to-SIGKILL grace given to agents when stopping dynos.
+    pub stop_grace: Duration,
+    /// How often the manager looks even when nothing woke it (crash cool-offs expire).
+    pub reconcile_interval: Duration,
+}
+
+impl CoordinatorConfig {
+    pub fn new(state_dir: PathBuf) -> Self {
+        CoordinatorConfig {
+            state_dir,
+            token: None,
+            domain: "localhost".into(),
+            restart: RestartPolicy::default(),
+            stop_grace: Duration::from_secs(30),
+            reconcile_interval: Duration::from_secs(1),
+        }
+    }
+}
+
+/// A connected agent.
+struct AgentConn {
+    conn_id: u64,
+    tx: mpsc::UnboundedSender<CoordinatorMsg>,
+    address: String,
+    last_heartbeat: i64,
+}
+
+pub struct Inner {
+    store: Mutex<Store>,
+    agents: Mutex<HashMap<String, AgentConn>>,
+    pub logs: LogHub,
+    pub routes: RouteTable,
+    slugs: SlugStore,
+    wake: Notify,
+    token: String,
+    config: CoordinatorConfig,
+    router_port: u16,
+    /// Attached one-off dynos: (app, dyno name) -> the client's stream.
+    runs: Mutex<HashMap<(String, String), mpsc::Sender<RunEvent>>>,
+    unplaced: Mutex<HashSet<String>>,
+    /// Apps in the route table, so destroyed ones can be removed.
+    routed: Mutex<HashSet<String>>,
+    next_conn: AtomicU64,
+}
+
+pub type Shared = Arc<Inner>;
+
+static ID_COUNTER: AtomicU64 = AtomicU64::new(0);
+
+/// A unique id: time, a process-wide counter and the std hasher's random keys.
+pub fn new_id(prefix: &str) -> String {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_i64(dyno_shared::time::now_micros());
+    h.write_u64(ID_COUNTER.fetch_add(1, Ordering::Relaxed));
+    h.write_u32(std::process::id());
+    format!("{prefix}{:016x}", h.finish())
+}
+
+fn now_ms() -> i64 {
+    dyno_shared::time::now_micros() / 1000
+}
+
+fn random_token() -> std::io::Result<String> {
+    use std::io::Read;
+    let mut buf = [0u8; 24];
+    std::fs::File::open("/dev/urandom")?.read_exact(&mut buf)?;
+    Ok(buf.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+fn load_or_create_token(dir: &std::path::Path) -> std::io::Result<String> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let path = dir.join("token");
+    match std::fs::read_to_string(&path) {
+        Ok(t) if !t.trim().is_empty() => return Ok(t.trim().to_string()),
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    let token = random_token()?;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&path)?;
+    std::io::Write::write_all(&mut f, format!("{token}\n").as_bytes())?;
+    f.sync_all()?;
+    Ok(token)
+}
+
+impl Inner {
+    pub fn open(config: CoordinatorConfig, router_port: u16) -> Result<Shared, CoordinatorError> {
+        let dir = &config.state_dir;
+        let io = |source| CoordinatorError::StateDir {
+            path: dir.display().to_string(),
+            source,
+        };
+        std::fs::create_dir_all(dir).map_err(io)?;
+        let token = match &config.token {
+            Some(t) => t.clone(),
+            None => load_or_create_token(dir).map_err(io)?,
+        };
+        let store = Store::open(&dir.join("state.db"))?;
+        let slugs = SlugStore::open(dir.join("slugs"))?;
+        Ok(Arc::new(Inner {
+            store: Mutex::new(store),
+            agents: Mutex::new(HashMap::new()),
+            logs: LogHub::default(),
+            routes: RouteTable::new(),
+            slugs,
+            wake: Notify::new(),
+            token,
+            config,
+            router_port,
+            runs: Mutex::new(HashMap::new()),
+            unplaced: Mutex::new(HashSet::new()),
+            routed: Mutex::new(HashSet::new()),
+            next_conn: AtomicU64::new(1),
+        }))
+    }
+
+    pub fn token(&self) -> &str {
+        &self.token
+    }
+
+    fn store(&self) -> std::sync::MutexGuard<'_, Store> {
+        self.store.lock().expect("store lock poisoned")
+    }
+
+    pub fn web_url(&self, app: &str) -> String {
+        format!("http://{app}.{}:{}/", self.config.domain, self.router_port)
+    }
+
+    /// A platform line in the app's log (Heroku's `heroku[api]`, `heroku[web.1]`).
+    pub fn system_log(&self, app: &str, process: &str, message: impl Into<String>) {
+        self.logs.push(LogLine {
+            at: dyno_shared::time::now_micros(),
+            app: app.to_string(),
+            source: LogSource::System,
+            process: process.to_string(),
+            message: message.into(),
+        });
+    }
+
+    pub fn wake(&self) {
+        self.wake.notify_one();
+    }
+
+    fn connected_hosts(&self) -> HashMap<String, String> {
+        self.agents
+            .lock()
+            .expect("agents lock")
+            .iter()
+            .map(|(n, c)| (n.clone(), c.address.clone()))
+            .collect()
+    }
+
+    pub fn host_heartbeat(&self, name: &str) -> Option<i64> {
+        self.agents
+            .lock()
+            .expect("agents lock")
+            .get(name)
+            .map(|c| c.last_heartbeat)
+    }
+
+    fn send(&self, host: &str, msg: CoordinatorMsg) -> bool {
+        match self.agents.lock().expect("agents lock").get(host) {
+            Some(c) => c.tx.send(msg).is_ok(),
+            None => false,
+        }
+    }
+
+    fn spec_for(&self, d: &DynoRow, release: &store::ReleaseRow) -> DynoSpec {
+        DynoSpec {
+            dyno_id: d.id.clone(),
+            app: d.app.clone(),
+            name: d.name(),
+            process_type: d.process_type.clone(),
+            release: d.release,
+            slug: release.slug.clone().unwrap_or_default(),
+            command: d.command.clone(),
+            env: release.config.0.clone(),
+            size: d.size,
+            one_off: d.one_off,
+        }
+    }
+
+    /// One pass of the dyno manager: plan from the store and the connected hosts, apply the plan
+    /// in one transaction, then tell the agents.
+    pub fn reconcile(&self) -> Result<(), StoreError> {
+        let connected = self.connected_hosts();
+        let now = now_ms();
+        let mut outbox: Vec<(String, CoordinatorMsg)> = Vec::new();
+        let mut logs: Vec<(String, String, String)> = Vec::new();
+        let mut store = self.store();
+        let (apps, dynos, hosts) = store.read(|r| {
+            let mut apps = Vec::new();
+            for app in r.apps()? {
+                apps.push(AppView {
+                    release: r.current_release(&app.id)?,
+                    formation: r.formation(&app.id)?,
+                    app,
+                });
+            }
+            Ok((apps, r.dynos()?, r.hosts()?))
+        })?;
+        let host_views: Vec<HostView> = hosts
+            .iter()
+            .map(|h| HostView {
+                name: h.name.clone(),
+                memory_mb: h.memory_mb,
+                connected: connected.contains_key(&h.name),
+            })
+            .collect();
+        let plan = manager::plan(&View {
+            apps: &apps,
+            dynos: &dynos,
+            hosts: &host_views,
+            now_ms: now,
+        });
+        self.note_unplaced(&plan.unplaced);
+        if !plan.actions.is_empty() {
+            let apps_by_id: HashMap<&str, &AppView> =
+                apps.iter().map(|a| (a.app.id.as_str(), a)).collect();
+            let dynos_by_id: HashMap<&str, &DynoRow> =
+                dynos.iter().map(|d| (d.id.as_str(), d)).collect();
+            let grace_ms = self.config.stop_grace.as_millis() as u64;
+            store.transaction(|tx| {
+                for action in &plan.actions {
+                    match action {
+                        Action::Create {
+                            app_id,
+                            process_type,
+                            idx,
+                            size,
+                            host,
+                        } => {
+                            let app = apps_by_id[app_id.as_str()];
+                            let release = app.release.as_ref().expect("planned apps have releases");
+                            let command = process_type
+                                .parse()
+                                .ok()
+                                .and_then(|t| release.procfile.command(&t).map(str::to_string))
+                                .unwrap_or_default();
+                            let row = DynoRow {
+                                id: new_id("d-"),
+                                app_id: app_id.clone(),
+                                app: app.app.name.clone(),
+                                process_type: process_type.clone(),
+                                idx: *idx,
+                                release: release.version,
+                                host: Some(host.clone()),
+                                state: DynoState::Starting,
+                                desired: Desired::Run,
+                                port: None,
+                                size: *size,
+                                command,
+                                one_off: false,
+                                exit_code: None,
+                                reason: None,
+                                restarts: 0,
+                                next_start_at: None,
+                                created_at: now,
+                                updated_at: now,
+                                up_since: None,
+                            };
+                            tx.insert_dyno(&row)?;
+                            outbox.push((
+                                host.clone(),
+                                CoordinatorMsg::StartDyno(self.spec_for(&row, release)),
+                            ));
+                        }
+                        Action::Start { dyno_id, host } => {
+                            let mut row = dynos_by_id[dyno_id.as_str()].clone();
+                            let Some(release) = apps_by_id
+                                .get(row.app_id.as_str())
+                                .and_then(|a| a.release.clone())
+                            else {
+                                continue;
+                            };
+                            if row.state == DynoState::Crashed {
+                                logs.push((
+                                    row.app.clone(),
+                                    row.name(),
+                                    format!("Restarting after crash ({} in a row)", row.restarts),
+                                ));
+                            }
+                            row.host = Some(host.clone());
+                            row.state = DynoState::Starting;
+                            row.updated_at = now;
+                            row.next_start_at = None;
+                            tx.update_dyno(&row)?;
+                            outbox.push((
+                                host.clone(),
+                                CoordinatorMsg::StartDyno(self.spec_for(&row, &release)),
+                            ));
+                        }
+                        Action::Stop { dyno_id } => {
+                            let mut row = dynos_by_id[dyno_id.as_str()].clone();
+                            row.desired = Desired::Stop;
+                            row.updated_at = now;
+                            tx.update_dyno(&row)?;
+                            if let Some(h) = &row.host {
+                                outbox.push((
+                                    h.clone(),
+                                    CoordinatorMsg::StopDyno {
+                                        dyno_id: row.id.clone(),
+                                        grace_ms,
+                                    },
+                                ));
+                            }
+                        }
+                        Action::Forget { dyno_id } => tx.delete_dyno(dyno_id)?,
+                    }
+                }
+                Ok(())
+            })?;
+        }
+        drop(store);
+        for (app, process, msg) in logs {
+            self.system_log(&app, &process, msg);
+        }
+        for (host, msg) in outbox {
+            if !self.send(&host, msg) {
+                tracing::debug!(host, "agent went away before a message reached it");
+            }
+        }
+        self.refresh_routes()
+    }
+
+    fn note_unplaced(&self, unplaced: &[String]) {
+        let mut seen = self.unplaced.lock().expect("unplaced lock");
+        let now: HashSet<String> = unplaced.iter().cloned().collect();
+        for u in now.difference(&seen) {
+            tracing::warn!(dyno = %u, "no connected host has room for this dyno");
+            if let Some((app, rest)) = u.split_once(' ') {
+                self.system_log(
+                    app,
+                    "manager",
+                    format!("Cannot place {rest}: no connected host has enough free memory"),
+                );
+            }
+        }
+        *seen = now;
+    }
+
+    /// Web dynos that are up, wanted and on a connected host, per app.
+    pub fn refresh_routes(&self) -> Result<(), StoreError> {
+        let connected = self.connected_hosts();
+        let (apps, dynos) = self.store().read(|r| Ok((r.apps()?, r.dynos()?)))?;
+        let mut table: BTreeMap<String, Vec<Backend>> =
+            apps.iter().map(|a| (a.name.clone(), Vec::new())).collect();
+        for d in &dynos {
+            if d.process_type != "web"
+                || d.one_off
+                || d.desired != Desired::Run
+                || d.state != DynoState::Up
+            {
+                continue;
+            }
+            let (Some(host), Some(port)) = (&d.host, d.port) else {
+                continue;
+            };
+            let Some(address) = connected.get(host) else {
+                continue;
+            };
+            let Ok(ip) = address.parse::<std::net::IpAddr>() else {
+                continue;
+            };
+            if let Some(list) = table.get_mut(&d.app) {
+                list.push(Backend {
+                    dyno: d.name(),
+                    addr: SocketAddr::new(ip, port),
+                });
+            }
+        }
+        for app in &apps {
+            self.routes.set_maintenance(&app.name, app.maintenance);
+        }
+        let now: HashSet<String> = table.keys().cloned().collect();
+        let mut routed = self.routed.lock().expect("routed lock");
+        for stale in routed.difference(&now) {
+            self.routes.remove_app(stale);
+        }
+        *routed = now;
+        for (app, backends) in table {
+            self.routes.set_backends(&app, backends);
+        }
+        Ok(())
+    }
+
+    /// Applies an agent's report of one dyno. Returns a message for the agent when the dyno is
+    /// one the coordinator no longer wants.
+    fn apply_status(
+        &self,
+        host: &str,
+        s: &DynoStatus,
+    ) -> Result<Option<CoordinatorMsg>, StoreError> {
+        let grace_ms = self.config.stop_grace.as_millis() as u64;
+        let stop = || {
+            Some(CoordinatorMsg::StopDyno {
+                dyno_id: s.dyno_id.clone(),
+                grace_ms,
+            })
+        };
+        let now = now_ms();
+        let policy = &self.config.restart;
+        let mut finished_run: Option<(String, String, i32)> = None;
+        let reply = self.store().transaction(|tx| {
+            let Some(mut d) = tx.dyno(&s.dyno_id)? else {
+                return Ok(if s.state.is_running() { stop() } else { None });
+            };
+            if d.host.as_deref() != Some(host) {
+                // A stale report from a host the dyno was moved off.
+                return Ok(if s.state.is_running() { stop() } else { None });
+            }
+            let done = !s.state.is_running();
+            if done && (d.desired == Desired::Stop || d.one_off) {
+                if d.one_off {
+                    finished_run = Some((d.app.clone(), d.name(), s.exit_code.unwrap_or(-1)));
+                }
+                tx.delete_dyno(&d.id)?;
+                return Ok(None);
+            }
+            let previous = d.state;
+            d.state = s.state;
+            d.updated_at = now;
+            if s.port.is_some() {
+                d.port = s.port;
+            }
+            d.exit_code = s.exit_code;
+            d.reason = s.reason.clone();
+            match s.state {
+                DynoState::Up if previous != DynoState::Up => d.up_since = Some(now),
+                DynoState::Crashed => {
+                    d.restarts = policy.count_after_crash(d.restarts, d.up_since, now);
+                    d.next_start_at = Some(now + policy.delay(d.restarts).as_millis() as i64);
+                    d.up_since = None;
+                }
+                DynoState::Down | DynoState::Idle => d.up_since = None,
+                _ => {}
+            }
+            tx.update_dyno(&d)?;
+            Ok(if s.state.is_running() && d.desired == Desired::Stop {
+                stop()
+            } else {
+                None
+            })
+        })?;
+        if let Some((app, name, code)) = finished_run {
+            self.finish_run(&app, &name, code);
+        }
+        Ok(reply)
+    }
+
+    fn finish_run(&self, app: &str, name: &str, code: i32) {
+        if let Some(tx) = self
+            .runs
+            .lock()
+            .expect("runs lock")
+            .remove(&(app.to_string(), name.to_string()))
+        {
+            let _ = tx.try_send(RunEvent::Exit { code });
+        }
+    }
+
+    /// Lines for an attached one-off dyno also go to its client.
+    pub fn ingest_logs(&self, lines: Vec<LogLine>) {
+        let runs = self.runs.lock().expect("runs lock");
+        for line in lines {
+            if line.source == LogSource::App
+                && let Some(tx) = runs.get(&(line.app.clone(), line.process.clone()))
+            {
+                // A client that cannot keep up loses lines here; the dyno never waits on it.
+                let _ = tx.try_send(RunEvent::Line { line: line.clone() });
+            }
+            self.logs.push(line);
+        }
+    }
+}
+
+/// Runs the coordinator until `shutdown` resolves: control API and agent websocket on `api`,
+/// the routing mesh on `router`.
+pub async fn run(
+    config: CoordinatorConfig,
+    api: TcpListener,
+    router: TcpListener,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<(), CoordinatorError> {
+    let router_port = router.local_addr().map_err(CoordinatorError::Serve)?.port();
+    let inner = Inner::open(config, router_port)?;
+    serve(inner, api, router, shutdown).await
+}
+
+pub async fn serve(
+    inner: Shared,
+    api: TcpListener,
+    router: TcpListener,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<(), CoordinatorError> {
+    let (stop_tx, stop_rx) = watch::channel(false);
+    tokio::spawn(async move {
+        shutdown.await;
+        let _ = stop_tx.send(true);
+    });
+    inner.refresh_routes()?;
+
+    let (log_tx, mut log_rx) = mpsc::channel::<LogLine>(8192);
+    let hub = inner.clone();
+    tokio::spawn(async move {
+        while let Some(line) = log_rx.recv().await {
+            hub.logs.push(line);
+        }
+    });
+    let router_config = RouterConfig {
+        domain: inner.config.domain.clone(),
+        ..RouterConfig::default()
+    };
+    let router_task = tokio::spawn(dyno_router::run(
+        router,
+        inner.routes.clone(),
+        router_config,
+        Some(log_tx),
+        wait_for(stop_rx.clone()),
+    ));
+
+    let manager = inner.clone();
+    let mut manager_stop = stop_rx.clone();
+    let manager_task = tokio::spawn(async move {
+        let mut tick = tokio::time::interval(manager.config.reconcile_interval);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = manager.wake.notified() => {}
+                _ = manager_stop.changed() => break,
+            }
+            let m = manager.clone();
+            match tokio::task::spawn_blocking(move || m.reconcile()).await {
+                Ok(Err(e)) => tracing::error!(error = %e, "dyno manager pass failed"),
+                Err(e) => tracing::error!(error = %e, "dyno manager pass panicked"),
+                Ok(Ok(())) => {}
+            }
+        }
+    });
+
+    let app = api::router(inner.clone(), stop_rx.clone());
+    tracing::info!(api = %api.local_addr().map_err(CoordinatorError::Serve)?, router_port = inner.router_port, "coordinator listening");
+    axum::serve(api, app.into_make_service_with_connect_info::<SocketAddr>())
+        .with_graceful_shutdown(wait_for(stop_rx))
+        .await
+        .map_err(CoordinatorError::Serve)?;
+    let _ = manager_task.await;
+    match router_task.await {
+        Ok(Err(e)) => tracing::error!(error = %e, "router failed"),
+        Err(e) => tracing::error!(error = %e, "router task panicked"),
+        Ok(Ok(())) => {}
+    }
+    Ok(())
+}
+
+pub async fn wait_for(mut rx: watch::Receiver<bool>) {
+    while !*rx.borrow_and_update() {
+        if rx.changed().await.is_err() {
+            return;
+        }
+    }
+}

@@ -1,1 +1,85 @@
-fn main() {}
+use anyhow::Context;
+use clap::Parser;
+use dyno_coordinator::{CoordinatorConfig, manager::RestartPolicy};
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// The dyno platform's coordinator: control API, agent websocket, dyno manager and router.
+#[derive(Parser)]
+#[command(name = "dyno-coordinator", version)]
+struct Args {
+    /// Address of the control API and the agents' websocket.
+    #[arg(long, default_value = "127.0.0.1:7070", env = "DYNO_LISTEN")]
+    listen: String,
+    /// Address of the HTTP router in front of web dynos.
+    #[arg(long, default_value = "127.0.0.1:7080", env = "DYNO_ROUTER")]
+    router: String,
+    /// Directory for the SQLite store, slugs and the token.
+    #[arg(long, env = "DYNO_STATE_DIR")]
+    state_dir: PathBuf,
+    /// Token for operators and agents; generated into STATE_DIR/token when not given.
+    #[arg(long, env = "DYNO_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// Apps answer at APP.DOMAIN on the router.
+    #[arg(long, default_value = "localhost")]
+    domain: String,
+    /// Crash restart delays in seconds, first crash first; the last repeats.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "0,1200,2400,3600,10800,19200"
+    )]
+    crash_backoff_secs: Vec<u64>,
+    /// Seconds a dyno must stay up before its crash count resets.
+    #[arg(long, default_value_t = 10)]
+    crash_reset_secs: u64,
+    /// Seconds between SIGTERM and SIGKILL when stopping dynos.
+    #[arg(long, default_value_t = 30)]
+    stop_grace_secs: u64,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let args = Args::parse();
+    if args.crash_backoff_secs.is_empty() {
+        anyhow::bail!("--crash-backoff-secs needs at least one delay");
+    }
+    let api = tokio::net::TcpListener::bind(&args.listen)
+        .await
+        .with_context(|| format!("failed to listen on {}", args.listen))?;
+    let router = tokio::net::TcpListener::bind(&args.router)
+        .await
+        .with_context(|| format!("failed to listen on {}", args.router))?;
+    let mut config = CoordinatorConfig::new(args.state_dir);
+    config.token = args.token;
+    config.domain = args.domain;
+    config.stop_grace = Duration::from_secs(args.stop_grace_secs);
+    config.restart = RestartPolicy {
+        backoff: args
+            .crash_backoff_secs
+            .iter()
+            .map(|s| Duration::from_secs(*s))
+            .collect(),
+        reset_after: Duration::from_secs(args.crash_reset_secs),
+    };
+    dyno_coordinator::run(config, api, router, shutdown_signal())
+        .await
+        .context("coordinator failed")?;
+    tracing::info!("coordinator stopped");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler installs");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}

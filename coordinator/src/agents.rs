@@ -1,0 +1,261 @@
+//! One session per connected agent: the version handshake, then its reports in and the
+//! manager's orders out. A garbled frame is answered with an error; it never ends the session.
+
+use crate::store::{Desired, HostRow, Queries};
+use crate::{AgentConn, Inner, Shared, now_ms};
+use dyno_shared::protocol::{
+    AgentMsg, CoordinatorMsg, DynoState, Hello, MAX_FRAME_BYTES, PROTOCOL_VERSION,
+};
+use futures_util::{SinkExt, StreamExt};
+use std::collections::HashSet;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::{mpsc, watch};
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+
+/// An agent must say hello this soon after connecting.
+pub const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
+
+pub fn ws_config() -> WebSocketConfig {
+    WebSocketConfig::default()
+        .max_message_size(Some(MAX_FRAME_BYTES))
+        .max_frame_size(Some(MAX_FRAME_BYTES))
+}
+
+async fn send_error<S: AsyncRead + AsyncWrite + Unpin>(
+    ws: &mut WebSocketStream<S>,
+    message: String,
+) {
+    let _ = ws
+        .send(Message::text(CoordinatorMsg::Error { message }.encode()))
+        .await;
+}
+
+pub async fn session<S>(
+    inner: Shared,
+    mut ws: WebSocketStream<S>,
+    peer: String,
+    mut stop: watch::Receiver<bool>,
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let hello = match tokio::time::timeout(HELLO_TIMEOUT, ws.next()).await {
+        Ok(Some(Ok(Message::Text(t)))) => match AgentMsg::decode(&t) {
+            Ok(AgentMsg::Hello(h)) => h,
+            Ok(_) => {
+                send_error(&mut ws, "the first message must be hello".into()).await;
+                return;
+            }
+            Err(e) => {
+                tracing::warn!(%peer, error = %e, "agent sent a bad first frame");
+                send_error(&mut ws, format!("bad hello: {e}")).await;
+                return;
+            }
+        },
+        Ok(_) => return,
+        Err(_) => {
+            send_error(&mut ws, "no hello within 10 s".into()).await;
+            return;
+        }
+    };
+    if hello.protocol_version != PROTOCOL_VERSION {
+        tracing::warn!(%peer, version = hello.protocol_version, "agent speaks another protocol version");
+        send_error(
+            &mut ws,
+            format!(
+                "protocol version {} is not supported; this coordinator speaks {PROTOCOL_VERSION}",
+                hello.protocol_version
+            ),
+        )
+        .await;
+        return;
+    }
+    if !valid_host_name(&hello.name) {
+        send_error(
+            &mut ws,
+            format!(
+                "invalid host name {:?}: use 1-63 letters, digits, '.', '_' and '-'",
+                hello.name
+            ),
+        )
+        .await;
+        return;
+    }
+    let host = hello.name.clone();
+    let (tx, mut rx) = mpsc::unbounded_channel::<CoordinatorMsg>();
+    let conn_id = inner.next_conn.fetch_add(1, Ordering::Relaxed);
+    if let Err(e) = adopt(&inner, &hello, &tx) {
+        tracing::error!(host, error = %e, "failed to record agent hello");
+        send_error(&mut ws, format!("coordinator store failed: {e}")).await;
+        return;
+    }
+    // Replacing an older connection of the same host drops its sender, which ends that session.
+    inner.agents.lock().expect("agents lock").insert(
+        host.clone(),
+        AgentConn {
+            conn_id,
+            tx,
+            address: hello.address.clone(),
+            last_heartbeat: now_ms(),
+        },
+    );
+    tracing::info!(host, %peer, dynos = hello.dynos.len(), "agent connected");
+    let welcome = CoordinatorMsg::Welcome {
+        protocol_version: PROTOCOL_VERSION,
+        host_id: host.clone(),
+    };
+    if ws.send(Message::text(welcome.encode())).await.is_err() {
+        disconnect(&inner, &host, conn_id);
+        return;
+    }
+    inner.wake();
+
+    loop {
+        tokio::select! {
+            out = rx.recv() => match out {
+                Some(msg) => {
+                    if ws.send(Message::text(msg.encode())).await.is_err() {
+                        break;
+                    }
+                }
+                None => break,
+            },
+            frame = ws.next() => match frame {
+                Some(Ok(Message::Text(t))) => {
+                    if let Some(reply) = handle(&inner, &host, &t) {
+                        let _ = ws.send(Message::text(reply.encode())).await;
+                    }
+                }
+                Some(Ok(Message::Binary(_))) => {
+                    let _ = ws.send(Message::text(CoordinatorMsg::Error { message: "binary frames are not part of the protocol".into() }.encode())).await;
+                }
+                Some(Ok(Message::Close(_))) | None => break,
+                Some(Ok(_)) => {}
+                Some(Err(e)) => {
+                    tracing::warn!(host, error = %e, "agent connection failed");
+                    break;
+                }
+            },
+            _ = stop.changed() => {
+                let _ = ws.close(None).await;
+                break;
+            }
+        }
+    }
+    disconnect(&inner, &host, conn_id);
+}
+
+fn disconnect(inner: &Inner, host: &str, conn_id: u64) {
+    let mut agents = inner.agents.lock().expect("agents lock");
+    if agents.get(host).is_some_and(|c| c.conn_id == conn_id) {
+        agents.remove(host);
+        tracing::info!(host, "agent disconnected");
+    }
+    drop(agents);
+    let _ = inner.refresh_routes();
+    inner.wake();
+}
+
+/// Merges what a (re)connecting agent runs with what the store expects on that host: known dynos
+/// are adopted as they are, unknown or unwanted ones stopped, missing ones marked down.
+fn adopt(
+    inner: &Inner,
+    hello: &Hello,
+    tx: &mpsc::UnboundedSender<CoordinatorMsg>,
+) -> Result<(), crate::StoreError> {
+    let now = now_ms();
+    for s in &hello.dynos {
+        if let Some(msg) = inner.apply_status(&hello.name, s)? {
+            let _ = tx.send(msg);
+        }
+    }
+    let reported: HashSet<&str> = hello.dynos.iter().map(|s| s.dyno_id.as_str()).collect();
+    let mut finished = Vec::new();
+    inner.store().transaction(|t| {
+        t.upsert_host(&HostRow {
+            name: hello.name.clone(),
+            address: hello.address.clone(),
+            memory_mb: hello.memory_mb,
+            cpus: hello.cpus,
+            isolation: hello.isolation.as_str().to_string(),
+            agent_version: hello.agent_version.clone(),
+            first_seen: now,
+            last_seen: now,
+        })?;
+        for mut d in t.dynos()? {
+            if d.host.as_deref() != Some(hello.name.as_str()) || reported.contains(d.id.as_str()) {
+                continue;
+            }
+            if d.desired == Desired::Stop || d.one_off {
+                if d.one_off {
+                    finished.push((d.app.clone(), d.name()));
+                }
+                t.delete_dyno(&d.id)?;
+            } else if d.state.is_running() {
+                d.state = DynoState::Down;
+                d.reason = Some("not running on its host".into());
+                d.updated_at = now;
+                d.up_since = None;
+                t.update_dyno(&d)?;
+            }
+        }
+        Ok(())
+    })?;
+    for (app, name) in finished {
+        inner.finish_run(&app, &name, -1);
+    }
+    Ok(())
+}
+
+fn handle(inner: &Inner, host: &str, text: &str) -> Option<CoordinatorMsg> {
+    let msg = match AgentMsg::decode(text) {
+        Ok(m) => m,
+        Err(e) => {
+            tracing::warn!(host, error = %e, "agent sent a bad frame");
+            return Some(CoordinatorMsg::Error {
+                message: e.to_string(),
+            });
+        }
+    };
+    match msg {
+        AgentMsg::Heartbeat { .. } => {
+            if let Some(c) = inner.agents.lock().expect("agents lock").get_mut(host) {
+                c.last_heartbeat = now_ms();
+            }
+            None
+        }
+        AgentMsg::DynoState(s) => {
+            let reply = match inner.apply_status(host, &s) {
+                Ok(r) => r,
+                Err(e) => {
+                    tracing::error!(host, dyno = s.dyno_id, error = %e, "failed to record dyno state");
+                    None
+                }
+            };
+            let _ = inner.refresh_routes();
+            inner.wake();
+            reply
+        }
+        AgentMsg::Logs { lines } => {
+            inner.ingest_logs(lines);
+            None
+        }
+        AgentMsg::Error { message } => {
+            tracing::warn!(host, message, "agent reported an error");
+            None
+        }
+        AgentMsg::Hello(_) => Some(CoordinatorMsg::Error {
+            message: "hello was already received on this connection".into(),
+        }),
+    }
+}
+
+pub fn valid_host_name(name: &str) -> bool {
+    (1..=63).contains(&name.len())
+        && name
+            .bytes()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'.' | b'_' | b'-'))
+}

@@ -1,0 +1,1179 @@
+//! The control API (docs/API.md): JSON over HTTP with bearer-token auth, NDJSON streams for logs
+//! and one-off dynos, and the agents' websocket endpoint.
+
+use crate::store::{AppRow, Desired, DynoRow, Queries, ReleaseRow, StoreError};
+use crate::{Inner, Shared, new_id, now_ms, wait_for};
+use axum::body::{Body, Bytes};
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get, post};
+use axum::{Json, Router};
+use dyno_shared::api::{self as wire, MAX_REQUEST_BYTES, MAX_SLUG_BYTES, RunEvent};
+use dyno_shared::protocol::{CoordinatorMsg, DynoState};
+use dyno_shared::scale::{ScaleArg, ScaleOp, parse_scale_args};
+use dyno_shared::time::iso_secs;
+use dyno_shared::{
+    AppName, ConfigVars, DynoName, Formation, LogLine, LogSource, ProcessType, Procfile,
+};
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use tokio::sync::{mpsc, watch};
+
+#[derive(Clone)]
+struct Api {
+    inner: Shared,
+    stop: watch::Receiver<bool>,
+}
+
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    id: &'static str,
+    message: String,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, id: &'static str, message: impl Into<String>) -> Self {
+        ApiError {
+            status,
+            id,
+            message: message.into(),
+        }
+    }
+    fn invalid(message: impl ToString) -> Self {
+        Self::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_params",
+            message.to_string(),
+        )
+    }
+    fn not_found(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, "not_found", message)
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        tracing::error!(error = %e, "store failed");
+        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = wire::ErrorBody {
+            id: self.id.to_string(),
+            message: self.message,
+        };
+        (self.status, Json(body)).into_response()
+    }
+}
+
+type ApiResult<T> = Result<T, ApiError>;
+
+pub fn router(inner: Shared, shutdown: watch::Receiver<bool>) -> Router {
+    let api = Api {
+        inner,
+        stop: shutdown,
+    };
+    let slug_upload = Router::new()
+        .route(
+            "/apps/{app}/releases",
+            post(create_release).get(list_releases),
+        )
+        .layer(DefaultBodyLimit::max(MAX_SLUG_BYTES));
+    let authed = Router::new()
+        .route("/apps", get(list_apps).post(create_app))
+        .route("/apps/{app}", get(get_app).delete(destroy_app))
+        .route(
+            "/apps/{app}/formation",
+            get(get_formation).patch(patch_formation),
+        )
+        .route("/apps/{app}/formation/scale", post(scale))
+        .route("/apps/{app}/dynos", get(list_dynos).delete(restart_all))
+        .route("/apps/{app}/dynos/{dyno}", delete(restart_one))
+        .route("/apps/{app}/restart", post(restart))
+        .route("/apps/{app}/stop", post(stop))
+        .route(
+            "/apps/{app}/config-vars",
+            get(get_config).patch(patch_config),
+        )
+        .route("/apps/{app}/run", post(run))
+        .route("/apps/{app}/logs", get(logs))
+        .route("/hosts", get(hosts))
+        .route("/slugs/{id}", get(get_slug))
+        .route("/agent/ws", get(agent_ws))
+        .layer(DefaultBodyLimit::max(MAX_REQUEST_BYTES))
+        .merge(slug_upload)
+        .route_layer(middleware::from_fn_with_state(api.clone(), auth));
+    Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .merge(authed)
+        .fallback(|| async { ApiError::not_found("no such endpoint") })
+        .with_state(api)
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+async fn auth(State(api): State<Api>, req: Request, next: Next) -> Response {
+    let presented = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        });
+    match presented {
+        Some(t) if constant_time_eq(t.trim().as_bytes(), api.inner.token().as_bytes()) => {
+            next.run(req).await
+        }
+        Some(_) => {
+            tracing::warn!(path = %req.uri().path(), "request with a wrong token");
+            ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", "invalid token").into_response()
+        }
+        None => ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "missing `Authorization: Bearer TOKEN` header",
+        )
+        .into_response(),
+    }
+}
+
+fn body<T: for<'de> Deserialize<'de>>(b: Result<Bytes, BytesRejection>) -> ApiResult<T> {
+    let b = b.map_err(|e| {
+        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "payload_too_large",
+                format!("request body is over the limit of {MAX_REQUEST_BYTES} bytes"),
+            )
+        } else {
+            ApiError::new(StatusCode::BAD_REQUEST, "bad_request", e.body_text())
+        }
+    })?;
+    serde_json::from_slice(&b).map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            format!("invalid JSON body: {e}"),
+        )
+    })
+}
+
+fn find_app(inner: &Inner, name: &str) -> ApiResult<AppRow> {
+    inner
+        .store()
+        .read(|r| r.app(name))?
+        .ok_or_else(|| ApiError::not_found(format!("no app named {name:?}")))
+}
+
+fn app_json(
+    inner: &Inner,
+    app: &AppRow,
+    release: Option<&ReleaseRow>,
+    formation: &Formation,
+    dynos: &[DynoRow],
+) -> wire::App {
+    let mine: Vec<&DynoRow> = dynos
+        .iter()
+        .filter(|d| d.app_id == app.id && !d.one_off && d.desired == Desired::Run)
+        .collect();
+    wire::App {
+        id: app.id.clone(),
+        name: app.name.clone(),
+        created_at: iso_secs(app.created_at / 1000),
+        updated_at: iso_secs(app.updated_at / 1000),
+        release: release.map(|r| r.version),
+        web_url: inner.web_url(&app.name),
+        maintenance: app.maintenance,
+        formation: formation.to_scale_string(),
+        dynos_up: mine.iter().filter(|d| d.state == DynoState::Up).count() as u32,
+        dynos_total: mine.len() as u32,
+    }
+}
+
+async fn list_apps(State(api): State<Api>) -> ApiResult<Json<Vec<wire::App>>> {
+    let inner = &api.inner;
+    let out = inner.store().read(|r| {
+        let dynos = r.dynos()?;
+        let mut out = Vec::new();
+        for a in r.apps()? {
+            out.push(app_json(
+                inner,
+                &a,
+                r.current_release(&a.id)?.as_ref(),
+                &r.formation(&a.id)?,
+                &dynos,
+            ));
+        }
+        Ok(out)
+    })?;
+    Ok(Json(out))
+}
+
+async fn get_app(State(api): State<Api>, Path(name): Path<String>) -> ApiResult<Json<wire::App>> {
+    let inner = &api.inner;
+    let app = find_app(inner, &name)?;
+    let out = inner.store().read(|r| {
+        Ok(app_json(
+            inner,
+            &app,
+            r.current_release(&app.id)?.as_ref(),
+            &r.formation(&app.id)?,
+            &r.app_dynos(&app.id)?,
+        ))
+    })?;
+    Ok(Json(out))
+}
+
+async fn create_app(
+    State(api): State<Api>,
+    b: Result<Bytes, BytesRejection>,
+) -> ApiResult<(StatusCode, Json<wire::App>)> {
+    let req: wire::CreateApp = body(b)?;
+    let name: AppName = req.name.parse().map_err(ApiError::invalid)?;
+    let now = now_ms();
+    let row = AppRow {
+        id: new_id("app-"),
+        name: name.to_string(),
+        created_at: now,
+        updated_at: now,
+        maintenance: false,
+    };
+    let inner = &api.inner;
+    let created = inner.store().transaction(|tx| {
+        if tx.app(name.as_str())?.is_some() {
+            return Ok(false);
+        }
+        tx.insert_app(&row)?;
+        Ok(true)
+    })?;
+    if !created {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "conflict",
+            format!("an app named {name} already exists"),
+        ));
+    }
+    inner.system_log(name.as_str(), "api", "App created");
+    inner.wake();
+    Ok((
+        StatusCode::CREATED,
+        Json(app_json(inner, &row, None, &Formation::default(), &[])),
+    ))
+}
+
+async fn destroy_app(
+    State(api): State<Api>,
+    Path(name): Path<String>,
+) -> ApiResult<Json<wire::App>> {
+    let inner = &api.inner;
+    let app = find_app(inner, &name)?;
+    let out = inner.store().transaction(|tx| {
+        let out = app_json(
+            inner,
+            &app,
+            tx.current_release(&app.id)?.as_ref(),
+            &tx.formation(&app.id)?,
+            &tx.app_dynos(&app.id)?,
+        );
+        tx.delete_app(&app.id)?;
+        Ok(out)
+    })?;
+    inner.logs.forget(&name);
+    inner.wake();
+    Ok(Json(out))
+}
+
+fn release_json(r: &ReleaseRow, current: u32) -> wire::Release {
+    wire::Release {
+        version: r.version,
+        description: r.description.clone(),
+        slug: r.slug.clone(),
+        created_at: iso_secs(r.created_at / 1000),
+        status: "succeeded".into(),
+        current: r.version == current,
+        process_types: r
+            .procfile
+            .processes
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.clone()))
+            .collect(),
+    }
+}
+
+#[derive(Deserialize)]
+struct ReleaseQuery {
+    description: Option<String>,
+}
+
+async fn create_release(
+    State(api): State<Api>,
+    Path(name): Path<String>,
+    Query(q): Query<ReleaseQuery>,
+    b: Result<Bytes, BytesRejection>,
+) -> ApiResult<(StatusCode, Json<wire::Release>)> {
+    let inner = api.inner.clone();
+    let app = find_app(&inner, &name)?;
+    let slug = b.map_err(|e| {
+        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "payload_too_large",
+                format!("slug is over the limit of {MAX_SLUG_BYTES} bytes"),
+            )
+        } else {
+            ApiError::new(StatusCode::BAD_REQUEST, "bad_request", e.body_text())
+        }
+    })?;
+    let description = q.description.unwrap_or_default();
+    if description.len() > 1024 {
+        return Err(ApiError::invalid("description is longer than 1024 bytes"));
+    }
+    let worker = inner.clone();
+    let (procfile, slug_id) =
+        tokio::task::spawn_blocking(move || -> ApiResult<(Procfile, String)> {
+            let procfile = crate::slugs::read_procfile(&slug).map_err(ApiError::invalid)?;
+            let id = worker.slugs.put(&slug).map_err(|e| {
+                ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())
+            })?;
+            Ok((procfile, id))
+        })
+        .await
+        .map_err(|e| {
+            ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())
+        })??;
+    let description = if description.is_empty() {
+        format!("Deploy {}", &slug_id[..8])
+    } else {
+        description
+    };
+    let release = new_release(
+        &inner,
+        &app,
+        Some(slug_id),
+        Some(procfile),
+        None,
+        description,
+    )?;
+    Ok((
+        StatusCode::CREATED,
+        Json(release_json(&release, release.version)),
+    ))
+}
+
+/// Records release vN+1 from the current one with a new slug/Procfile and/or config, and keeps
+/// the formation in step with the Procfile (a first deploy with a `web` type gets web=1, as Heroku).
+fn new_release(
+    inner: &Inner,
+    app: &AppRow,
+    slug: Option<String>,
+    procfile: Option<Procfile>,
+    config: Option<ConfigVars>,
+    description: String,
+) -> ApiResult<ReleaseRow> {
+    let now = now_ms();
+    let release = inner.store().transaction(|tx| {
+        let current = tx.current_release(&app.id)?;
+        let first_slug = current.as_ref().is_none_or(|r| r.slug.is_none()) && slug.is_some();
+        let release = ReleaseRow {
+            app_id: app.id.clone(),
+            version: current.as_ref().map_or(1, |r| r.version + 1),
+            description: description.clone(),
+            slug: slug
+                .clone()
+                .or_else(|| current.as_ref().and_then(|r| r.slug.clone())),
+            procfile: procfile
+                .clone()
+                .or_else(|| current.as_ref().map(|r| r.procfile.clone()))
+                .unwrap_or_default(),
+            config: match &config {
+                Some(c) => c.clone(),
+                None => tx.config(&app.id)?,
+            },
+            created_at: now,
+        };
+        tx.insert_release(&release)?;
+        if let Some(c) = &config {
+            tx.set_config(&app.id, c)?;
+        }
+        let mut formation = tx.formation(&app.id)?;
+        formation
+            .entries
+            .retain(|t, _| release.procfile.processes.contains_key(t));
+        for t in release.procfile.processes.keys() {
+            let quantity = u32::from(first_slug && t.is_web());
+            formation
+                .entries
+                .entry(t.clone())
+                .or_insert(dyno_shared::FormationEntry {
+                    quantity,
+                    size: Default::default(),
+                });
+        }
+        tx.set_formation(&app.id, &formation)?;
+        tx.touch_app(&app.id, now)?;
+        Ok(release)
+    })?;
+    inner.system_log(
+        &app.name,
+        "api",
+        format!(
+            "Release v{} created: {}",
+            release.version, release.description
+        ),
+    );
+    inner.wake();
+    Ok(release)
+}
+
+async fn list_releases(
+    State(api): State<Api>,
+    Path(name): Path<String>,
+) -> ApiResult<Json<Vec<wire::Release>>> {
+    let app = find_app(&api.inner, &name)?;
+    let releases = api.inner.store().read(|r| r.releases(&app.id))?;
+    let current = releases.last().map_or(0, |r| r.version);
+    Ok(Json(
+        releases.iter().map(|r| release_json(r, current)).collect(),
+    ))
+}
+
+fn formation_json(release: Option<&ReleaseRow>, f: &Formation) -> Vec<wire::FormationItem> {
+    let Some(release) = release else {
+        return Vec::new();
+    };
+    release
+        .procfile
+        .processes
+        .iter()
+        .map(|(t, cmd)| {
+            let e = f
+                .entries
+                .get(t)
+                .copied()
+                .unwrap_or(dyno_shared::FormationEntry {
+                    quantity: 0,
+                    size: Default::default(),
+                });
+            wire::FormationItem {
+                process_type: t.to_string(),
+                quantity: e.quantity,
+                size: e.size,
+                command: cmd.clone(),
+            }
+        })
+        .collect()
+}
+
+async fn get_formation(
+    State(api): State<Api>,
+    Path(name): Path<String>,
+) -> ApiResult<Json<Vec<wire::FormationItem>>> {
+    let app = find_app(&api.inner, &name)?;
+    let out = api.inner.store().read(|r| {
+        Ok(formation_json(
+            r.current_release(&app.id)?.as_ref(),
+            &r.formation(&app.id)?,
+        ))
+    })?;
+    Ok(Json(out))
+}
+
+fn apply_scale(
+    inner: &Inner,
+    app: &AppRow,
+    args: &[ScaleArg],
+) -> ApiResult<Vec<wire::FormationItem>> {
+    let (items, summary) = inner.store().transaction(|tx| {
+        let Some(release) = tx.current_release(&app.id)? else {
+            return Ok(Err(ApiError::invalid(format!(
+                "app {} has no release yet: deploy it first",
+                app.name
+            ))));
+        };
+        let next = match tx.formation(&app.id)?.apply(args, &release.procfile) {
+            Ok(f) => f,
+            Err(e) => return Ok(Err(ApiError::invalid(e))),
+        };
+        tx.set_formation(&app.id, &next)?;
+        let summary = next
+            .entries
+            .iter()
+            .map(|(t, e)| format!("{t}@{}:{}", e.quantity, e.size))
+            .collect::<Vec<_>>()
+            .join(" ");
+        Ok(Ok((formation_json(Some(&release), &next), summary)))
+    })??;
+    inner.system_log(&app.name, "api", format!("Scaled to {summary}"));
+    inner.wake();
+    Ok(items)
+}
+
+async fn scale(
+    State(api): State<Api>,
+    Path(name): Path<String>,
+    b: Result<Bytes, BytesRejection>,
+) -> ApiResult<Json<Vec<wire::FormationItem>>> {
+    let req: wire::ScaleRequest = body(b)?;
+    let args = parse_scale_args(&req.args).map_err(ApiError::invalid)?;
+    let app = find_app(&api.inner, &name)?;
+    Ok(Json(apply_scale(&api.inner, &app, &args)?))
+}
+
+async fn patch_formation(
+    State(api): State<Api>,
+    Path(name): Path<String>,
+    b: Result<Bytes, BytesRejection>,
+) -> ApiResult<Json<Vec<wire::FormationItem>>> {
+    let req: wire::FormationUpdates = body(b)?;
+    let app = find_app(&api.inner, &name)?;
+    let current = api.inner.store().read(|r| r.formation(&app.id))?;
+    let mut args = Vec::new();
+    for u in req.updates {
+        let process_type: ProcessType = u.process_type.parse().map_err(ApiError::invalid)?;
+        let size = u
+            .size
+            .as_deref()
+            .map(str::parse)
+            .transpose()
+            .map_err(ApiError::invalid)?;
+        let quantity = u
+            .quantity
+            .unwrap_or_else(|| current.entries.get(&process_type).map_or(0, |e| e.quantity));
+        args.push(ScaleArg {
+            process_type,
+            op: ScaleOp::Set(quantity),
+            size,
+        });
+    }
+    if args.is_empty() {
+        return Err(ApiError::invalid("no updates given"));
+    }
+    Ok(Json(apply_scale(&api.inner, &app, &args)?))
+}
+
+fn dyno_json(inner: &Inner, d: &DynoRow) -> wire::Dyno {
+    let address = match (&d.host, d.port) {
+        (Some(h), Some(p)) => inner
+            .agents
+            .lock()
+            .expect("agents lock")
+            .get(h)
+            .map(|c| format!("{}:{p}", c.address)),
+        _ => None,
+    };
+    wire::Dyno {
+        id: d.id.clone(),
+        name: d.name(),
+        process_type: d.process_type.clone(),
+        state: d.state.as_str().to_string(),
+        size: d.size,
+        command: d.command.clone(),
+        release: d.release,
+        host: d.host.clone(),
+        address,
+        created_at: iso_secs(d.created_at / 1000),
+        updated_at: iso_secs(d.updated_at / 1000),
+        restarts: d.restarts,
+        exit_code: d.exit_code,
+        one_off: d.one_off,
+    }
+}
+
+async fn list_dynos(
+    State(api): State<Api>,
+    Path(name): Path<String>,
+) -> ApiResult<Json<Vec<wire::Dyno>>> {
+    let app = find_app(&api.inner, &name)?;
+    let dynos = api.inner.store().read(|r| r.app_dynos(&app.id))?;
+    Ok(Json(
+        dynos
+            .iter()
+            .filter(|d| d.desired == Desired::Run)
+            .map(|d| dyno_json(&api.inner, d))
+            .collect(),
+    ))
+}
+
+/// Stops the selected dynos; formation dynos are then replaced by the manager, which is how a
+/// restart happens. `one_off` says whether one-off dynos may be selected.
+fn stop_dynos(
+    inner: &Inner,
+    app_name: &str,
+    sel: &wire::DynoSelector,
+    one_off: bool,
+    verb: &str,
+) -> ApiResult<wire::ActionResult> {
+    let app = find_app(inner, app_name)?;
+    if let Some(d) = &sel.dyno {
+        d.parse::<DynoName>().map_err(ApiError::invalid)?;
+    }
+    if let Some(t) = &sel.process_type {
+        t.parse::<ProcessType>().map_err(ApiError::invalid)?;
+    }
+    let grace_ms = inner.config.stop_grace.as_millis() as u64;
+    let now = now_ms();
+    let chosen = inner.store().transaction(|tx| {
+        let chosen: Vec<DynoRow> = tx
+            .app_dynos(&app.id)?
+            .into_iter()
+            .filter(|d| d.desired == Desired::Run && (one_off || !d.one_off))
+            .filter(|d| sel.dyno.as_ref().is_none_or(|n| &d.name() == n))
+            .filter(|d| {
+                sel.process_type
+                    .as_ref()
+                    .is_none_or(|t| &d.process_type == t)
+            })
+            .collect();
+        for d in &chosen {
+            let mut d = d.clone();
+            d.desired = Desired::Stop;
+            d.updated_at = now;
+            tx.update_dyno(&d)?;
+        }
+        Ok(chosen)
+    })?;
+    if chosen.is_empty() && (sel.dyno.is_some() || sel.process_type.is_some()) {
+        let what = sel
+            .dyno
+            .clone()
+            .or(sel.process_type.clone())
+            .unwrap_or_default();
+        return Err(ApiError::not_found(format!(
+            "no running dyno matches {what:?} in app {app_name}"
+        )));
+    }
+    for d in &chosen {
+        inner.system_log(app_name, &d.name(), format!("{verb} by api"));
+        if let Some(h) = &d.host {
+            inner.send(
+                h,
+                CoordinatorMsg::StopDyno {
+                    dyno_id: d.id.clone(),
+                    grace_ms,
+                },
+            );
+        }
+    }
+    let _ = inner.refresh_routes();
+    inner.wake();
+    Ok(wire::ActionResult {
+        dynos: chosen.iter().map(DynoRow::name).collect(),
+    })
+}
+
+async fn restart(
+    State(api): State<Api>,
+    Path(name): Path<String>,
+    b: Result<Bytes, BytesRejection>,
+) -> ApiResult<Json<wire::ActionResult>> {
+    let sel: wire::DynoSelector = body(b)?;
+    Ok(Json(stop_dynos(
+        &api.inner,
+        &name,
+        &sel,
+        false,
+        "Restarting",
+    )?))
+}
+
+async fn stop(
+    State(api): State<Api>,
+    Path(name): Path<String>,
+    b: Result<Bytes, BytesRejection>,
+) -> ApiResult<Json<wire::ActionResult>> {
+    let sel: wire::DynoSelector = body(b)?;
+    if sel.dyno.is_none() && sel.process_type.is_none() {
+        return Err(ApiError::invalid(
+            "name a dyno (web.1) or a process type (web) to stop",
+        ));
+    }
+    Ok(Json(stop_dynos(&api.inner, &name, &sel, true, "Stopping")?))
+}
+
+async fn restart_all(
+    State(api): State<Api>,
+    Path(name): Path<String>,
+) -> ApiResult<Json<wire::ActionResult>> {
+    Ok(Json(stop_dynos(
+        &api.inner,
+        &name,
+        &wire::DynoSelector::default(),
+        false,
+        "Restarting",
+    )?))
+}
+
+async fn restart_one(
+    State(api): State<Api>,
+    Path((name, dyno)): Path<(String, String)>,
+) -> ApiResult<Json<wire::ActionResult>> {
+    let sel = if dyno.contains('.') {
+        wire::DynoSelector {
+            dyno: Some(dyno),
+            process_type: None,
+        }
+    } else {
+        wire::DynoSelector {
+            dyno: None,
+            process_type: Some(dyno),
+        }
+    };
+    Ok(Json(stop_dynos(
+        &api.inner,
+        &name,
+        &sel,
+        false,
+        "Restarting",
+    )?))
+}
+
+async fn get_config(
+    State(api): State<Api>,
+    Path(name): Path<String>,
+) -> ApiResult<Json<BTreeMap<String, String>>> {
+    let app = find_app(&api.inner, &name)?;
+    Ok(Json(api.inner.store().read(|r| r.config(&app.id))?.0))
+}
+
+async fn patch_config(
+    State(api): State<Api>,
+    Path(name): Path<String>,
+    b: Result<Bytes, BytesRejection>,
+) -> ApiResult<Json<BTreeMap<String, String>>> {
+    let patch: wire::ConfigPatch = body(b)?;
+    let app = find_app(&api.inner, &name)?;
+    if patch.is_empty() {
+        return Err(ApiError::invalid("no config vars given"));
+    }
+    let current = api.inner.store().read(|r| r.config(&app.id))?;
+    let next = current.apply(&patch).map_err(ApiError::invalid)?;
+    let set: Vec<&str> = patch
+        .iter()
+        .filter(|(_, v)| v.is_some())
+        .map(|(k, _)| k.as_str())
+        .collect();
+    let unset: Vec<&str> = patch
+        .iter()
+        .filter(|(_, v)| v.is_none())
+        .map(|(k, _)| k.as_str())
+        .collect();
+    let mut what = Vec::new();
+    if !set.is_empty() {
+        what.push(format!("Set {} config vars", set.join(", ")));
+    }
+    if !unset.is_empty() {
+        what.push(format!("Remove {} config vars", unset.join(", ")));
+    }
+    new_release(
+        &api.inner,
+        &app,
+        None,
+        None,
+        Some(next.clone()),
+        what.join("; "),
+    )?;
+    Ok(Json(next.0))
+}
+
+fn ndjson(rx: mpsc::Receiver<Bytes>) -> Response {
+    let stream = futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv()
+            .await
+            .map(|b| (Ok::<_, std::convert::Infallible>(b), rx))
+    });
+    let mut resp = Response::new(Body::from_stream(stream));
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/x-ndjson"),
+    );
+    resp
+}
+
+fn json_line<T: serde::Serialize>(v: &T) -> Bytes {
+    let mut s = serde_json::to_vec(v).expect("wire types serialize");
+    s.push(b'\n');
+    Bytes::from(s)
+}
+
+/// Stops an attached one-off dyno whose client went away before it finished.
+struct RunGuard {
+    inner: Shared,
+    key: (String, String),
+    dyno_id: String,
+    host: String,
+}
+
+impl Drop for RunGuard {
+    fn drop(&mut self) {
+        if self
+            .inner
+            .runs
+            .lock()
+            .expect("runs lock")
+            .remove(&self.key)
+            .is_some()
+        {
+            let grace_ms = self.inner.config.stop_grace.as_millis() as u64;
+            self.inner.send(
+                &self.host,
+                CoordinatorMsg::StopDyno {
+                    dyno_id: self.dyno_id.clone(),
+                    grace_ms,
+                },
+            );
+        }
+    }
+}
+
+/// Longest command a one-off dyno accepts.
+pub const MAX_RUN_COMMAND_BYTES: usize = 64 * 1024;
+
+async fn run(
+    State(api): State<Api>,
+    Path(name): Path<String>,
+    b: Result<Bytes, BytesRejection>,
+) -> ApiResult<Response> {
+    let req: wire::RunRequest = body(b)?;
+    if req.command.trim().is_empty() {
+        return Err(ApiError::invalid("command must not be empty"));
+    }
+    if req.command.len() > MAX_RUN_COMMAND_BYTES {
+        return Err(ApiError::invalid(format!(
+            "command is longer than {MAX_RUN_COMMAND_BYTES} bytes"
+        )));
+    }
+    for k in req.env.keys() {
+        dyno_shared::config::validate_key(k).map_err(ApiError::invalid)?;
+    }
+    let inner = api.inner.clone();
+    let app = find_app(&inner, &name)?;
+    let connected = inner.connected_hosts();
+    let size = req.size.unwrap_or_default();
+    let now = now_ms();
+    let placed = inner.store().transaction(|tx| {
+        let Some(release) = tx.current_release(&app.id)?.filter(|r| r.slug.is_some()) else {
+            return Ok(Err(ApiError::invalid(format!(
+                "app {name} has no deployed slug yet: deploy it first"
+            ))));
+        };
+        let dynos = tx.dynos()?;
+        let hosts: Vec<crate::manager::HostView> = tx
+            .hosts()?
+            .into_iter()
+            .map(|h| crate::manager::HostView {
+                connected: connected.contains_key(&h.name),
+                name: h.name,
+                memory_mb: h.memory_mb,
+            })
+            .collect();
+        let Some(host) = crate::manager::place_one(&hosts, &dynos, &app.id, "run", size) else {
+            return Ok(Err(ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                format!("no connected host has room for a {size} dyno"),
+            )));
+        };
+        let idx = dynos
+            .iter()
+            .filter(|d| d.app_id == app.id && d.process_type == "run")
+            .map(|d| d.idx)
+            .max()
+            .unwrap_or(0)
+            + 1;
+        let row = DynoRow {
+            id: new_id("d-"),
+            app_id: app.id.clone(),
+            app: app.name.clone(),
+            process_type: "run".into(),
+            idx,
+            release: release.version,
+            host: Some(host),
+            state: DynoState::Starting,
+            desired: Desired::Run,
+            port: None,
+            size,
+            command: req.command.clone(),
+            one_off: true,
+            exit_code: None,
+            reason: None,
+            restarts: 0,
+            next_start_at: None,
+            created_at: now,
+            updated_at: now,
+            up_since: None,
+        };
+        tx.insert_dyno(&row)?;
+        Ok(Ok((row, release)))
+    })?;
+    let (row, release) = placed?;
+    let mut spec = inner.spec_for(&row, &release);
+    spec.env.extend(req.env);
+    let (ev_tx, mut ev_rx) = mpsc::channel::<RunEvent>(4096);
+    let key = (app.name.clone(), row.name());
+    inner
+        .runs
+        .lock()
+        .expect("runs lock")
+        .insert(key.clone(), ev_tx);
+    let host = row.host.clone().expect("placed");
+    inner.system_log(
+        &app.name,
+        &row.name(),
+        format!("Starting process with command `{}` by api", row.command),
+    );
+    if !inner.send(&host, CoordinatorMsg::StartDyno(spec)) {
+        inner.runs.lock().expect("runs lock").remove(&key);
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            format!("host {host} went away"),
+        ));
+    }
+    let guard = RunGuard {
+        inner: inner.clone(),
+        key,
+        dyno_id: row.id.clone(),
+        host,
+    };
+    let (out_tx, out_rx) = mpsc::channel::<Bytes>(256);
+    let mut stop = api.stop.clone();
+    let dyno_name = row.name();
+    tokio::spawn(async move {
+        let _guard = guard;
+        if out_tx
+            .send(json_line(&RunEvent::Started { dyno: dyno_name }))
+            .await
+            .is_err()
+        {
+            return;
+        }
+        loop {
+            tokio::select! {
+                ev = ev_rx.recv() => {
+                    let Some(ev) = ev else { break };
+                    let last = matches!(ev, RunEvent::Exit { .. } | RunEvent::Error { .. });
+                    if out_tx.send(json_line(&ev)).await.is_err() || last {
+                        break;
+                    }
+                }
+                _ = stop.changed() => {
+                    let _ = out_tx.send(json_line(&RunEvent::Error { message: "coordinator is shutting down".into() })).await;
+                    break;
+                }
+            }
+        }
+    });
+    Ok(ndjson(out_rx))
+}
+
+#[derive(Deserialize)]
+struct LogsQuery {
+    lines: Option<usize>,
+    #[serde(default)]
+    tail: bool,
+    dyno: Option<String>,
+    source: Option<String>,
+}
+
+async fn logs(
+    State(api): State<Api>,
+    Path(name): Path<String>,
+    Query(q): Query<LogsQuery>,
+) -> ApiResult<Response> {
+    find_app(&api.inner, &name)?;
+    let n = q.lines.unwrap_or(100);
+    if n > crate::loghub::RING_LINES {
+        return Err(ApiError::invalid(format!(
+            "lines must be at most {}",
+            crate::loghub::RING_LINES
+        )));
+    }
+    let source = match q.source.as_deref() {
+        None => None,
+        Some(s) => Some(LogSource::parse(s).ok_or_else(|| {
+            ApiError::invalid(format!(
+                "unknown log source {s:?}: expected app, system or router"
+            ))
+        })?),
+    };
+    if let Some(d) = &q.dyno
+        && d.parse::<DynoName>().is_err()
+        && d.parse::<ProcessType>().is_err()
+    {
+        return Err(ApiError::invalid(format!(
+            "invalid dyno filter {d:?}: expected a dyno (web.1) or a process type (web)"
+        )));
+    }
+    let filter = crate::loghub::LogFilter {
+        dyno: q.dyno,
+        source,
+    };
+    let (history, mut live) = api.inner.logs.subscribe(&name, n, &filter);
+    let (tx, rx) = mpsc::channel::<Bytes>(1024);
+    let stop = api.stop.clone();
+    let tail = q.tail;
+    tokio::spawn(async move {
+        for line in history {
+            if tx.send(json_line(&line)).await.is_err() {
+                return;
+            }
+        }
+        if !tail {
+            return;
+        }
+        let stopped = wait_for(stop);
+        tokio::pin!(stopped);
+        loop {
+            let line = tokio::select! {
+                r = live.recv() => r,
+                _ = &mut stopped => return,
+                _ = tx.closed() => return,
+            };
+            let line = match line {
+                Ok(l) if filter.matches(&l) => l,
+                Ok(_) => continue,
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => LogLine {
+                    at: dyno_shared::time::now_micros(),
+                    app: name.clone(),
+                    source: LogSource::System,
+                    process: "logplex".into(),
+                    message: format!(
+                        "Error L10 (output buffer overflow) -> this tail fell behind and lost {n} lines"
+                    ),
+                },
+                Err(_) => return,
+            };
+            if tx.send(json_line(&line)).await.is_err() {
+                return;
+            }
+        }
+    });
+    Ok(ndjson(rx))
+}
+
+async fn hosts(State(api): State<Api>) -> ApiResult<Json<Vec<wire::Host>>> {
+    let inner = &api.inner;
+    let (hosts, dynos) = inner.store().read(|r| Ok((r.hosts()?, r.dynos()?)))?;
+    let agents = inner.agents.lock().expect("agents lock");
+    let out = hosts
+        .into_iter()
+        .map(|h| {
+            let mine: Vec<&DynoRow> = dynos
+                .iter()
+                .filter(|d| d.host.as_deref() == Some(h.name.as_str()) && d.desired == Desired::Run)
+                .collect();
+            let conn = agents.get(&h.name);
+            wire::Host {
+                id: h.name.clone(),
+                address: h.address.clone(),
+                state: if conn.is_some() {
+                    "connected"
+                } else {
+                    "disconnected"
+                }
+                .into(),
+                isolation: h.isolation.clone(),
+                memory_mb: h.memory_mb,
+                allocated_mb: mine.iter().map(|d| d.size.memory_mb()).sum(),
+                cpus: h.cpus,
+                dynos: mine.len() as u32,
+                last_heartbeat: Some(iso_secs(
+                    conn.map_or(h.last_seen, |c| c.last_heartbeat) / 1000,
+                )),
+                agent_version: h.agent_version.clone(),
+                name: h.name,
+            }
+        })
+        .collect();
+    Ok(Json(out))
+}
+
+async fn get_slug(State(api): State<Api>, Path(id): Path<String>) -> ApiResult<Response> {
+    let path = api.inner.slugs.path(&id).map_err(ApiError::invalid)?;
+    match tokio::fs::read(&path).await {
+        Ok(bytes) => {
+            let mut resp = Response::new(Body::from(bytes));
+            resp.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/gzip"),
+            );
+            Ok(resp)
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            Err(ApiError::not_found(format!("no slug {id}")))
+        }
+        Err(e) => Err(ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            format!("failed to read slug {id}: {e}"),
+        )),
+    }
+}
+
+async fn agent_ws(
+    State(api): State<Api>,
+    headers: HeaderMap,
+    mut req: Request,
+) -> ApiResult<Response> {
+    let is_upgrade = headers
+        .get(header::UPGRADE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.eq_ignore_ascii_case("websocket"));
+    let key = headers.get(header::SEC_WEBSOCKET_KEY).cloned();
+    let (true, Some(key)) = (is_upgrade, key) else {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            "this endpoint speaks websocket only",
+        ));
+    };
+    let Some(on_upgrade) = req.extensions_mut().remove::<hyper::upgrade::OnUpgrade>() else {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            "connection cannot be upgraded",
+        ));
+    };
+    let peer = req
+        .extensions()
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .map(|c| c.0.to_string())
+        .unwrap_or_default();
+    let inner = api.inner.clone();
+    let stop = api.stop.clone();
+    tokio::spawn(async move {
+        match on_upgrade.await {
+            Ok(upgraded) => {
+                let io = hyper_util::rt::TokioIo::new(upgraded);
+                let ws = tokio_tungstenite::WebSocketStream::from_raw_socket(
+                    io,
+                    tokio_tungstenite::tungstenite::protocol::Role::Server,
+                    Some(crate::agents::ws_config()),
+                )
+                .await;
+                crate::agents::session(inner, ws, peer, stop).await;
+            }
+            Err(e) => tracing::warn!(error = %e, "agent websocket upgrade failed"),
+        }
+    });
+    let accept = tokio_tungstenite::tungstenite::handshake::derive_accept_key(key.as_bytes());
+    let mut resp = Response::new(Body::empty());
+    *resp.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    let h = resp.headers_mut();
+    h.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+    h.insert(
+        header::SEC_WEBSOCKET_ACCEPT,
+        HeaderValue::from_str(&accept).expect("base64 is a valid header"),
+    );
+    Ok(resp)
+}

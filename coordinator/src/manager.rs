@@ -1,0 +1,512 @@
+//! The dyno manager's decisions: a read-only view of desired and actual state in, a plan out.
+//! Pure, so every rule is unit-tested without processes; `Coordinator::reconcile` applies plans.
+
+use crate::store::{AppRow, Desired, DynoRow, ReleaseRow};
+use dyno_shared::protocol::DynoState;
+use dyno_shared::{Formation, Size};
+use std::collections::{HashMap, HashSet};
+use std::time::Duration;
+
+pub struct AppView {
+    pub app: AppRow,
+    pub release: Option<ReleaseRow>,
+    pub formation: Formation,
+}
+
+#[derive(Debug, Clone)]
+pub struct HostView {
+    pub name: String,
+    pub memory_mb: u64,
+    pub connected: bool,
+}
+
+pub struct View<'a> {
+    pub apps: &'a [AppView],
+    pub dynos: &'a [DynoRow],
+    pub hosts: &'a [HostView],
+    /// Unix ms.
+    pub now_ms: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    /// A new dyno for a formation slot, placed on `host`.
+    Create {
+        app_id: String,
+        process_type: String,
+        idx: u32,
+        size: Size,
+        host: String,
+    },
+    /// (Re)start an existing row on `host`: crashed past its cool-off, or lost.
+    Start { dyno_id: String, host: String },
+    /// Ask the agent to stop it; the row stays until it reports down.
+    Stop { dyno_id: String },
+    /// Drop a row whose dyno is not running.
+    Forget { dyno_id: String },
+}
+
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Plan {
+    pub actions: Vec<Action>,
+    /// Formation slots no connected host has room for (`app web.3 standard-2x`).
+    pub unplaced: Vec<String>,
+}
+
+/// How long a crashed dyno waits before its next start, by how many crashes in a row it has had.
+#[derive(Debug, Clone)]
+pub struct RestartPolicy {
+    pub backoff: Vec<Duration>,
+    /// A dyno up at least this long has started correctly: its crash count resets.
+    pub reset_after: Duration,
+}
+
+impl Default for RestartPolicy {
+    /// Heroku's Common Runtime: at once, then 20, 40, 60, 180, 320 minutes, then every 320.
+    fn default() -> Self {
+        let m = |n: u64| Duration::from_secs(n * 60);
+        RestartPolicy {
+            backoff: vec![Duration::ZERO, m(20), m(40), m(60), m(180), m(320)],
+            reset_after: Duration::from_secs(10),
+        }
+    }
+}
+
+impl RestartPolicy {
+    /// Delay before restart number `crashes` (1 = the first crash).
+    pub fn delay(&self, crashes: u32) -> Duration {
+        let i = (crashes.max(1) - 1) as usize;
+        self.backoff
+            .get(i)
+            .or(self.backoff.last())
+            .copied()
+            .unwrap_or(Duration::ZERO)
+    }
+
+    /// The crash count after a crash at `now_ms` of a dyno that was up since `up_since`.
+    pub fn count_after_crash(&self, previous: u32, up_since: Option<i64>, now_ms: i64) -> u32 {
+        let stable = up_since.is_some_and(|t| now_ms - t >= self.reset_after.as_millis() as i64);
+        if stable { 1 } else { previous + 1 }
+    }
+}
+
+pub fn plan(view: &View) -> Plan {
+    let mut plan = Plan::default();
+    let apps: HashMap<&str, &AppView> = view.apps.iter().map(|a| (a.app.id.as_str(), a)).collect();
+    let connected: HashSet<&str> = view
+        .hosts
+        .iter()
+        .filter(|h| h.connected)
+        .map(|h| h.name.as_str())
+        .collect();
+    let mut placer = Placer::new(view);
+    // Slots (app, type, idx) still held by a row, so we know what to create.
+    let mut held: HashSet<(&str, &str, u32)> = HashSet::new();
+
+    for d in view.dynos {
+        let running = d.state.is_running();
+        let stop_or_forget = |plan: &mut Plan| {
+            plan.actions.push(if running {
+                Action::Stop {
+                    dyno_id: d.id.clone(),
+                }
+            } else {
+                Action::Forget {
+                    dyno_id: d.id.clone(),
+                }
+            })
+        };
+        if d.desired == Desired::Stop {
+            if !running || d.host.is_none() {
+                plan.actions.push(Action::Forget {
+                    dyno_id: d.id.clone(),
+                });
+            } else {
+                held.insert((&d.app_id, &d.process_type, d.idx));
+            }
+            continue;
+        }
+        let Some(app) = apps.get(d.app_id.as_str()) else {
+            stop_or_forget(&mut plan);
+            continue;
+        };
+        if d.one_off {
+            if !running {
+                plan.actions.push(Action::Forget {
+                    dyno_id: d.id.clone(),
+                });
+            }
+            continue;
+        }
+        let entry = d
+            .process_type
+            .parse()
+            .ok()
+            .and_then(|t| app.formation.entries.get(&t));
+        let current = app.release.as_ref().map(|r| r.version);
+        let wanted = match entry {
+            Some(e) => d.idx <= e.quantity && Some(d.release) == current && d.size == e.size,
+            None => false,
+        };
+        if !wanted {
+            // A running dyno keeps its slot until it is down, so its replacement never overlaps it.
+            if running {
+                held.insert((&d.app_id, &d.process_type, d.idx));
+            }
+            stop_or_forget(&mut plan);
+            continue;
+        }
+        held.insert((&d.app_id, &d.process_type, d.idx));
+        let due = match d.state {
+            DynoState::Crashed => d.next_start_at.is_none_or(|t| t <= view.now_ms),
+            DynoState::Down | DynoState::Idle => true,
+            DynoState::Starting | DynoState::Up => false,
+        };
+        if due {
+            let host = match &d.host {
+                Some(h) if connected.contains(h.as_str()) => Some(h.clone()),
+                _ => placer.place(&d.app_id, &d.process_type, d.size),
+            };
+            match host {
+                Some(host) => plan.actions.push(Action::Start {
+                    dyno_id: d.id.clone(),
+                    host,
+                }),
+                None => plan
+                    .unplaced
+                    .push(format!("{} {} {}", d.app, d.name(), d.size)),
+            }
+        }
+    }
+
+    for app in view.apps {
+        if app.release.is_none() {
+            continue;
+        }
+        for (ptype, e) in &app.formation.entries {
+            for idx in 1..=e.quantity {
+                if held.contains(&(app.app.id.as_str(), ptype.as_str(), idx)) {
+                    continue;
+                }
+                match placer.place(&app.app.id, ptype.as_str(), e.size) {
+                    Some(host) => plan.actions.push(Action::Create {
+                        app_id: app.app.id.clone(),
+                        process_type: ptype.to_string(),
+                        idx,
+                        size: e.size,
+                        host,
+                    }),
+                    None => plan
+                        .unplaced
+                        .push(format!("{} {ptype}.{idx} {}", app.app.name, e.size)),
+                }
+            }
+        }
+    }
+    plan
+}
+
+/// Places one dyno outside a plan (one-off dynos).
+pub fn place_one(
+    hosts: &[HostView],
+    dynos: &[DynoRow],
+    app_id: &str,
+    ptype: &str,
+    size: Size,
+) -> Option<String> {
+    let view = View {
+        apps: &[],
+        dynos,
+        hosts,
+        now_ms: 0,
+    };
+    Placer::new(&view).place(app_id, ptype, size)
+}
+
+/// Chooses hosts: enough free memory, then the fewest dynos of the same app and type, then the
+/// most free memory. Tracks what this plan already placed.
+struct Placer {
+    hosts: Vec<(String, u64)>,
+    allocated: HashMap<String, u64>,
+    same_type: HashMap<(String, String, String), u32>,
+}
+
+impl Placer {
+    fn new(view: &View) -> Placer {
+        let mut allocated = HashMap::new();
+        let mut same_type = HashMap::new();
+        for d in view.dynos {
+            if let (Some(h), true) = (&d.host, d.desired == Desired::Run) {
+                *allocated.entry(h.clone()).or_insert(0) += d.size.memory_mb();
+                *same_type
+                    .entry((h.clone(), d.app_id.clone(), d.process_type.clone()))
+                    .or_insert(0) += 1;
+            }
+        }
+        Placer {
+            hosts: view
+                .hosts
+                .iter()
+                .filter(|h| h.connected)
+                .map(|h| (h.name.clone(), h.memory_mb))
+                .collect(),
+            allocated,
+            same_type,
+        }
+    }
+
+    fn place(&mut self, app_id: &str, ptype: &str, size: Size) -> Option<String> {
+        let need = size.memory_mb();
+        let best = self
+            .hosts
+            .iter()
+            .filter_map(|(name, cap)| {
+                let used = self.allocated.get(name).copied().unwrap_or(0);
+                let free = cap.saturating_sub(used);
+                (free >= need).then(|| {
+                    let same = self
+                        .same_type
+                        .get(&(name.clone(), app_id.to_string(), ptype.to_string()))
+                        .copied()
+                        .unwrap_or(0);
+                    (same, std::cmp::Reverse(free), name.clone())
+                })
+            })
+            .min()?;
+        let name = best.2;
+        *self.allocated.entry(name.clone()).or_insert(0) += need;
+        *self
+            .same_type
+            .entry((name.clone(), app_id.to_string(), ptype.to_string()))
+            .or_insert(0) += 1;
+        Some(name)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use dyno_shared::scale::parse_scale_args;
+    use dyno_shared::{ConfigVars, Procfile};
+
+    fn app_view(formation: &[&str], version: u32) -> AppView {
+        let procfile = Procfile::parse("web: w\nworker: k").unwrap();
+        let formation = Formation::default()
+            .apply(&parse_scale_args(formation).unwrap(), &procfile)
+            .unwrap();
+        AppView {
+            app: AppRow {
+                id: "a1".into(),
+                name: "shop".into(),
+                created_at: 0,
+                updated_at: 0,
+                maintenance: false,
+            },
+            release: Some(ReleaseRow {
+                app_id: "a1".into(),
+                version,
+                description: String::new(),
+                slug: Some("s".into()),
+                procfile,
+                config: ConfigVars::default(),
+                created_at: 0,
+            }),
+            formation,
+        }
+    }
+
+    fn dyno(id: &str, ptype: &str, idx: u32, state: DynoState, host: &str) -> DynoRow {
+        DynoRow {
+            id: id.into(),
+            app_id: "a1".into(),
+            app: "shop".into(),
+            process_type: ptype.into(),
+            idx,
+            release: 1,
+            host: Some(host.into()),
+            state,
+            desired: Desired::Run,
+            port: None,
+            size: Size::Standard1x,
+            command: "w".into(),
+            one_off: false,
+            exit_code: None,
+            reason: None,
+            restarts: 0,
+            next_start_at: None,
+            created_at: 0,
+            updated_at: 0,
+            up_since: None,
+        }
+    }
+
+    fn hosts(n: usize) -> Vec<HostView> {
+        (1..=n)
+            .map(|i| HostView {
+                name: format!("h{i}"),
+                memory_mb: 4096,
+                connected: true,
+            })
+            .collect()
+    }
+
+    fn run(apps: &[AppView], dynos: &[DynoRow], hosts: &[HostView]) -> Plan {
+        plan(&View {
+            apps,
+            dynos,
+            hosts,
+            now_ms: 1_000_000,
+        })
+    }
+
+    #[test]
+    fn creates_missing_dynos_spread_across_hosts() {
+        let p = run(&[app_view(&["web=2", "worker=1"], 1)], &[], &hosts(2));
+        let web_hosts: Vec<&str> = p
+            .actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::Create {
+                    process_type, host, ..
+                } if process_type == "web" => Some(host.as_str()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(p.actions.len(), 3);
+        assert_eq!(web_hosts.len(), 2);
+        assert_ne!(web_hosts[0], web_hosts[1], "web dynos share a host");
+    }
+
+    #[test]
+    fn scaling_up_leaves_matching_dynos_alone() {
+        let dynos = [
+            dyno("d1", "web", 1, DynoState::Up, "h1"),
+            dyno("d2", "worker", 1, DynoState::Up, "h1"),
+        ];
+        let p = run(&[app_view(&["web=3", "worker=1"], 1)], &dynos, &hosts(1));
+        assert_eq!(p.actions.len(), 2);
+        assert!(p.actions.iter().all(|a| matches!(a,
+            Action::Create { process_type, idx, .. } if process_type == "web" && *idx > 1)));
+    }
+
+    #[test]
+    fn scaling_down_stops_the_highest_indexes() {
+        let dynos = [
+            dyno("d1", "web", 1, DynoState::Up, "h1"),
+            dyno("d2", "web", 2, DynoState::Up, "h1"),
+            dyno("d3", "web", 3, DynoState::Crashed, "h1"),
+        ];
+        let p = run(&[app_view(&["web=1"], 1)], &dynos, &hosts(1));
+        assert_eq!(
+            p.actions,
+            vec![
+                Action::Stop {
+                    dyno_id: "d2".into()
+                },
+                Action::Forget {
+                    dyno_id: "d3".into()
+                },
+            ]
+        );
+    }
+
+    #[test]
+    fn new_release_replaces_dynos() {
+        let dynos = [dyno("d1", "web", 1, DynoState::Up, "h1")];
+        let p = run(&[app_view(&["web=1"], 2)], &dynos, &hosts(1));
+        assert_eq!(
+            p.actions,
+            vec![Action::Stop {
+                dyno_id: "d1".into()
+            }]
+        );
+    }
+
+    #[test]
+    fn stopping_dyno_holds_its_slot_until_down() {
+        let mut d = dyno("d1", "web", 1, DynoState::Up, "h1");
+        d.desired = Desired::Stop;
+        assert!(
+            run(&[app_view(&["web=1"], 1)], &[d.clone()], &hosts(1))
+                .actions
+                .is_empty()
+        );
+        d.state = DynoState::Down;
+        let p = run(&[app_view(&["web=1"], 1)], &[d], &hosts(1));
+        assert_eq!(p.actions.len(), 2);
+        assert!(matches!(p.actions[0], Action::Forget { .. }));
+        assert!(matches!(p.actions[1], Action::Create { idx: 1, .. }));
+    }
+
+    #[test]
+    fn crashed_dynos_wait_for_their_cool_off() {
+        let mut d = dyno("d1", "web", 1, DynoState::Crashed, "h1");
+        d.next_start_at = Some(2_000_000);
+        let apps = [app_view(&["web=1"], 1)];
+        assert!(run(&apps, &[d.clone()], &hosts(1)).actions.is_empty());
+        d.next_start_at = Some(999_999);
+        assert_eq!(
+            run(&apps, &[d], &hosts(1)).actions,
+            vec![Action::Start {
+                dyno_id: "d1".into(),
+                host: "h1".into()
+            }]
+        );
+    }
+
+    #[test]
+    fn lost_dynos_restart_and_move_off_disconnected_hosts() {
+        let d = dyno("d1", "worker", 1, DynoState::Down, "gone");
+        let p = run(&[app_view(&["worker=1"], 1)], &[d], &hosts(1));
+        assert_eq!(
+            p.actions,
+            vec![Action::Start {
+                dyno_id: "d1".into(),
+                host: "h1".into()
+            }]
+        );
+    }
+
+    #[test]
+    fn respects_memory_capacity() {
+        let mut hs = hosts(1);
+        hs[0].memory_mb = 1024;
+        let p = run(&[app_view(&["web=3"], 1)], &[], &hs);
+        assert_eq!(p.actions.len(), 2);
+        assert_eq!(p.unplaced, vec!["shop web.3 standard-1x".to_string()]);
+        assert!(run(&[app_view(&["web=1"], 1)], &[], &[]).unplaced.len() == 1);
+    }
+
+    #[test]
+    fn dynos_of_destroyed_apps_stop_and_one_offs_are_forgotten_when_done() {
+        let d = dyno("d1", "web", 1, DynoState::Up, "h1");
+        let mut o = dyno("d2", "run", 1, DynoState::Down, "h1");
+        o.one_off = true;
+        let p = run(&[], &[d], &hosts(1));
+        assert_eq!(
+            p.actions,
+            vec![Action::Stop {
+                dyno_id: "d1".into()
+            }]
+        );
+        let p = run(&[app_view(&["web=0"], 1)], &[o], &hosts(1));
+        assert_eq!(
+            p.actions,
+            vec![Action::Forget {
+                dyno_id: "d2".into()
+            }]
+        );
+    }
+
+    #[test]
+    fn restart_policy_backs_off_and_resets() {
+        let p = RestartPolicy::default();
+        assert_eq!(p.delay(1), Duration::ZERO);
+        assert_eq!(p.delay(2), Duration::from_secs(20 * 60));
+        assert_eq!(p.delay(6), Duration::from_secs(320 * 60));
+        assert_eq!(p.delay(60), Duration::from_secs(320 * 60));
+        assert_eq!(p.count_after_crash(3, Some(0), 5_000), 4);
+        assert_eq!(p.count_after_crash(3, Some(0), 10_000), 1);
+        assert_eq!(p.count_after_crash(3, None, 10_000), 4);
+    }
+}

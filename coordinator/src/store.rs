@@ -1,0 +1,652 @@
+//! The coordinator's state in SQLite (WAL, foreign keys on, migrations by `user_version`).
+//! This is the only module that touches rusqlite; everything it returns is plain data.
+
+use dyno_shared::protocol::DynoState;
+use dyno_shared::{ConfigVars, Formation, FormationEntry, ProcessType, Procfile, Size};
+use rusqlite::{Connection, OptionalExtension, Row, Transaction, params};
+use std::collections::BTreeMap;
+use std::path::Path;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("failed to open the store at {path}: {source}")]
+    Open {
+        path: String,
+        source: rusqlite::Error,
+    },
+    #[error("store query failed: {0}")]
+    Sql(#[from] rusqlite::Error),
+    #[error("store holds malformed data in {what}: {detail}")]
+    Corrupt { what: &'static str, detail: String },
+    #[error("store schema version {0} is newer than this coordinator understands")]
+    TooNew(i64),
+}
+
+type Result<T> = std::result::Result<T, StoreError>;
+
+/// Each entry moves the schema from version i to i+1; never edit a released entry.
+const MIGRATIONS: &[&str] = &[r#"
+CREATE TABLE apps (
+    id TEXT PRIMARY KEY,
+    name TEXT NOT NULL UNIQUE,
+    created_at INTEGER NOT NULL,
+    updated_at INTEGER NOT NULL,
+    maintenance INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE releases (
+    app_id TEXT NOT NULL REFERENCES apps(id) ON DELETE CASCADE,
+    version INTEGER NOT NULL,
+    description TEXT NOT NULL,
+    slug TEXT,
+    procfile TEXT NOT NULL,
+    config TEXT NOT NULL,
+    created_at INTEGER NOT NULL,
+    PRIMARY KEY (app_id, version)
+);
+CREATE TABLE formation (
+    app_id TEXT NOT NULL REFERENCES apps(id) ON DELETE CASCADE,
+    process_type TEXT NOT NULL,
+    quantity INTEGER NOT NULL,
+    size TEXT NOT NULL,
+    PRIMARY KEY (app_id, process_type)
+);
+CREATE TABLE config_vars (
+    app_id TEXT NOT NULL REFERENCES apps(id) ON DELETE CASCADE,
+    key TEXT NOT NULL,
+    value TEXT NOT NULL,
+    PRIMARY KEY (app_id, key)
+);
+-- Dynos outlive their app's row while they stop, so no foreign key here.
+CREATE TABLE dynos (
+    id TEXT PRIMARY KEY,
+    app_id TEXT NOT NULL,
+    app TEXT NOT NULL,
+    process_type TEXT NOT NULL,
+    idx INTEGER NOT NULL,
+    release INTEGER NOT NULL,
+    host TEXT,
+    state TEXT NOT NULL,
+    desired TEXT NOT NULL,
+    port INTEGER,
+    size TEXT NOT NULL,
+    command TEXT NOT NULL,
+    one_off INTEGER NOT NULL,
+    exit_code INTEGER,
+    reason TEXT,
+    restarts INTEGER NOT NULL DEFAULT 0,
+    next_start_at INTEGER,
+    created_at INTEGER NOT NULL,
+    updated_at INTEGER NOT NULL,
+    up_since INTEGER
+);
+CREATE UNIQUE INDEX dynos_app_name ON dynos(app_id, process_type, idx);
+CREATE TABLE hosts (
+    name TEXT PRIMARY KEY,
+    address TEXT NOT NULL,
+    memory_mb INTEGER NOT NULL,
+    cpus INTEGER NOT NULL,
+    isolation TEXT NOT NULL,
+    agent_version TEXT NOT NULL,
+    first_seen INTEGER NOT NULL,
+    last_seen INTEGER NOT NULL
+);
+"#];
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct AppRow {
+    pub id: String,
+    pub name: String,
+    pub created_at: i64,
+    pub updated_at: i64,
+    pub maintenance: bool,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReleaseRow {
+    pub app_id: String,
+    pub version: u32,
+    pub description: String,
+    pub slug: Option<String>,
+    pub procfile: Procfile,
+    pub config: ConfigVars,
+    pub created_at: i64,
+}
+
+/// What the coordinator wants of a dyno.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Desired {
+    Run,
+    /// Stop it; the row goes once the agent reports it down.
+    Stop,
+}
+
+impl Desired {
+    fn as_str(self) -> &'static str {
+        match self {
+            Desired::Run => "run",
+            Desired::Stop => "stop",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct DynoRow {
+    pub id: String,
+    pub app_id: String,
+    pub app: String,
+    pub process_type: String,
+    pub idx: u32,
+    pub release: u32,
+    pub host: Option<String>,
+    pub state: DynoState,
+    pub desired: Desired,
+    pub port: Option<u16>,
+    pub size: Size,
+    pub command: String,
+    pub one_off: bool,
+    pub exit_code: Option<i32>,
+    pub reason: Option<String>,
+    pub restarts: u32,
+    /// Unix ms before which a crashed dyno is not restarted.
+    pub next_start_at: Option<i64>,
+    pub created_at: i64,
+    pub updated_at: i64,
+    pub up_since: Option<i64>,
+}
+
+impl DynoRow {
+    pub fn name(&self) -> String {
+        format!("{}.{}", self.process_type, self.idx)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct HostRow {
+    pub name: String,
+    pub address: String,
+    pub memory_mb: u64,
+    pub cpus: u32,
+    pub isolation: String,
+    pub agent_version: String,
+    pub first_seen: i64,
+    pub last_seen: i64,
+}
+
+pub struct Store {
+    conn: Connection,
+}
+
+fn parse_state(s: &str) -> Result<DynoState> {
+    serde_json::from_value(serde_json::Value::String(s.to_string())).map_err(|e| {
+        StoreError::Corrupt {
+            what: "dynos.state",
+            detail: e.to_string(),
+        }
+    })
+}
+
+fn parse_size(s: &str) -> Result<Size> {
+    s.parse()
+        .map_err(|e: dyno_shared::size::UnknownSize| StoreError::Corrupt {
+            what: "size",
+            detail: e.to_string(),
+        })
+}
+
+fn from_json<T: for<'de> serde::Deserialize<'de>>(what: &'static str, s: &str) -> Result<T> {
+    serde_json::from_str(s).map_err(|e| StoreError::Corrupt {
+        what,
+        detail: e.to_string(),
+    })
+}
+
+const DYNO_COLUMNS: &str = "id, app_id, app, process_type, idx, release, host, state, desired, port, size, command, one_off, exit_code, reason, restarts, next_start_at, created_at, updated_at, up_since";
+
+fn dyno_from_row(r: &Row) -> Result<DynoRow> {
+    let state: String = r.get(7)?;
+    let desired: String = r.get(8)?;
+    let size: String = r.get(10)?;
+    Ok(DynoRow {
+        id: r.get(0)?,
+        app_id: r.get(1)?,
+        app: r.get(2)?,
+        process_type: r.get(3)?,
+        idx: r.get(4)?,
+        release: r.get(5)?,
+        host: r.get(6)?,
+        state: parse_state(&state)?,
+        desired: if desired == "stop" {
+            Desired::Stop
+        } else {
+            Desired::Run
+        },
+        port: r.get(9)?,
+        size: parse_size(&size)?,
+        command: r.get(11)?,
+        one_off: r.get(12)?,
+        exit_code: r.get(13)?,
+        reason: r.get(14)?,
+        restarts: r.get(15)?,
+        next_start_at: r.get(16)?,
+        created_at: r.get(17)?,
+        updated_at: r.get(18)?,
+        up_since: r.get(19)?,
+    })
+}
+
+fn release_from_row(r: &Row) -> Result<ReleaseRow> {
+    let procfile: String = r.get(4)?;
+    let config: String = r.get(5)?;
+    Ok(ReleaseRow {
+        app_id: r.get(0)?,
+        version: r.get(1)?,
+        description: r.get(2)?,
+        slug: r.get(3)?,
+        procfile: from_json("releases.procfile", &procfile)?,
+        config: from_json("releases.config", &config)?,
+        created_at: r.get(6)?,
+    })
+}
+
+fn app_from_row(r: &Row) -> rusqlite::Result<AppRow> {
+    Ok(AppRow {
+        id: r.get(0)?,
+        name: r.get(1)?,
+        created_at: r.get(2)?,
+        updated_at: r.get(3)?,
+        maintenance: r.get(4)?,
+    })
+}
+
+impl Store {
+    pub fn open(path: &Path) -> Result<Store> {
+        let conn = Connection::open(path).map_err(|source| StoreError::Open {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Self::init(conn)
+    }
+
+    pub fn open_in_memory() -> Result<Store> {
+        Self::init(Connection::open_in_memory()?)
+    }
+
+    fn init(conn: Connection) -> Result<Store> {
+        // WAL + synchronous=FULL: a committed change survives kill -9 and power loss.
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "FULL")?;
+        conn.pragma_update(None, "foreign_keys", "ON")?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        let mut store = Store { conn };
+        store.migrate()?;
+        Ok(store)
+    }
+
+    fn migrate(&mut self) -> Result<()> {
+        let version: i64 = self
+            .conn
+            .pragma_query_value(None, "user_version", |r| r.get(0))?;
+        if version as usize > MIGRATIONS.len() {
+            return Err(StoreError::TooNew(version));
+        }
+        for (i, sql) in MIGRATIONS.iter().enumerate().skip(version as usize) {
+            let tx = self.conn.transaction()?;
+            tx.execute_batch(sql)?;
+            tx.pragma_update(None, "user_version", (i + 1) as i64)?;
+            tx.commit()?;
+        }
+        Ok(())
+    }
+
+    pub fn schema_version(&self) -> Result<i64> {
+        Ok(self
+            .conn
+            .pragma_query_value(None, "user_version", |r| r.get(0))?)
+    }
+
+    /// Runs `f` in one transaction: all of its writes land or none do.
+    pub fn transaction<T>(&mut self, f: impl FnOnce(&Tx) -> Result<T>) -> Result<T> {
+        let tx = self.conn.transaction()?;
+        let out = f(&Tx(&tx))?;
+        tx.commit()?;
+        Ok(out)
+    }
+
+    pub fn read<T>(&self, f: impl FnOnce(&Reader) -> Result<T>) -> Result<T> {
+        f(&Reader(&self.conn))
+    }
+}
+
+/// Read queries, usable inside and outside transactions.
+pub struct Reader<'a>(&'a Connection);
+
+/// Writes, only inside `Store::transaction`.
+pub struct Tx<'a>(&'a Transaction<'a>);
+
+impl std::ops::Deref for Tx<'_> {
+    type Target = Connection;
+    fn deref(&self) -> &Connection {
+        self.0
+    }
+}
+
+impl std::ops::Deref for Reader<'_> {
+    type Target = Connection;
+    fn deref(&self) -> &Connection {
+        self.0
+    }
+}
+
+/// Queries shared by `Reader` and `Tx`.
+pub trait Queries: std::ops::Deref<Target = Connection> {
+    fn apps(&self) -> Result<Vec<AppRow>> {
+        let mut st = self.prepare_cached(
+            "SELECT id, name, created_at, updated_at, maintenance FROM apps ORDER BY name",
+        )?;
+        let rows = st.query_map([], app_from_row)?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    fn app(&self, name: &str) -> Result<Option<AppRow>> {
+        Ok(self
+            .prepare_cached(
+                "SELECT id, name, created_at, updated_at, maintenance FROM apps WHERE name = ?1",
+            )?
+            .query_row([name], app_from_row)
+            .optional()?)
+    }
+
+    fn releases(&self, app_id: &str) -> Result<Vec<ReleaseRow>> {
+        let mut st = self.prepare_cached(
+            "SELECT app_id, version, description, slug, procfile, config, created_at FROM releases WHERE app_id = ?1 ORDER BY version",
+        )?;
+        let mut rows = st.query([app_id])?;
+        let mut out = Vec::new();
+        while let Some(r) = rows.next()? {
+            out.push(release_from_row(r)?);
+        }
+        Ok(out)
+    }
+
+    fn current_release(&self, app_id: &str) -> Result<Option<ReleaseRow>> {
+        let mut st = self.prepare_cached(
+            "SELECT app_id, version, description, slug, procfile, config, created_at FROM releases WHERE app_id = ?1 ORDER BY version DESC LIMIT 1",
+        )?;
+        let mut rows = st.query([app_id])?;
+        match rows.next()? {
+            Some(r) => Ok(Some(release_from_row(r)?)),
+            None => Ok(None),
+        }
+    }
+
+    fn formation(&self, app_id: &str) -> Result<Formation> {
+        let mut st = self.prepare_cached(
+            "SELECT process_type, quantity, size FROM formation WHERE app_id = ?1",
+        )?;
+        let mut rows = st.query([app_id])?;
+        let mut f = Formation::default();
+        while let Some(r) = rows.next()? {
+            let t: String = r.get(0)?;
+            let size: String = r.get(2)?;
+            let ptype: ProcessType =
+                t.parse()
+                    .map_err(|e: dyno_shared::NameError| StoreError::Corrupt {
+                        what: "formation.process_type",
+                        detail: e.to_string(),
+                    })?;
+            f.entries.insert(
+                ptype,
+                FormationEntry {
+                    quantity: r.get(1)?,
+                    size: parse_size(&size)?,
+                },
+            );
+        }
+        Ok(f)
+    }
+
+    fn config(&self, app_id: &str) -> Result<ConfigVars> {
+        let mut st = self.prepare_cached("SELECT key, value FROM config_vars WHERE app_id = ?1")?;
+        let rows = st.query_map([app_id], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        Ok(ConfigVars(
+            rows.collect::<rusqlite::Result<BTreeMap<_, _>>>()?,
+        ))
+    }
+
+    fn dynos(&self) -> Result<Vec<DynoRow>> {
+        let mut st = self.prepare_cached(&format!(
+            "SELECT {DYNO_COLUMNS} FROM dynos ORDER BY app, process_type, idx"
+        ))?;
+        let mut rows = st.query([])?;
+        let mut out = Vec::new();
+        while let Some(r) = rows.next()? {
+            out.push(dyno_from_row(r)?);
+        }
+        Ok(out)
+    }
+
+    fn app_dynos(&self, app_id: &str) -> Result<Vec<DynoRow>> {
+        let mut st = self.prepare_cached(&format!(
+            "SELECT {DYNO_COLUMNS} FROM dynos WHERE app_id = ?1 ORDER BY process_type, idx"
+        ))?;
+        let mut rows = st.query([app_id])?;
+        let mut out = Vec::new();
+        while let Some(r) = rows.next()? {
+            out.push(dyno_from_row(r)?);
+        }
+        Ok(out)
+    }
+
+    fn dyno(&self, id: &str) -> Result<Option<DynoRow>> {
+        let mut st =
+            self.prepare_cached(&format!("SELECT {DYNO_COLUMNS} FROM dynos WHERE id = ?1"))?;
+        let mut rows = st.query([id])?;
+        match rows.next()? {
+            Some(r) => Ok(Some(dyno_from_row(r)?)),
+            None => Ok(None),
+        }
+    }
+
+    fn hosts(&self) -> Result<Vec<HostRow>> {
+        let mut st = self.prepare_cached(
+            "SELECT name, address, memory_mb, cpus, isolation, agent_version, first_seen, last_seen FROM hosts ORDER BY name",
+        )?;
+        let rows = st.query_map([], |r| {
+            Ok(HostRow {
+                name: r.get(0)?,
+                address: r.get(1)?,
+                memory_mb: r.get::<_, i64>(2)? as u64,
+                cpus: r.get(3)?,
+                isolation: r.get(4)?,
+                agent_version: r.get(5)?,
+                first_seen: r.get(6)?,
+                last_seen: r.get(7)?,
+            })
+        })?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+}
+
+impl Queries for Reader<'_> {}
+impl Queries for Tx<'_> {}
+
+impl Tx<'_> {
+    pub fn insert_app(&self, app: &AppRow) -> Result<()> {
+        self.execute(
+            "INSERT INTO apps (id, name, created_at, updated_at, maintenance) VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![app.id, app.name, app.created_at, app.updated_at, app.maintenance],
+        )?;
+        Ok(())
+    }
+
+    pub fn delete_app(&self, app_id: &str) -> Result<()> {
+        self.execute("DELETE FROM apps WHERE id = ?1", [app_id])?;
+        Ok(())
+    }
+
+    pub fn touch_app(&self, app_id: &str, now: i64) -> Result<()> {
+        self.execute(
+            "UPDATE apps SET updated_at = ?2 WHERE id = ?1",
+            params![app_id, now],
+        )?;
+        Ok(())
+    }
+
+    pub fn insert_release(&self, r: &ReleaseRow) -> Result<()> {
+        let procfile = serde_json::to_string(&r.procfile).expect("procfile serializes");
+        let config = serde_json::to_string(&r.config).expect("config serializes");
+        self.execute(
+            "INSERT INTO releases (app_id, version, description, slug, procfile, config, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            params![r.app_id, r.version, r.description, r.slug, procfile, config, r.created_at],
+        )?;
+        Ok(())
+    }
+
+    pub fn set_formation(&self, app_id: &str, f: &Formation) -> Result<()> {
+        self.execute("DELETE FROM formation WHERE app_id = ?1", [app_id])?;
+        let mut st = self.prepare_cached(
+            "INSERT INTO formation (app_id, process_type, quantity, size) VALUES (?1, ?2, ?3, ?4)",
+        )?;
+        for (t, e) in &f.entries {
+            st.execute(params![app_id, t.as_str(), e.quantity, e.size.as_str()])?;
+        }
+        Ok(())
+    }
+
+    pub fn set_config(&self, app_id: &str, c: &ConfigVars) -> Result<()> {
+        self.execute("DELETE FROM config_vars WHERE app_id = ?1", [app_id])?;
+        let mut st = self
+            .prepare_cached("INSERT INTO config_vars (app_id, key, value) VALUES (?1, ?2, ?3)")?;
+        for (k, v) in &c.0 {
+            st.execute(params![app_id, k, v])?;
+        }
+        Ok(())
+    }
+
+    pub fn insert_dyno(&self, d: &DynoRow) -> Result<()> {
+        self.execute(
+            &format!("INSERT INTO dynos ({DYNO_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20)"),
+            params![
+                d.id, d.app_id, d.app, d.process_type, d.idx, d.release, d.host,
+                d.state.as_str(), d.desired.as_str(), d.port, d.size.as_str(), d.command,
+                d.one_off, d.exit_code, d.reason, d.restarts, d.next_start_at, d.created_at,
+                d.updated_at, d.up_since
+            ],
+        )?;
+        Ok(())
+    }
+
+    /// Writes every mutable field of an existing dyno row.
+    pub fn update_dyno(&self, d: &DynoRow) -> Result<()> {
+        self.execute(
+            "UPDATE dynos SET host = ?2, state = ?3, desired = ?4, port = ?5, exit_code = ?6, reason = ?7, restarts = ?8, next_start_at = ?9, updated_at = ?10, up_since = ?11 WHERE id = ?1",
+            params![
+                d.id, d.host, d.state.as_str(), d.desired.as_str(), d.port, d.exit_code,
+                d.reason, d.restarts, d.next_start_at, d.updated_at, d.up_since
+            ],
+        )?;
+        Ok(())
+    }
+
+    pub fn delete_dyno(&self, id: &str) -> Result<()> {
+        self.execute("DELETE FROM dynos WHERE id = ?1", [id])?;
+        Ok(())
+    }
+
+    pub fn upsert_host(&self, h: &HostRow) -> Result<()> {
+        self.execute(
+            "INSERT INTO hosts (name, address, memory_mb, cpus, isolation, agent_version, first_seen, last_seen) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+             ON CONFLICT(name) DO UPDATE SET address = excluded.address, memory_mb = excluded.memory_mb, cpus = excluded.cpus, isolation = excluded.isolation, agent_version = excluded.agent_version, last_seen = excluded.last_seen",
+            params![h.name, h.address, h.memory_mb as i64, h.cpus, h.isolation, h.agent_version, h.first_seen, h.last_seen],
+        )?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn app(name: &str) -> AppRow {
+        AppRow {
+            id: format!("id-{name}"),
+            name: name.into(),
+            created_at: 1,
+            updated_at: 1,
+            maintenance: false,
+        }
+    }
+
+    #[test]
+    fn migrates_and_round_trips() {
+        let mut s = Store::open_in_memory().unwrap();
+        assert_eq!(s.schema_version().unwrap(), MIGRATIONS.len() as i64);
+        s.transaction(|tx| {
+            tx.insert_app(&app("shop"))?;
+            tx.insert_release(&ReleaseRow {
+                app_id: "id-shop".into(),
+                version: 1,
+                description: "Deploy".into(),
+                slug: Some("ab".into()),
+                procfile: Procfile::parse("web: x").unwrap(),
+                config: ConfigVars::default(),
+                created_at: 2,
+            })?;
+            let f = Formation::default()
+                .apply(
+                    &dyno_shared::scale::parse_scale_args(&["web=2:standard-2x"]).unwrap(),
+                    &Procfile::parse("web: x").unwrap(),
+                )
+                .unwrap();
+            tx.set_formation("id-shop", &f)
+        })
+        .unwrap();
+        s.read(|r| {
+            assert_eq!(r.apps()?.len(), 1);
+            assert_eq!(r.current_release("id-shop")?.unwrap().version, 1);
+            assert_eq!(
+                r.formation("id-shop")?.to_scale_string(),
+                "web=2:standard-2x"
+            );
+            Ok(())
+        })
+        .unwrap();
+    }
+
+    #[test]
+    fn failed_transaction_changes_nothing() {
+        let mut s = Store::open_in_memory().unwrap();
+        let res: Result<()> = s.transaction(|tx| {
+            tx.insert_app(&app("shop"))?;
+            tx.insert_app(&app("shop"))
+        });
+        assert!(res.is_err());
+        assert!(s.read(|r| r.apps()).unwrap().is_empty());
+    }
+
+    #[test]
+    fn deleting_an_app_cascades() {
+        let mut s = Store::open_in_memory().unwrap();
+        s.transaction(|tx| {
+            tx.insert_app(&app("shop"))?;
+            let mut c = ConfigVars::default();
+            c.0.insert("A".into(), "1".into());
+            tx.set_config("id-shop", &c)?;
+            tx.delete_app("id-shop")
+        })
+        .unwrap();
+        assert!(s.read(|r| r.config("id-shop")).unwrap().0.is_empty());
+    }
+
+    #[test]
+    fn reopening_a_file_keeps_data_and_schema() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.db");
+        {
+            let mut s = Store::open(&path).unwrap();
+            s.transaction(|tx| tx.insert_app(&app("shop"))).unwrap();
+        }
+        let s = Store::open(&path).unwrap();
+        assert_eq!(s.read(|r| r.apps()).unwrap()[0].name, "shop");
+    }
+}
