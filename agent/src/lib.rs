@@ -1,1 +1,186 @@
+//! The per-host agent: connects to the coordinator, runs the dynos it is told to run, and streams
+//! their state changes and output back.
+//!
+//! `run(config, shutdown)` is what `main` calls; tests call the same function with their own
+//! shutdown future.
 
+pub mod connection;
+pub mod host;
+pub mod logbuf;
+pub mod outbox;
+pub mod output;
+pub mod runtime;
+pub mod slugs;
+pub mod supervisor;
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::watch;
+use tracing::{info, warn};
+
+use crate::outbox::Outbox;
+use crate::runtime::{PlainRuntime, Runtime};
+use crate::slugs::SlugCache;
+use crate::supervisor::{Supervisor, SupervisorConfig};
+
+/// How long a dyno gets between SIGTERM and SIGKILL when the agent itself shuts down.
+pub const DEFAULT_STOP_GRACE: Duration = Duration::from_secs(30);
+/// How long a web dyno gets to accept connections on `$PORT` (Heroku's R10).
+pub const DEFAULT_BOOT_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long the agent waits, after its dynos stopped, to tell the coordinator about it.
+pub const FINAL_FLUSH_TIMEOUT: Duration = Duration::from_secs(5);
+
+#[derive(Debug, Clone)]
+pub struct AgentConfig {
+    /// `http://host:port` of the coordinator.
+    pub coordinator: String,
+    pub token: String,
+    /// Cached slugs and the dynos' ephemeral app directories live here.
+    pub state_dir: PathBuf,
+    /// Host name, unique among agents.
+    pub name: String,
+    /// The address the router reaches web dynos on.
+    pub address: String,
+    pub stop_grace: Duration,
+    pub boot_timeout: Duration,
+}
+
+impl AgentConfig {
+    /// A config with the defaults: the machine's host name, 127.0.0.1, 30 s grace, 60 s boot timeout.
+    pub fn new(
+        coordinator: impl Into<String>,
+        token: impl Into<String>,
+        state_dir: impl Into<PathBuf>,
+    ) -> Self {
+        AgentConfig {
+            coordinator: coordinator.into(),
+            token: token.into(),
+            state_dir: state_dir.into(),
+            name: host::hostname(),
+            address: "127.0.0.1".to_string(),
+            stop_grace: DEFAULT_STOP_GRACE,
+            boot_timeout: DEFAULT_BOOT_TIMEOUT,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    #[error("invalid coordinator URL {0:?}: it must start with http:// or https://")]
+    InvalidCoordinatorUrl(String),
+    #[error("invalid agent name: it must not be empty")]
+    EmptyName,
+    #[error("failed to prepare the state directory {path}: {source}")]
+    StateDir {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Checks a coordinator URL and returns it without a trailing slash.
+pub fn validate_coordinator_url(url: &str) -> Result<String, AgentError> {
+    let rest = url
+        .strip_prefix("http://")
+        .or_else(|| url.strip_prefix("https://"));
+    match rest {
+        Some(host)
+            if !host.trim_end_matches('/').is_empty() && !host.contains(char::is_whitespace) =>
+        {
+            Ok(url.trim_end_matches('/').to_string())
+        }
+        _ => Err(AgentError::InvalidCoordinatorUrl(url.to_string())),
+    }
+}
+
+/// Runs the agent until `shutdown` completes, then stops every dyno (SIGTERM, grace, SIGKILL),
+/// reports them `down` if the coordinator is connected, and returns.
+pub async fn run(
+    config: AgentConfig,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), AgentError> {
+    let coordinator = validate_coordinator_url(&config.coordinator)?;
+    if config.name.trim().is_empty() {
+        return Err(AgentError::EmptyName);
+    }
+    let state_err = |path: &std::path::Path| {
+        let path = path.to_path_buf();
+        move |source| AgentError::StateDir { path, source }
+    };
+    let dynos_dir = config.state_dir.join("dynos");
+    std::fs::create_dir_all(&dynos_dir).map_err(state_err(&dynos_dir))?;
+    // Dynos do not survive an agent restart, so their directories are leftovers.
+    supervisor::clear_dir(&dynos_dir).map_err(state_err(&dynos_dir))?;
+    let slugs_dir = config.state_dir.join("slugs");
+    let slugs =
+        SlugCache::open(&slugs_dir, &coordinator, &config.token).map_err(state_err(&slugs_dir))?;
+
+    let runtime: Arc<dyn Runtime> = Arc::new(PlainRuntime::new());
+    let outbox = Arc::new(Outbox::new());
+    let supervisor = Supervisor::new(
+        SupervisorConfig {
+            dynos_dir,
+            boot_timeout: config.boot_timeout,
+        },
+        runtime.clone(),
+        Arc::new(slugs),
+        outbox.clone(),
+    );
+
+    let conn_config = connection::ConnectionConfig {
+        ws_url: connection::ws_url(&coordinator),
+        token: config.token.clone(),
+        name: config.name.clone(),
+        address: config.address.clone(),
+        memory_mb: host::memory_mb(),
+        cpus: host::cpus(),
+        isolation: runtime.isolation(),
+    };
+    let (finish_tx, finish_rx) = watch::channel(false);
+    let mut conn = tokio::spawn(connection::run(
+        conn_config,
+        supervisor.clone(),
+        outbox.clone(),
+        finish_rx,
+    ));
+    info!(name = %config.name, coordinator = %coordinator, "agent started");
+
+    shutdown.await;
+    info!(
+        dynos = supervisor.statuses().len(),
+        "shutting down: stopping every dyno"
+    );
+    supervisor.shutdown(config.stop_grace).await;
+    let _ = finish_tx.send(true);
+    match tokio::time::timeout(FINAL_FLUSH_TIMEOUT, &mut conn).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => warn!(error = %e, "connection task failed"),
+        Err(_) => {
+            warn!("could not report the final dyno states to the coordinator in time");
+            conn.abort();
+        }
+    }
+    info!("agent stopped");
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn coordinator_url_must_be_http() {
+        assert_eq!(
+            validate_coordinator_url("http://127.0.0.1:7070/").unwrap(),
+            "http://127.0.0.1:7070"
+        );
+        assert!(validate_coordinator_url("https://coord.example").is_ok());
+        for bad in ["127.0.0.1:7070", "ws://x:1", "http://", "ftp://x", ""] {
+            let e = validate_coordinator_url(bad).unwrap_err();
+            assert!(e.to_string().contains("http://"), "{e}");
+        }
+    }
+}

@@ -1,1 +1,92 @@
-fn main() {}
+//! `dyno-agent`: runs dynos on this host for a coordinator.
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Parser;
+use dyno_agent::{AgentConfig, validate_coordinator_url};
+use dyno_shared::protocol::Isolation;
+use tokio::signal::unix::{SignalKind, signal};
+use tracing_subscriber::EnvFilter;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "dyno-agent",
+    version,
+    about = "Runs dynos on this host for a coordinator"
+)]
+struct Cli {
+    /// The coordinator's control URL, e.g. http://10.0.0.1:7070
+    #[arg(long, env = "DYNO_COORDINATOR", value_name = "URL", value_parser = parse_url)]
+    coordinator: String,
+    /// The agent token the coordinator was started with
+    #[arg(long, env = "DYNO_TOKEN", value_name = "T", hide_env_values = true)]
+    token: String,
+    /// Where cached slugs and the dynos' app directories live
+    #[arg(long, value_name = "DIR")]
+    state_dir: PathBuf,
+    /// This host's name among agents (default: the machine's host name)
+    #[arg(long, value_name = "NAME")]
+    name: Option<String>,
+    /// The address the router reaches this host's web dynos on
+    #[arg(long, value_name = "IP", default_value = "127.0.0.1")]
+    address: IpAddr,
+    /// Seconds between SIGTERM and SIGKILL when the agent shuts down
+    #[arg(long, value_name = "N", default_value_t = 30)]
+    stop_grace_secs: u64,
+    /// Seconds a web dyno has to bind $PORT (R10)
+    #[arg(long, value_name = "N", default_value_t = 60)]
+    boot_timeout_secs: u64,
+    /// How dynos are isolated; only `none` exists so far
+    #[arg(long, value_name = "MODE", default_value = "none", value_parser = parse_isolation)]
+    isolation: Isolation,
+}
+
+fn parse_url(s: &str) -> Result<String, String> {
+    validate_coordinator_url(s).map_err(|e| e.to_string())
+}
+
+fn parse_isolation(s: &str) -> Result<Isolation, String> {
+    match s {
+        "none" => Ok(Isolation::None),
+        "linux" => Err(
+            "Linux isolation (namespaces, cgroups) is not built yet; use --isolation none".into(),
+        ),
+        other => Err(format!(
+            "unknown isolation {other:?}: expected `none` (Linux isolation is not built yet)"
+        )),
+    }
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let mut config = AgentConfig::new(cli.coordinator, cli.token, cli.state_dir);
+    if let Some(name) = cli.name {
+        config.name = name;
+    }
+    config.address = cli.address.to_string();
+    config.stop_grace = Duration::from_secs(cli.stop_grace_secs);
+    config.boot_timeout = Duration::from_secs(cli.boot_timeout_secs);
+    debug_assert_eq!(cli.isolation, Isolation::None);
+
+    let mut term = signal(SignalKind::terminate()).context("failed to listen for SIGTERM")?;
+    let shutdown = async move {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received"),
+            _ = term.recv() => tracing::info!("SIGTERM received"),
+        }
+    };
+    dyno_agent::run(config, shutdown)
+        .await
+        .context("the agent failed")?;
+    Ok(())
+}

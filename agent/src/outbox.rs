@@ -1,0 +1,175 @@
+//! What the agent has to tell the coordinator, kept while it is away: dyno state changes and
+//! log lines. Producers never wait on the network; the connection drains this when it can.
+
+use std::sync::{Mutex, MutexGuard};
+
+use dyno_shared::logline::LogLine;
+use dyno_shared::protocol::DynoStatus;
+use tokio::sync::Notify;
+
+use crate::logbuf::{BATCH_MAX_BYTES, BATCH_MAX_LINES, LogBuffer};
+
+#[derive(Debug, Default)]
+struct Inner {
+    states: Vec<DynoStatus>,
+    logs: LogBuffer,
+}
+
+#[derive(Debug, Default)]
+pub struct Outbox {
+    inner: Mutex<Inner>,
+    states_ready: Notify,
+    logs_ready: Notify,
+}
+
+impl Outbox {
+    pub fn new() -> Self {
+        Outbox::default()
+    }
+
+    /// A buffer with room for `log_capacity` bytes of log lines (tests use small ones).
+    pub fn with_log_capacity(log_capacity: usize) -> Self {
+        Outbox {
+            inner: Mutex::new(Inner {
+                states: Vec::new(),
+                logs: LogBuffer::new(log_capacity),
+            }),
+            ..Outbox::default()
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        // A panic while holding this lock leaves plain data behind, still usable.
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Queues a state change. While the coordinator is away only the latest running state per
+    /// dyno is kept, but every final (`crashed`, `down`) one is.
+    pub fn push_state(&self, status: DynoStatus) {
+        let mut inner = self.lock();
+        inner.states.push(status);
+        coalesce(&mut inner.states);
+        drop(inner);
+        self.states_ready.notify_one();
+    }
+
+    pub fn take_states(&self) -> Vec<DynoStatus> {
+        std::mem::take(&mut self.lock().states)
+    }
+
+    /// Puts states that could not be sent back in front of newer ones.
+    pub fn requeue_states(&self, unsent: Vec<DynoStatus>) {
+        if unsent.is_empty() {
+            return;
+        }
+        let mut inner = self.lock();
+        let newer = std::mem::replace(&mut inner.states, unsent);
+        inner.states.extend(newer);
+        coalesce(&mut inner.states);
+    }
+
+    pub fn push_log(&self, line: LogLine) {
+        let mut inner = self.lock();
+        inner.logs.push(line);
+        let full_batch = inner.logs.len() >= BATCH_MAX_LINES;
+        drop(inner);
+        if full_batch {
+            self.logs_ready.notify_one();
+        }
+    }
+
+    /// The next batch of log lines for one `Logs` frame (empty when there is nothing).
+    pub fn take_logs(&self) -> Vec<LogLine> {
+        self.lock()
+            .logs
+            .take_batch(BATCH_MAX_LINES, BATCH_MAX_BYTES)
+    }
+
+    pub fn requeue_logs(&self, unsent: Vec<LogLine>) {
+        if !unsent.is_empty() {
+            self.lock().logs.requeue_front(unsent);
+        }
+    }
+
+    /// Completes when a state change was queued since the last call.
+    pub async fn states_ready(&self) {
+        self.states_ready.notified().await
+    }
+
+    /// Completes when a full batch of log lines is waiting.
+    pub async fn logs_ready(&self) {
+        self.logs_ready.notified().await
+    }
+}
+
+/// Drops running states that a later entry for the same dyno supersedes, keeping order.
+fn coalesce(states: &mut Vec<DynoStatus>) {
+    let mut keep = vec![true; states.len()];
+    for i in 0..states.len() {
+        if states[i].state.is_running()
+            && states[i + 1..]
+                .iter()
+                .any(|later| later.dyno_id == states[i].dyno_id)
+        {
+            keep[i] = false;
+        }
+    }
+    let mut flags = keep.into_iter();
+    states.retain(|_| flags.next().unwrap_or(true));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use dyno_shared::protocol::DynoState;
+
+    fn status(id: &str, state: DynoState, at: i64) -> DynoStatus {
+        DynoStatus {
+            dyno_id: id.into(),
+            state,
+            port: None,
+            pid: None,
+            exit_code: None,
+            at,
+            reason: None,
+        }
+    }
+
+    #[test]
+    fn keeps_latest_running_state_but_every_final_one() {
+        let out = Outbox::new();
+        out.push_state(status("a", DynoState::Starting, 1));
+        out.push_state(status("b", DynoState::Starting, 2));
+        out.push_state(status("a", DynoState::Up, 3));
+        out.push_state(status("a", DynoState::Crashed, 4));
+        out.push_state(status("a", DynoState::Starting, 5));
+        out.push_state(status("a", DynoState::Up, 6));
+        out.push_state(status("a", DynoState::Down, 7));
+        let got: Vec<_> = out
+            .take_states()
+            .into_iter()
+            .map(|s| (s.dyno_id, s.state, s.at))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                ("b".to_string(), DynoState::Starting, 2),
+                ("a".to_string(), DynoState::Crashed, 4),
+                ("a".to_string(), DynoState::Down, 7),
+            ]
+        );
+        assert!(out.take_states().is_empty());
+    }
+
+    #[test]
+    fn requeued_states_go_first_and_newer_ones_win() {
+        let out = Outbox::new();
+        out.push_state(status("a", DynoState::Up, 3));
+        out.requeue_states(vec![
+            status("a", DynoState::Starting, 1),
+            status("c", DynoState::Down, 2),
+        ]);
+        let got: Vec<_> = out.take_states().into_iter().map(|s| s.at).collect();
+        assert_eq!(got, vec![2, 3]);
+    }
+}

@@ -1,0 +1,394 @@
+//! How a prepared dyno becomes running processes. `Runtime` is the seam where a Linux-isolated
+//! runtime (namespaces, cgroups) plugs in; `PlainRuntime` runs the dyno as a plain process group
+//! with a cleared environment and rlimits.
+
+use std::collections::BTreeMap;
+use std::io;
+use std::path::PathBuf;
+use std::process::Stdio;
+
+use dyno_shared::protocol::Isolation;
+use dyno_shared::size::Size;
+use futures_util::future::BoxFuture;
+use nix::sys::resource::{Resource, getrlimit, setrlimit};
+use nix::sys::signal::{Signal, killpg};
+use nix::unistd::Pid;
+use tokio::io::AsyncRead;
+
+/// Open files per dyno process (Heroku's `ulimit -n`).
+pub const NOFILE_LIMIT: u64 = 10_000;
+/// Appended to `<app>/bin` to make a dyno's `PATH`.
+pub const SYSTEM_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// Everything a runtime needs to start one dyno whose app directory is ready.
+#[derive(Debug, Clone)]
+pub struct Launch {
+    pub app_dir: PathBuf,
+    /// As written in the Procfile; run by `sh`, so `$PORT` expands.
+    pub command: String,
+    /// `web.1`.
+    pub dyno_name: String,
+    /// Web dynos only.
+    pub port: Option<u16>,
+    /// The app's config vars.
+    pub env: BTreeMap<String, String>,
+    pub size: Size,
+}
+
+/// How the dyno's main process ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exit {
+    Code(i32),
+    Signal(i32),
+}
+
+impl Exit {
+    /// The shell convention the platform reports: the status, or 128+N for signal N.
+    pub fn code(self) -> i32 {
+        match self {
+            Exit::Code(c) => c,
+            Exit::Signal(s) => 128 + s,
+        }
+    }
+}
+
+impl From<std::process::ExitStatus> for Exit {
+    fn from(status: std::process::ExitStatus) -> Self {
+        use std::os::unix::process::ExitStatusExt;
+        match (status.code(), status.signal()) {
+            (Some(c), _) => Exit::Code(c),
+            (None, Some(s)) => Exit::Signal(s),
+            // Stopped/continued statuses are not final; wait() never returns them.
+            (None, None) => Exit::Code(-1),
+        }
+    }
+}
+
+/// Signals the supervisor sends to a whole dyno.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DynoSignal {
+    Term,
+    Kill,
+}
+
+/// Every process of one dyno.
+pub trait ProcessGroup: Send + Sync {
+    fn signal(&self, sig: DynoSignal) -> Result<(), RuntimeError>;
+    /// Whether any process of the dyno is still alive (zombies do not count).
+    fn alive(&self) -> bool;
+}
+
+/// A started dyno.
+pub struct RunningDyno {
+    pub pid: u32,
+    /// stdout and stderr merged into one stream, so their lines keep their order.
+    pub output: Box<dyn AsyncRead + Send + Unpin>,
+    /// Completes when the main process exits.
+    pub exit: BoxFuture<'static, Result<Exit, RuntimeError>>,
+    pub group: Box<dyn ProcessGroup>,
+}
+
+pub trait Runtime: Send + Sync {
+    fn isolation(&self) -> Isolation;
+    fn start(&self, launch: &Launch) -> Result<RunningDyno, RuntimeError>;
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    #[error("failed to create the output pipe: {0}")]
+    Pipe(#[source] io::Error),
+    #[error("failed to spawn `{command}` in {dir}: {source}")]
+    Spawn {
+        command: String,
+        dir: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("failed to wait for process {pid}: {source}")]
+    Wait {
+        pid: u32,
+        #[source]
+        source: io::Error,
+    },
+    #[error("failed to signal process group {pgid}: {source}")]
+    Signal {
+        pgid: i32,
+        #[source]
+        source: nix::Error,
+    },
+}
+
+/// Runs dynos as plain processes: own process group, cleared environment, rlimits, no isolation.
+#[derive(Debug, Default)]
+pub struct PlainRuntime;
+
+impl PlainRuntime {
+    pub fn new() -> Self {
+        PlainRuntime
+    }
+}
+
+/// The environment a dyno starts with: the platform's base, the config vars, then the variables
+/// the platform owns (a config var must not move the port the router uses).
+pub fn dyno_env(launch: &Launch) -> Vec<(String, String)> {
+    let app = launch.app_dir.display().to_string();
+    let mut env: BTreeMap<String, String> = BTreeMap::new();
+    env.insert("PATH".into(), format!("{app}/bin:{SYSTEM_PATH}"));
+    env.insert("HOME".into(), app);
+    env.insert("LANG".into(), "C.UTF-8".into());
+    env.extend(launch.env.clone());
+    env.insert("DYNO".into(), launch.dyno_name.clone());
+    match launch.port {
+        Some(port) => {
+            env.insert("PORT".into(), port.to_string());
+        }
+        None => {
+            env.remove("PORT");
+        }
+    }
+    env.into_iter().collect()
+}
+
+/// `sh -c` script: source `.profile` if the slug has one, then become the command.
+pub fn shell_script(command: &str) -> String {
+    format!("[ -f .profile ] && . ./.profile; exec {command}")
+}
+
+/// (soft, hard) open-files limit for dynos: `NOFILE_LIMIT`, unless an unprivileged agent's own
+/// hard limit is lower (raising it would fail in the child).
+fn nofile_limit() -> u64 {
+    let hard = getrlimit(Resource::RLIMIT_NOFILE)
+        .map(|(_, hard)| hard)
+        .unwrap_or(NOFILE_LIMIT);
+    if nix::unistd::geteuid().is_root() {
+        NOFILE_LIMIT
+    } else {
+        NOFILE_LIMIT.min(hard)
+    }
+}
+
+impl Runtime for PlainRuntime {
+    fn isolation(&self) -> Isolation {
+        Isolation::None
+    }
+
+    fn start(&self, launch: &Launch) -> Result<RunningDyno, RuntimeError> {
+        let (reader, writer) = io::pipe().map_err(RuntimeError::Pipe)?;
+        let writer_err = writer.try_clone().map_err(RuntimeError::Pipe)?;
+        let mut cmd = tokio::process::Command::new("/bin/sh");
+        cmd.arg("-c")
+            .arg(shell_script(&launch.command))
+            .current_dir(&launch.app_dir)
+            .env_clear()
+            .envs(dyno_env(launch))
+            .stdin(Stdio::null())
+            .stdout(writer)
+            .stderr(writer_err)
+            .process_group(0)
+            .kill_on_drop(false);
+        let nofile = nofile_limit();
+        // SAFETY: the closure runs in the forked child before exec, where only async-signal-safe
+        // calls are allowed. It makes two setrlimit syscalls on values computed before the fork,
+        // does not allocate, lock or touch shared state, and builds its error from an errno
+        // without allocating.
+        unsafe {
+            cmd.pre_exec(move || {
+                setrlimit(Resource::RLIMIT_NOFILE, nofile, nofile)
+                    .and_then(|()| setrlimit(Resource::RLIMIT_CORE, 0, 0))
+                    .map_err(|e| io::Error::from_raw_os_error(e as i32))
+            });
+        }
+        let spawned = cmd.spawn();
+        // The command holds our copies of the pipe's write end; the reader sees EOF only once
+        // every copy, ours included, is closed.
+        drop(cmd);
+        let mut child = spawned.map_err(|source| RuntimeError::Spawn {
+            command: launch.command.clone(),
+            dir: launch.app_dir.clone(),
+            source,
+        })?;
+        let pid = child.id().ok_or_else(|| RuntimeError::Wait {
+            pid: 0,
+            source: io::Error::other("the child exited before its pid was read"),
+        })?;
+        let output = tokio::net::unix::pipe::Receiver::from_owned_fd(reader.into())
+            .map_err(RuntimeError::Pipe)?;
+        let exit = Box::pin(async move {
+            child
+                .wait()
+                .await
+                .map(Exit::from)
+                .map_err(|source| RuntimeError::Wait { pid, source })
+        });
+        Ok(RunningDyno {
+            pid,
+            output: Box::new(output),
+            exit,
+            group: Box::new(PlainGroup { pgid: pid as i32 }),
+        })
+    }
+}
+
+/// The dyno's process group; its id is the main process's pid.
+#[derive(Debug)]
+struct PlainGroup {
+    pgid: i32,
+}
+
+impl ProcessGroup for PlainGroup {
+    fn signal(&self, sig: DynoSignal) -> Result<(), RuntimeError> {
+        let signal = match sig {
+            DynoSignal::Term => Signal::SIGTERM,
+            DynoSignal::Kill => Signal::SIGKILL,
+        };
+        match killpg(Pid::from_raw(self.pgid), signal) {
+            Ok(()) | Err(nix::errno::Errno::ESRCH) => Ok(()),
+            Err(source) => Err(RuntimeError::Signal {
+                pgid: self.pgid,
+                source,
+            }),
+        }
+    }
+
+    fn alive(&self) -> bool {
+        group_alive(self.pgid)
+    }
+}
+
+/// Whether a process group has a live (non-zombie) member. Reads `/proc`, because orphans whose
+/// new parent never reaps them stay zombies and would keep `kill(-pgid, 0)` succeeding.
+pub fn group_alive(pgid: i32) -> bool {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return killpg(Pid::from_raw(pgid), None).is_ok();
+    };
+    dir.flatten().any(|entry| {
+        let name = entry.file_name();
+        let Some(pid) = name
+            .to_str()
+            .filter(|s| s.bytes().all(|b| b.is_ascii_digit()))
+        else {
+            return false;
+        };
+        std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .ok()
+            .and_then(|stat| parse_stat(&stat))
+            .is_some_and(|(state, pgrp)| pgrp == pgid && state != 'Z' && state != 'X')
+    })
+}
+
+/// Whether one process is alive (not a zombie).
+pub fn process_alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|stat| parse_stat(&stat))
+        .is_some_and(|(state, _)| state != 'Z' && state != 'X')
+}
+
+/// (state, process group) from `/proc/PID/stat`; the command name may hold spaces and parens.
+fn parse_stat(stat: &str) -> Option<(char, i32)> {
+    let rest = stat.get(stat.rfind(')')? + 1..)?;
+    let mut fields = rest.split_ascii_whitespace();
+    let state = fields.next()?.chars().next()?;
+    let _ppid = fields.next()?;
+    let pgrp = fields.next()?.parse().ok()?;
+    Some((state, pgrp))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::AsyncReadExt;
+
+    fn launch(dir: &std::path::Path, command: &str) -> Launch {
+        Launch {
+            app_dir: dir.to_path_buf(),
+            command: command.to_string(),
+            dyno_name: "web.1".into(),
+            port: Some(5123),
+            env: BTreeMap::from([("FOO".to_string(), "bar baz".to_string())]),
+            size: Size::Standard1x,
+        }
+    }
+
+    async fn run_to_end(l: &Launch) -> (String, Exit) {
+        let mut dyno = PlainRuntime::new().start(l).unwrap();
+        let mut out = String::new();
+        dyno.output.read_to_string(&mut out).await.unwrap();
+        let exit = dyno.exit.await.unwrap();
+        (out, exit)
+    }
+
+    #[test]
+    fn parses_proc_stat_with_odd_names() {
+        assert_eq!(parse_stat("42 (a) b (c)) S 1 42 42 0 -1"), Some(('S', 42)));
+        assert_eq!(parse_stat("garbage"), None);
+    }
+
+    #[test]
+    fn exit_codes_follow_the_shell_convention() {
+        assert_eq!(Exit::Code(3).code(), 3);
+        assert_eq!(Exit::Signal(9).code(), 137);
+        assert_eq!(Exit::Signal(15).code(), 143);
+    }
+
+    #[tokio::test]
+    async fn merges_stdout_and_stderr_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let l = launch(
+            dir.path(),
+            "sh -c 'echo one; echo two >&2; echo three; echo four >&2'",
+        );
+        let (out, exit) = run_to_end(&l).await;
+        assert_eq!(out, "one\ntwo\nthree\nfour\n");
+        assert_eq!(exit, Exit::Code(0));
+    }
+
+    #[tokio::test]
+    async fn environment_is_the_dynos_not_the_agents() {
+        let dir = tempfile::tempdir().unwrap();
+        let (out, _) = run_to_end(&launch(dir.path(), "env")).await;
+        let env: BTreeMap<&str, &str> = out.lines().filter_map(|l| l.split_once('=')).collect();
+        let app = dir.path().display().to_string();
+        assert_eq!(env.get("PORT"), Some(&"5123"));
+        assert_eq!(env.get("DYNO"), Some(&"web.1"));
+        assert_eq!(env.get("HOME"), Some(&app.as_str()));
+        assert_eq!(env.get("FOO"), Some(&"bar baz"));
+        assert_eq!(env.get("LANG"), Some(&"C.UTF-8"));
+        assert!(env["PATH"].starts_with(&format!("{app}/bin:")));
+        // Cargo sets these for the test process; a dyno must not inherit them.
+        assert!(std::env::var("CARGO_MANIFEST_DIR").is_ok());
+        assert!(!env.contains_key("CARGO_MANIFEST_DIR"), "{out}");
+    }
+
+    #[tokio::test]
+    async fn sources_profile_runs_in_app_dir_and_sets_rlimits() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join(".profile"),
+            "export GREETING=from-profile\n",
+        )
+        .unwrap();
+        let mut l = launch(
+            dir.path(),
+            "sh -c 'echo $GREETING; pwd; ulimit -n; ulimit -c; echo $PORT'",
+        );
+        l.port = None;
+        let (out, _) = run_to_end(&l).await;
+        let lines: Vec<&str> = out.lines().collect();
+        assert_eq!(lines[0], "from-profile");
+        assert_eq!(
+            std::fs::canonicalize(lines[1]).unwrap(),
+            std::fs::canonicalize(dir.path()).unwrap()
+        );
+        assert_eq!(lines[2], nofile_limit().to_string());
+        assert_eq!(lines[3], "0");
+        assert_eq!(lines[4], "", "non-web dynos get no PORT");
+    }
+
+    #[tokio::test]
+    async fn spawn_failure_names_the_directory() {
+        let l = launch(std::path::Path::new("/nonexistent/app"), "true");
+        let err = PlainRuntime::new().start(&l).err().expect("must fail");
+        assert!(err.to_string().contains("/nonexistent/app"), "{err}");
+    }
+}

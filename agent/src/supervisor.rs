@@ -1,0 +1,772 @@
+//! One task per dyno, a plain loop: prepare (slug + ephemeral copy), spawn, wait for `up`, then
+//! wait for an exit or a stop, report the final state and forget the dyno.
+//!
+//! States: `starting` -> `up` -> (`crashed` | `down`). Restarts are the coordinator's decision:
+//! a `StartDyno` for an id that is no longer running starts it afresh.
+
+use std::collections::HashMap;
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use dyno_shared::logline::{LogLine, LogSource};
+use dyno_shared::protocol::{DynoSpec, DynoState, DynoStatus};
+use dyno_shared::time::now_micros;
+use futures_util::future::BoxFuture;
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+use tracing::{Instrument, debug, error, info, info_span, warn};
+
+use crate::outbox::Outbox;
+use crate::output::read_lines;
+use crate::runtime::{DynoSignal, Exit, Launch, ProcessGroup, RunningDyno, Runtime, RuntimeError};
+use crate::slugs::{SlugCache, SlugError, copy_tree};
+
+/// How often a booting web dyno's `$PORT` is probed.
+pub const PORT_POLL: Duration = Duration::from_millis(20);
+/// How often a stopping dyno's process group is checked for survivors.
+pub const GROUP_POLL: Duration = Duration::from_millis(20);
+/// How long output may trail the main process's exit (a daemon that left the group may hold
+/// the pipe open forever).
+pub const OUTPUT_DRAIN_TIMEOUT: Duration = Duration::from_secs(2);
+/// Longest dyno id accepted; ids name directories.
+pub const MAX_DYNO_ID_BYTES: usize = 128;
+
+#[derive(Debug, Clone)]
+pub struct SupervisorConfig {
+    /// Each dyno gets `dynos_dir/{dyno_id}/app`.
+    pub dynos_dir: PathBuf,
+    pub boot_timeout: Duration,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("invalid dyno id {0:?}: expected 1-128 of [A-Za-z0-9._-], not starting with a dot")]
+    InvalidId(String),
+    #[error(transparent)]
+    Slug(#[from] SlugError),
+    #[error("failed to copy the slug into {path}: {source}")]
+    Copy {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("failed to pick a port: {0}")]
+    Port(#[source] io::Error),
+    #[error(transparent)]
+    Runtime(#[from] RuntimeError),
+    #[error("dyno preparation task failed: {0}")]
+    Task(String),
+}
+
+#[derive(Debug, Clone)]
+struct StopRequest {
+    grace: Duration,
+    reason: &'static str,
+}
+
+struct Entry {
+    status: DynoStatus,
+    stop: watch::Sender<Option<StopRequest>>,
+}
+
+#[derive(Default)]
+struct Registry {
+    dynos: HashMap<String, Entry>,
+    tasks: JoinSet<()>,
+    shutting_down: bool,
+}
+
+struct Inner {
+    config: SupervisorConfig,
+    runtime: Arc<dyn Runtime>,
+    slugs: Arc<SlugCache>,
+    outbox: Arc<Outbox>,
+    registry: Mutex<Registry>,
+    trash_seq: AtomicU64,
+}
+
+/// Runs dynos and reports them through the outbox. Cheap to clone.
+#[derive(Clone)]
+pub struct Supervisor {
+    inner: Arc<Inner>,
+}
+
+impl Supervisor {
+    pub fn new(
+        config: SupervisorConfig,
+        runtime: Arc<dyn Runtime>,
+        slugs: Arc<SlugCache>,
+        outbox: Arc<Outbox>,
+    ) -> Self {
+        Supervisor {
+            inner: Arc::new(Inner {
+                config,
+                runtime,
+                slugs,
+                outbox,
+                registry: Mutex::new(Registry::default()),
+                trash_seq: AtomicU64::new(0),
+            }),
+        }
+    }
+
+    /// Starts a dyno; for one already running under this id, re-sends its status instead.
+    pub fn start(&self, spec: DynoSpec) {
+        let mut reg = self.inner.lock();
+        if reg.shutting_down {
+            warn!(app = %spec.app, dyno = %spec.name, "agent is shutting down; not starting dyno");
+            return;
+        }
+        if let Some(entry) = reg.dynos.get(&spec.dyno_id) {
+            debug!(app = %spec.app, dyno = %spec.name, "dyno already running; re-sending its status");
+            self.inner.outbox.push_state(entry.status.clone());
+            return;
+        }
+        let status = DynoStatus {
+            dyno_id: spec.dyno_id.clone(),
+            state: DynoState::Starting,
+            port: None,
+            pid: None,
+            exit_code: None,
+            at: now_micros(),
+            reason: None,
+        };
+        let (stop_tx, stop_rx) = watch::channel(None);
+        reg.dynos.insert(
+            spec.dyno_id.clone(),
+            Entry {
+                status: status.clone(),
+                stop: stop_tx,
+            },
+        );
+        self.inner.outbox.push_state(status);
+        while let Some(done) = reg.tasks.try_join_next() {
+            log_task_end(done);
+        }
+        let span = info_span!("dyno", app = %spec.app, dyno = %spec.name, id = %spec.dyno_id);
+        reg.tasks
+            .spawn(run_dyno(self.inner.clone(), spec, stop_rx).instrument(span));
+    }
+
+    /// Stops a dyno: SIGTERM, `grace`, SIGKILL. An unknown id is answered with `down`.
+    pub fn stop(&self, dyno_id: &str, grace: Duration) {
+        let reg = self.inner.lock();
+        match reg.dynos.get(dyno_id) {
+            Some(entry) => request_stop(entry, grace, "Stopped"),
+            None => {
+                debug!(id = dyno_id, "stop for a dyno that is not running");
+                self.inner.outbox.push_state(DynoStatus {
+                    dyno_id: dyno_id.to_string(),
+                    state: DynoState::Down,
+                    port: None,
+                    pid: None,
+                    exit_code: None,
+                    at: now_micros(),
+                    reason: Some("Not running on this host".to_string()),
+                });
+            }
+        }
+    }
+
+    /// The status of every dyno this agent runs now, by id.
+    pub fn statuses(&self) -> Vec<DynoStatus> {
+        let mut all: Vec<DynoStatus> = self
+            .inner
+            .lock()
+            .dynos
+            .values()
+            .map(|e| e.status.clone())
+            .collect();
+        all.sort_by(|a, b| a.dyno_id.cmp(&b.dyno_id));
+        all
+    }
+
+    /// Refuses new dynos, stops every running one with `grace`, and waits until all are gone.
+    pub async fn shutdown(&self, grace: Duration) {
+        let mut tasks = {
+            let mut reg = self.inner.lock();
+            reg.shutting_down = true;
+            for entry in reg.dynos.values() {
+                request_stop(entry, grace, "Agent shutting down");
+            }
+            std::mem::take(&mut reg.tasks)
+        };
+        while let Some(done) = tasks.join_next().await {
+            log_task_end(done);
+        }
+    }
+}
+
+fn request_stop(entry: &Entry, grace: Duration, reason: &'static str) {
+    // The first stop wins; a repeated StopDyno does not restart the grace period.
+    entry.stop.send_if_modified(|req| {
+        if req.is_none() {
+            *req = Some(StopRequest { grace, reason });
+            true
+        } else {
+            false
+        }
+    });
+}
+
+fn log_task_end(done: Result<(), tokio::task::JoinError>) {
+    if let Err(e) = done {
+        error!(error = %e, "dyno task failed");
+    }
+}
+
+impl Inner {
+    fn lock(&self) -> MutexGuard<'_, Registry> {
+        self.registry.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Changes a dyno's recorded status, and reports it if `report`.
+    fn update(&self, dyno_id: &str, change: impl FnOnce(&mut DynoStatus), report: bool) {
+        let mut reg = self.lock();
+        if let Some(entry) = reg.dynos.get_mut(dyno_id) {
+            change(&mut entry.status);
+            if report {
+                self.outbox.push_state(entry.status.clone());
+            }
+        }
+    }
+
+    /// Reports a dyno's final status and forgets it, in one step: a StartDyno for the same id
+    /// right after the report must find it gone.
+    fn forget(&self, dyno_id: &str, change: impl FnOnce(&mut DynoStatus)) {
+        let mut reg = self.lock();
+        if let Some(mut entry) = reg.dynos.remove(dyno_id) {
+            change(&mut entry.status);
+            self.outbox.push_state(entry.status);
+        }
+    }
+}
+
+struct End {
+    state: DynoState,
+    exit_code: Option<i32>,
+    reason: String,
+}
+
+impl End {
+    fn stopped_early(req: &StopRequest) -> End {
+        End {
+            state: DynoState::Down,
+            exit_code: None,
+            reason: req.reason.to_string(),
+        }
+    }
+}
+
+struct DynoTask {
+    inner: Arc<Inner>,
+    spec: DynoSpec,
+    state: DynoState,
+}
+
+async fn run_dyno(
+    inner: Arc<Inner>,
+    spec: DynoSpec,
+    mut stop: watch::Receiver<Option<StopRequest>>,
+) {
+    let mut task = DynoTask {
+        inner,
+        spec,
+        state: DynoState::Starting,
+    };
+    let end = task.run(&mut stop).await;
+    task.finish(end).await;
+}
+
+impl DynoTask {
+    fn system(&self, message: impl Into<String>) {
+        self.inner.outbox.push_log(LogLine {
+            at: now_micros(),
+            app: self.spec.app.clone(),
+            source: LogSource::System,
+            process: self.spec.name.clone(),
+            message: message.into(),
+        });
+    }
+
+    fn change_state(&mut self, to: DynoState) {
+        self.system(format!(
+            "State changed from {} to {}",
+            self.state.as_str(),
+            to.as_str()
+        ));
+        self.state = to;
+        info!(state = to.as_str(), "dyno state changed");
+        self.inner.update(
+            &self.spec.dyno_id,
+            |s| {
+                s.state = to;
+                s.at = now_micros();
+            },
+            true,
+        );
+    }
+
+    async fn run(&mut self, stop: &mut watch::Receiver<Option<StopRequest>>) -> End {
+        self.system(format!(
+            "Starting process with command `{}`",
+            self.spec.command
+        ));
+        // Fetching may take long and can be abandoned; the copy is not, so that a restart
+        // under the same id never meets a half-written directory.
+        let fetched = tokio::select! {
+            fetched = self.fetch_slug() => fetched,
+            req = stop_requested(stop) => return End::stopped_early(&req),
+        };
+        let prepared = match fetched {
+            Ok(slug_dir) => self.prepare(slug_dir).await,
+            Err(e) => Err(e),
+        };
+        let launch = match prepared {
+            Ok(launch) => launch,
+            Err(e) => return self.failed_start(e),
+        };
+        if let Some(req) = stop.borrow().clone() {
+            return End::stopped_early(&req);
+        }
+        let RunningDyno {
+            pid,
+            output,
+            mut exit,
+            group,
+        } = match self.inner.runtime.start(&launch) {
+            Ok(running) => running,
+            Err(e) => return self.failed_start(e.into()),
+        };
+        info!(pid, port = ?launch.port, "dyno process started");
+        let port = launch.port;
+        self.inner.update(
+            &self.spec.dyno_id,
+            |s| {
+                s.pid = Some(pid);
+                s.port = port;
+            },
+            false,
+        );
+        let mut pump = {
+            let outbox = self.inner.outbox.clone();
+            let (app, process) = (self.spec.app.clone(), self.spec.name.clone());
+            tokio::spawn(
+                async move {
+                    let emit = |message| {
+                        outbox.push_log(LogLine {
+                            at: now_micros(),
+                            app: app.clone(),
+                            source: LogSource::App,
+                            process: process.clone(),
+                            message,
+                        })
+                    };
+                    if let Err(e) = read_lines(output, emit).await {
+                        warn!(error = %e, "failed to read dyno output");
+                    }
+                }
+                .in_current_span(),
+            )
+        };
+        if port.is_none() {
+            self.change_state(DynoState::Up);
+        }
+        let boot_timeout = self.inner.config.boot_timeout;
+        let boot_deadline = Instant::now() + boot_timeout;
+        let (state, result, reason) = loop {
+            let booting = self.state == DynoState::Starting && port.is_some();
+            tokio::select! {
+                result = &mut exit => {
+                    // Whatever the main process left behind goes with it.
+                    signal(&*group, DynoSignal::Kill);
+                    let state = if self.spec.one_off { DynoState::Down } else { DynoState::Crashed };
+                    break (state, result, "Process exited".to_string());
+                }
+                req = stop_requested(stop) => {
+                    let result = self.stop_process(&req, &mut exit, &*group).await;
+                    break (DynoState::Down, result, req.reason.to_string());
+                }
+                () = port_accepting(port), if booting => self.change_state(DynoState::Up),
+                () = tokio::time::sleep_until(boot_deadline), if booting => {
+                    self.system(format!(
+                        "Error R10 (Boot timeout) -> Web process failed to bind to $PORT within {} seconds of launch",
+                        secs(boot_timeout)
+                    ));
+                    self.system("Stopping process with SIGKILL");
+                    signal(&*group, DynoSignal::Kill);
+                    let result = (&mut exit).await;
+                    break (DynoState::Crashed, result, "Boot timeout".to_string());
+                }
+            }
+        };
+        // The app's last lines come before the platform's verdict.
+        if tokio::time::timeout(OUTPUT_DRAIN_TIMEOUT, &mut pump)
+            .await
+            .is_err()
+        {
+            debug!("output still open after the dyno exited; no longer reading it");
+            pump.abort();
+        }
+        let exit_code = match result {
+            Ok(exit) => {
+                self.system(format!("Process exited with status {}", exit.code()));
+                Some(exit.code())
+            }
+            Err(e) => {
+                warn!(error = %e, "could not learn how the dyno exited");
+                None
+            }
+        };
+        End {
+            state,
+            exit_code,
+            reason,
+        }
+    }
+
+    async fn fetch_slug(&self) -> Result<PathBuf, StartError> {
+        let id = &self.spec.dyno_id;
+        if !valid_dyno_id(id) {
+            return Err(StartError::InvalidId(id.clone()));
+        }
+        Ok(self.inner.slugs.ensure(&self.spec.slug).await?)
+    }
+
+    /// The dyno's own copy of the slug, and its port.
+    async fn prepare(&self, slug_dir: PathBuf) -> Result<Launch, StartError> {
+        let id = &self.spec.dyno_id;
+        let dyno_dir = self.inner.config.dynos_dir.join(id);
+        let app_dir = dyno_dir.join("app");
+        let target = app_dir.clone();
+        tokio::task::spawn_blocking(move || {
+            remove_tree(&dyno_dir)?;
+            fs::create_dir_all(&dyno_dir)?;
+            copy_tree(&slug_dir, &target)
+        })
+        .await
+        .map_err(|e| StartError::Task(e.to_string()))?
+        .map_err(|source| StartError::Copy {
+            path: app_dir.clone(),
+            source,
+        })?;
+        let port = if self.spec.is_web() {
+            Some(free_port().map_err(StartError::Port)?)
+        } else {
+            None
+        };
+        Ok(Launch {
+            app_dir,
+            command: self.spec.command.clone(),
+            dyno_name: self.spec.name.clone(),
+            port,
+            env: self.spec.env.clone(),
+            size: self.spec.size,
+        })
+    }
+
+    fn failed_start(&self, e: StartError) -> End {
+        let reason = e.to_string();
+        warn!(error = %reason, "dyno failed to start");
+        self.system(format!("Failed to start process: {reason}"));
+        End {
+            state: DynoState::Crashed,
+            exit_code: None,
+            reason,
+        }
+    }
+
+    /// SIGTERM to the group, up to `grace` for every process to go, then SIGKILL (R12).
+    async fn stop_process(
+        &self,
+        req: &StopRequest,
+        exit: &mut BoxFuture<'static, Result<Exit, RuntimeError>>,
+        group: &dyn ProcessGroup,
+    ) -> Result<Exit, RuntimeError> {
+        info!(grace_ms = req.grace.as_millis() as u64, "stopping dyno");
+        self.system("Stopping all processes with SIGTERM");
+        signal(group, DynoSignal::Term);
+        let deadline = Instant::now() + req.grace;
+        let main = tokio::time::timeout_at(deadline, &mut *exit).await.ok();
+        let all_gone = main.is_some()
+            && tokio::time::timeout_at(deadline, async {
+                while group.alive() {
+                    tokio::time::sleep(GROUP_POLL).await;
+                }
+            })
+            .await
+            .is_ok();
+        if !all_gone {
+            self.system(format!(
+                "Error R12 (Exit timeout) -> At least one process failed to exit within {} seconds of SIGTERM",
+                secs(req.grace)
+            ));
+            self.system("Stopping process with SIGKILL");
+            signal(group, DynoSignal::Kill);
+        }
+        match main {
+            Some(result) => result,
+            None => exit.await,
+        }
+    }
+
+    async fn finish(self, end: End) {
+        self.system(format!(
+            "State changed from {} to {}",
+            self.state.as_str(),
+            end.state.as_str()
+        ));
+        info!(state = end.state.as_str(), exit_code = ?end.exit_code, reason = %end.reason, "dyno ended");
+        // Moved aside first, so a restart under the same id gets a clean directory at once.
+        let trash = valid_dyno_id(&self.spec.dyno_id)
+            .then(|| {
+                let dir = self.inner.config.dynos_dir.join(&self.spec.dyno_id);
+                let seq = self.inner.trash_seq.fetch_add(1, Ordering::Relaxed);
+                let trash = self
+                    .inner
+                    .config
+                    .dynos_dir
+                    .join(format!(".trash-{}-{seq}", self.spec.dyno_id));
+                fs::rename(&dir, &trash).ok().map(|()| trash)
+            })
+            .flatten();
+        self.inner.forget(&self.spec.dyno_id, |s| {
+            s.state = end.state;
+            s.exit_code = end.exit_code;
+            s.reason = Some(end.reason);
+            s.at = now_micros();
+        });
+        if let Some(trash) = trash {
+            let removed = tokio::task::spawn_blocking(move || remove_tree(&trash)).await;
+            if let Ok(Err(e)) = removed {
+                warn!(error = %e, "failed to delete the dyno's directory");
+            }
+        }
+    }
+}
+
+fn signal(group: &dyn ProcessGroup, sig: DynoSignal) {
+    if let Err(e) = group.signal(sig) {
+        warn!(error = %e, "failed to signal dyno");
+    }
+}
+
+async fn stop_requested(stop: &mut watch::Receiver<Option<StopRequest>>) -> StopRequest {
+    let req = stop
+        .wait_for(Option::is_some)
+        .await
+        .ok()
+        .and_then(|r| r.clone());
+    match req {
+        Some(req) => req,
+        // The registry holds the sender until this task ends, so this is never reached.
+        None => std::future::pending().await,
+    }
+}
+
+/// Completes once something accepts TCP connections on 127.0.0.1:`port`.
+async fn port_accepting(port: Option<u16>) {
+    let Some(port) = port else {
+        return std::future::pending().await;
+    };
+    loop {
+        let attempt = tokio::time::timeout(
+            Duration::from_secs(1),
+            tokio::net::TcpStream::connect(("127.0.0.1", port)),
+        )
+        .await;
+        if let Ok(Ok(_)) = attempt {
+            return;
+        }
+        tokio::time::sleep(PORT_POLL).await;
+    }
+}
+
+/// A port nobody listens on right now: bind port 0, read it, let it go.
+fn free_port() -> io::Result<u16> {
+    Ok(std::net::TcpListener::bind("0.0.0.0:0")?
+        .local_addr()?
+        .port())
+}
+
+/// `60` for whole seconds, `0.5` otherwise.
+fn secs(d: Duration) -> String {
+    if d.subsec_nanos() == 0 {
+        d.as_secs().to_string()
+    } else {
+        format!("{:.1}", d.as_secs_f64())
+    }
+}
+
+pub fn valid_dyno_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= MAX_DYNO_ID_BYTES
+        && !id.starts_with('.')
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+}
+
+/// Removes a file or a whole tree; a missing path is fine. Directories the app made read-only
+/// are made writable first.
+pub fn remove_tree(path: &Path) -> io::Result<()> {
+    let meta = match fs::symlink_metadata(path) {
+        Ok(meta) => meta,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    if !meta.is_dir() {
+        return fs::remove_file(path);
+    }
+    if fs::remove_dir_all(path).is_ok() {
+        return Ok(());
+    }
+    make_dirs_writable(path);
+    fs::remove_dir_all(path)
+}
+
+fn make_dirs_writable(dir: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    if let Ok(meta) = fs::symlink_metadata(dir)
+        && meta.is_dir()
+    {
+        let mode = meta.permissions().mode() | 0o700;
+        let _ = fs::set_permissions(dir, fs::Permissions::from_mode(mode));
+        for entry in fs::read_dir(dir).into_iter().flatten().flatten() {
+            make_dirs_writable(&entry.path());
+        }
+    }
+}
+
+/// Removes everything inside `dir`.
+pub fn clear_dir(dir: &Path) -> io::Result<()> {
+    for entry in fs::read_dir(dir)? {
+        remove_tree(&entry?.path())?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use dyno_shared::protocol::Isolation;
+
+    struct FailingRuntime;
+
+    impl Runtime for FailingRuntime {
+        fn isolation(&self) -> Isolation {
+            Isolation::None
+        }
+        fn start(&self, launch: &Launch) -> Result<RunningDyno, RuntimeError> {
+            Err(RuntimeError::Spawn {
+                command: launch.command.clone(),
+                dir: launch.app_dir.clone(),
+                source: io::Error::new(io::ErrorKind::PermissionDenied, "no exec for you"),
+            })
+        }
+    }
+
+    fn spec(id: &str, slug: &str) -> DynoSpec {
+        DynoSpec {
+            dyno_id: id.into(),
+            app: "shop".into(),
+            name: "worker.1".into(),
+            process_type: "worker".into(),
+            release: 1,
+            slug: slug.into(),
+            command: "true".into(),
+            env: Default::default(),
+            size: Default::default(),
+            one_off: false,
+        }
+    }
+
+    async fn final_state(outbox: &Outbox, id: &str) -> DynoStatus {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(s) = outbox
+                .take_states()
+                .into_iter()
+                .find(|s| s.dyno_id == id && !s.state.is_running())
+            {
+                return s;
+            }
+            assert!(Instant::now() < deadline, "no final state for {id}");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    fn messages(outbox: &Outbox) -> Vec<String> {
+        let mut all = Vec::new();
+        loop {
+            let batch = outbox.take_logs();
+            if batch.is_empty() {
+                return all;
+            }
+            all.extend(batch.into_iter().map(|l| l.message));
+        }
+    }
+
+    #[tokio::test]
+    async fn failed_starts_crash_with_the_reason() {
+        let state = tempfile::tempdir().unwrap();
+        let sha = "ab".repeat(32);
+        fs::create_dir_all(state.path().join("slugs").join(&sha)).unwrap();
+        fs::create_dir_all(state.path().join("dynos")).unwrap();
+        let slugs =
+            SlugCache::open(&state.path().join("slugs"), "http://127.0.0.1:9", "t").unwrap();
+        let outbox = Arc::new(Outbox::new());
+        let sup = Supervisor::new(
+            SupervisorConfig {
+                dynos_dir: state.path().join("dynos"),
+                boot_timeout: Duration::from_secs(5),
+            },
+            Arc::new(FailingRuntime),
+            Arc::new(slugs),
+            outbox.clone(),
+        );
+
+        sup.start(spec("d1", &sha));
+        let s = final_state(&outbox, "d1").await;
+        assert_eq!(s.state, DynoState::Crashed);
+        assert!(
+            s.reason.as_deref().unwrap().contains("no exec for you"),
+            "{s:?}"
+        );
+        let logs = messages(&outbox);
+        assert!(
+            logs.iter()
+                .any(|m| m.starts_with("Failed to start process:") && m.contains("no exec")),
+            "{logs:?}"
+        );
+        assert!(logs.contains(&"State changed from starting to crashed".to_string()));
+        assert!(sup.statuses().is_empty(), "a crashed dyno is forgotten");
+        assert!(!state.path().join("dynos/d1").exists());
+
+        // A bad slug id and a path-like dyno id never reach the filesystem.
+        sup.start(spec("d2", "../../etc"));
+        let s = final_state(&outbox, "d2").await;
+        assert!(s.reason.unwrap().contains("invalid slug id"));
+        sup.start(spec("../escape", &sha));
+        let s = final_state(&outbox, "../escape").await;
+        assert!(s.reason.unwrap().contains("invalid dyno id"));
+        sup.shutdown(Duration::from_secs(1)).await;
+    }
+
+    #[test]
+    fn ids_and_seconds() {
+        assert!(valid_dyno_id("0193a2b4-web-1"));
+        assert!(!valid_dyno_id(".."));
+        assert!(!valid_dyno_id("a/b"));
+        assert!(!valid_dyno_id(""));
+        assert!(!valid_dyno_id(&"a".repeat(MAX_DYNO_ID_BYTES + 1)));
+        assert!(valid_dyno_id(&"a".repeat(MAX_DYNO_ID_BYTES)));
+        assert_eq!(secs(Duration::from_secs(60)), "60");
+        assert_eq!(secs(Duration::from_millis(500)), "0.5");
+    }
+}
