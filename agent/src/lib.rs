@@ -46,6 +46,8 @@ pub struct AgentConfig {
     pub address: String,
     pub stop_grace: Duration,
     pub boot_timeout: Duration,
+    /// Memory offered to dynos; `None` offers the machine's total.
+    pub memory_mb: Option<u64>,
 }
 
 impl AgentConfig {
@@ -63,6 +65,7 @@ impl AgentConfig {
             address: "127.0.0.1".to_string(),
             stop_grace: DEFAULT_STOP_GRACE,
             boot_timeout: DEFAULT_BOOT_TIMEOUT,
+            memory_mb: None,
         }
     }
 }
@@ -135,7 +138,7 @@ pub async fn run(
         token: config.token.clone(),
         name: config.name.clone(),
         address: config.address.clone(),
-        memory_mb: host::memory_mb(),
+        memory_mb: config.memory_mb.unwrap_or_else(host::memory_mb),
         cpus: host::cpus(),
         isolation: runtime.isolation(),
     };

@@ -39,6 +39,9 @@ struct Cli {
     /// Seconds a web dyno has to bind $PORT (R10)
     #[arg(long, value_name = "N", default_value_t = 60)]
     boot_timeout_secs: u64,
+    /// Memory in MB this host offers to dynos (default: the machine's total)
+    #[arg(long, value_name = "MB")]
+    memory_mb: Option<u64>,
     /// How dynos are isolated; only `none` exists so far
     #[arg(long, value_name = "MODE", default_value = "none", value_parser = parse_isolation)]
     isolation: Isolation,
@@ -76,6 +79,7 @@ async fn main() -> anyhow::Result<()> {
     config.address = cli.address.to_string();
     config.stop_grace = Duration::from_secs(cli.stop_grace_secs);
     config.boot_timeout = Duration::from_secs(cli.boot_timeout_secs);
+    config.memory_mb = cli.memory_mb;
     debug_assert_eq!(cli.isolation, Isolation::None);
 
     let mut term = signal(SignalKind::terminate()).context("failed to listen for SIGTERM")?;

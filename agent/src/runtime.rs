@@ -149,9 +149,68 @@ pub fn dyno_env(launch: &Launch) -> Vec<(String, String)> {
     env.into_iter().collect()
 }
 
-/// `sh -c` script: source `.profile` if the slug has one, then become the command.
+/// `sh -c` script: source `.profile` if the slug has one, then become the command, so signals and
+/// the exit status are the app's own. Leading `FOO=1` assignments go before `exec` (where POSIX
+/// applies them to the new program); a command with unquoted shell operators (`a && b`, `x; y`)
+/// or starting with a shell keyword runs under the shell, and stops signal its whole group.
 pub fn shell_script(command: &str) -> String {
-    format!("[ -f .profile ] && . ./.profile; exec {command}")
+    let command = command.trim();
+    if has_shell_syntax(command) {
+        return format!("[ -f .profile ] && . ./.profile\n{command}");
+    }
+    let words: Vec<&str> = command.split(' ').filter(|w| !w.is_empty()).collect();
+    let assigns = words.iter().take_while(|w| is_assignment(w)).count();
+    if assigns == 0 {
+        return format!("[ -f .profile ] && . ./.profile; exec {command}");
+    }
+    let (env, rest) = words.split_at(assigns);
+    let env = env.iter().map(|w| format!("{w} ")).collect::<String>();
+    format!(
+        "[ -f .profile ] && . ./.profile; {env}exec {}",
+        rest.join(" ")
+    )
+}
+
+fn is_assignment(word: &str) -> bool {
+    word.split_once('=').is_some_and(|(k, _)| {
+        !k.is_empty()
+            && !k.as_bytes()[0].is_ascii_digit()
+            && k.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'_')
+    })
+}
+
+/// Unquoted `;`, `&`, `|`, newline or a leading keyword/builtin that `exec` would break.
+fn has_shell_syntax(command: &str) -> bool {
+    const KEYWORDS: [&str; 14] = [
+        "trap", "if", "for", "while", "until", "case", "cd", "export", "set", "exec", "{", "(",
+        "!", "time",
+    ];
+    let first_program = command
+        .split_whitespace()
+        .find(|w| !is_assignment(w))
+        .unwrap_or("");
+    if KEYWORDS.contains(&first_program) {
+        return true;
+    }
+    let mut quote: Option<char> = None;
+    let mut escaped = false;
+    for c in command.chars() {
+        if escaped {
+            escaped = false;
+            continue;
+        }
+        match (quote, c) {
+            (Some('\''), '\'') => quote = None,
+            (Some('\''), _) => {}
+            (_, '\\') => escaped = true,
+            (Some('"'), '"') => quote = None,
+            (Some(_), _) => {}
+            (None, '\'' | '"') => quote = Some(c),
+            (None, ';' | '&' | '|' | '\n' | '(' | ')' | '`') => return true,
+            (None, _) => {}
+        }
+    }
+    false
 }
 
 /// (soft, hard) open-files limit for dynos: `NOFILE_LIMIT`, unless an unprivileged agent's own
@@ -292,6 +351,29 @@ fn parse_stat(stat: &str) -> Option<(char, i32)> {
     let _ppid = fields.next()?;
     let pgrp = fields.next()?.parse().ok()?;
     Some((state, pgrp))
+}
+
+#[cfg(test)]
+mod shell_tests {
+    use super::*;
+
+    #[test]
+    fn plain_commands_exec_and_shell_syntax_does_not() {
+        assert!(shell_script("bin/web --port $PORT").ends_with("; exec bin/web --port $PORT"));
+        assert!(shell_script("FOO=1 B_2=x bin/web").ends_with("; FOO=1 B_2=x exec bin/web"));
+        assert!(shell_script(r#"sh -c "trap '' TERM; sleep 1""#).contains("exec sh -c"));
+        for c in [
+            "a && b",
+            "trap '' TERM",
+            "a | b",
+            "cd x\ny",
+            "x; y",
+            "a & b",
+            "FOO=1 if x",
+        ] {
+            assert!(!shell_script(c).contains("exec"), "{c}");
+        }
+    }
 }
 
 #[cfg(test)]
