@@ -10,9 +10,7 @@ pub const RESERVED_KEYS: [&str; 3] = ["PORT", "DYNO", "HOME"];
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum ConfigError {
-    #[error(
-        "invalid config var key {0:?}: use letters, digits and '_', not starting with a digit"
-    )]
+    #[error("invalid config var key {0:?}: use letters, digits and '_', not starting with a digit")]
     BadKey(String),
     #[error("config var {0} is set by the platform and cannot be changed")]
     Reserved(String),
@@ -92,7 +90,10 @@ mod tests {
         for bad in ["", "1A", "A-B", "A B", "Ä"] {
             assert_eq!(validate_key(bad), Err(ConfigError::BadKey(bad.into())));
         }
-        assert_eq!(validate_key("PORT"), Err(ConfigError::Reserved("PORT".into())));
+        assert_eq!(
+            validate_key("PORT"),
+            Err(ConfigError::Reserved("PORT".into()))
+        );
     }
 
     #[test]
@@ -101,8 +102,14 @@ mod tests {
             parse_assignment("URL=postgres://x?a=b").unwrap(),
             ("URL".into(), "postgres://x?a=b".into())
         );
-        assert_eq!(parse_assignment("EMPTY=").unwrap(), ("EMPTY".into(), "".into()));
-        assert!(matches!(parse_assignment("NOVALUE"), Err(ConfigError::Syntax(_))));
+        assert_eq!(
+            parse_assignment("EMPTY=").unwrap(),
+            ("EMPTY".into(), "".into())
+        );
+        assert!(matches!(
+            parse_assignment("NOVALUE"),
+            Err(ConfigError::Syntax(_))
+        ));
     }
 
     #[test]

@@ -62,8 +62,7 @@ impl FromStr for ProcessType {
     type Err = NameError;
     fn from_str(s: &str) -> Result<Self, NameError> {
         let ok = (1..=128).contains(&s.len())
-            && s
-                .bytes()
+            && s.bytes()
                 .all(|c| c.is_ascii_alphanumeric() || c == b'_' || c == b'-');
         if ok {
             Ok(ProcessType(s.to_string()))

@@ -140,8 +140,13 @@ pub enum CoordinatorMsg {
     /// Idempotent: a dyno already running under this id is left alone.
     StartDyno(DynoSpec),
     /// SIGTERM to the dyno, SIGKILL after `grace_ms`; answered with `DynoState` `down`.
-    StopDyno { dyno_id: String, grace_ms: u64 },
-    Error { message: String },
+    StopDyno {
+        dyno_id: String,
+        grace_ms: u64,
+    },
+    Error {
+        message: String,
+    },
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -1,0 +1,221 @@
+//! Command-line shape: heroku CLI names, with colons as subcommand names.
+
+use clap::{Args, Parser, Subcommand};
+use std::path::PathBuf;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "dyno",
+    version,
+    about = "Run apps on dynos: a self-hosted Heroku-like platform",
+    after_help = "Settings come from flags, then DYNO_* variables, then the file `dyno up` saves \
+                  ($XDG_CONFIG_HOME/dyno/config.json)."
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: Global,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Args, Clone, Default)]
+pub struct Global {
+    /// Coordinator URL [default: http://127.0.0.1:7070]
+    #[arg(long, global = true, env = "DYNO_COORDINATOR", value_name = "URL")]
+    pub coordinator: Option<String>,
+    /// API token (the operator token `dyno up` prints)
+    #[arg(long, global = true, env = "DYNO_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// App to act on
+    #[arg(short = 'a', long, global = true, env = "DYNO_APP", value_name = "APP")]
+    pub app: Option<String>,
+    /// Print one JSON document instead of text
+    #[arg(long, global = true)]
+    pub json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// List apps
+    Apps,
+    /// Create an app
+    #[command(name = "apps:create")]
+    AppsCreate {
+        /// App name: 3-30 lowercase letters, digits and dashes
+        name: String,
+    },
+    /// Destroy an app and stop its dynos
+    #[command(name = "apps:destroy")]
+    AppsDestroy {
+        /// App to destroy (or -a)
+        name: Option<String>,
+        /// The app's name again, to confirm
+        #[arg(long)]
+        confirm: Option<String>,
+    },
+    /// Pack a directory into a slug and release it
+    Deploy {
+        /// App directory, with a Procfile at its root
+        #[arg(default_value = ".")]
+        dir: PathBuf,
+        /// Release description
+        #[arg(short = 'm', long = "message", value_name = "DESCRIPTION")]
+        message: Option<String>,
+    },
+    /// List an app's releases, newest first
+    Releases,
+    /// List an app's dynos
+    Ps,
+    /// Scale process types: web=3:standard-2x worker+1 (no arguments: print the formation)
+    #[command(name = "ps:scale")]
+    PsScale {
+        /// TYPE=N, TYPE+N or TYPE-N, each with an optional :SIZE
+        args: Vec<String>,
+        #[command(flatten)]
+        wait: WaitArgs,
+    },
+    /// Wait until every formation dyno is up on the current release
+    #[command(name = "ps:wait")]
+    PsWait {
+        /// Give up after this many seconds
+        #[arg(long, value_name = "SECS", default_value_t = 120)]
+        wait_timeout: u64,
+    },
+    /// Restart every dyno, one dyno, or one process type
+    #[command(name = "ps:restart")]
+    PsRestart {
+        /// A dyno, e.g. web.1
+        #[arg(short = 'd', long, conflicts_with = "process_type")]
+        dyno: Option<String>,
+        /// A process type, e.g. web
+        #[arg(short = 'p', long = "process-type", value_name = "TYPE")]
+        process_type: Option<String>,
+    },
+    /// Stop a dyno (web.1) or every dyno of a type (web)
+    #[command(name = "ps:stop")]
+    PsStop {
+        /// DYNO or TYPE
+        target: String,
+    },
+    /// Show config vars
+    Config,
+    /// Show one config var
+    #[command(name = "config:get")]
+    ConfigGet { key: String },
+    /// Set config vars (creates a release and restarts the dynos)
+    #[command(name = "config:set")]
+    ConfigSet {
+        /// KEY=VALUE
+        #[arg(required = true)]
+        assignments: Vec<String>,
+    },
+    /// Unset config vars (creates a release and restarts the dynos)
+    #[command(name = "config:unset")]
+    ConfigUnset {
+        #[arg(required = true)]
+        keys: Vec<String>,
+    },
+    /// Run a one-off dyno attached to this terminal; exits with its exit code
+    Run {
+        /// Dyno size
+        #[arg(short = 's', long)]
+        size: Option<String>,
+        /// Extra environment for this dyno, KEY=VALUE
+        #[arg(short = 'e', long = "env", value_name = "KEY=VALUE")]
+        env: Vec<String>,
+        /// Note the dyno's name on stderr
+        #[arg(short = 'v', long)]
+        verbose: bool,
+        /// Command and arguments (after --)
+        #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
+        command: Vec<String>,
+    },
+    /// Show an app's logs
+    Logs {
+        /// Lines of history (1-1500)
+        #[arg(short = 'n', long = "num", default_value_t = 100,
+              value_parser = clap::value_parser!(u32).range(1..=1500))]
+        num: u32,
+        /// Keep streaming new lines
+        #[arg(short = 't', long)]
+        tail: bool,
+        /// Only this dyno (web.1) or process type (web)
+        #[arg(short = 'd', long)]
+        dyno: Option<String>,
+        /// Only this source: app, system (heroku) or router
+        #[arg(short = 's', long)]
+        source: Option<String>,
+    },
+    /// List the hosts running agents
+    Hosts,
+    /// Bring up a coordinator, an agent and the sample app on this machine
+    Up(UpArgs),
+    /// Internal to `up`: clear the signal mask, then exec ARGV
+    #[command(name = "__exec", hide = true)]
+    Exec {
+        #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
+        argv: Vec<String>,
+    },
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct WaitArgs {
+    /// Wait until the new formation is up
+    #[arg(long)]
+    pub wait: bool,
+    /// Give up waiting after this many seconds
+    #[arg(long, value_name = "SECS", default_value_t = 120)]
+    pub wait_timeout: u64,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct UpArgs {
+    /// Where the coordinator and agent keep their state
+    #[arg(long, default_value = "./.dyno-state", value_name = "DIR")]
+    pub state_dir: PathBuf,
+    /// Control API address
+    #[arg(long, default_value = "127.0.0.1:7070", value_name = "ADDR")]
+    pub api: String,
+    /// Router address
+    #[arg(long, default_value = "127.0.0.1:7080", value_name = "ADDR")]
+    pub router: String,
+    /// Do not open the console, only print the dyno table
+    #[arg(long)]
+    pub no_console: bool,
+    /// Do not deploy the sample app
+    #[arg(long)]
+    pub no_sample: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn parses_heroku_shapes() {
+        let cli =
+            Cli::try_parse_from(["dyno", "ps:scale", "web=2", "worker+1", "-a", "shop"]).unwrap();
+        assert_eq!(cli.global.app.as_deref(), Some("shop"));
+        match cli.command {
+            Command::PsScale { args, wait } => {
+                assert_eq!(args, ["web=2", "worker+1"]);
+                assert!(!wait.wait);
+                assert_eq!(wait.wait_timeout, 120);
+            }
+            other => panic!("{other:?}"),
+        }
+        let cli = Cli::try_parse_from(["dyno", "run", "-a", "shop", "--", "ls", "-la"]).unwrap();
+        match cli.command {
+            Command::Run { command, .. } => assert_eq!(command, ["ls", "-la"]),
+            other => panic!("{other:?}"),
+        }
+        assert!(Cli::try_parse_from(["dyno", "logs", "-n", "1501"]).is_err());
+        assert!(Cli::try_parse_from(["dyno", "ps:restart", "-d", "web.1", "-p", "web"]).is_err());
+    }
+}

@@ -1,0 +1,133 @@
+//! One function per CLI command; each validates its input before the first request.
+
+mod apps;
+mod config;
+pub mod deploy;
+mod logs;
+pub mod ps;
+mod run;
+
+use crate::cli::{Cli, Command, Global};
+use crate::client::{Client, DEFAULT_COORDINATOR};
+use crate::config_file::{self, SavedConfig};
+use crate::error::usage;
+use anyhow::Result;
+use dyno_shared::AppName;
+use serde::Serialize;
+use std::io::Write;
+
+/// What every command may need: settings resolved from flags, environment and the saved file.
+pub struct Ctx {
+    global: Global,
+    saved: SavedConfig,
+}
+
+impl Ctx {
+    pub fn new(global: Global) -> Ctx {
+        let saved = match config_file::config_path() {
+            Some(path) => config_file::load(&path).unwrap_or_else(|e| {
+                eprintln!("warning: ignoring saved settings: {e:#}");
+                SavedConfig::default()
+            }),
+            None => SavedConfig::default(),
+        };
+        Ctx { global, saved }
+    }
+
+    pub fn json(&self) -> bool {
+        self.global.json
+    }
+
+    pub fn client(&self) -> Result<Client> {
+        let url = config_file::resolve(
+            self.global.coordinator.as_deref(),
+            self.saved.coordinator.as_deref(),
+            Some(DEFAULT_COORDINATOR),
+        )
+        .unwrap_or_else(|| DEFAULT_COORDINATOR.to_string());
+        let token = config_file::resolve(
+            self.global.token.as_deref(),
+            self.saved.token.as_deref(),
+            None,
+        );
+        Client::new(&url, token)
+    }
+
+    /// The `-a` app, validated.
+    pub fn app(&self) -> Result<String> {
+        let raw = self
+            .global
+            .app
+            .as_deref()
+            .filter(|a| !a.is_empty())
+            .ok_or_else(|| usage("no app given: pass -a APP or set DYNO_APP"))?;
+        app_name(raw)
+    }
+}
+
+pub fn app_name(raw: &str) -> Result<String> {
+    raw.parse::<AppName>()
+        .map(|a| a.to_string())
+        .map_err(|e| usage(e.to_string()))
+}
+
+/// Writes to stdout and flushes, so streamed output shows as it arrives.
+pub fn emit(text: &str) -> Result<()> {
+    let mut out = std::io::stdout().lock();
+    out.write_all(text.as_bytes())?;
+    out.flush()?;
+    Ok(())
+}
+
+pub fn emit_line(text: &str) -> Result<()> {
+    emit(&format!("{text}\n"))
+}
+
+pub fn emit_json<T: Serialize>(value: &T) -> Result<()> {
+    emit_line(&serde_json::to_string_pretty(value)?)
+}
+
+/// Runs a parsed command line; the result is the process's exit code.
+pub fn run(cli: Cli) -> Result<i32> {
+    // These two take no settings: `up` makes its own, `__exec` only execs.
+    match &cli.command {
+        Command::Up(args) => return crate::up::up(args),
+        Command::Exec { argv } => return crate::up::exec_unblocked(argv),
+        _ => {}
+    }
+    let ctx = Ctx::new(cli.global);
+    match cli.command {
+        Command::Apps => apps::list(&ctx),
+        Command::AppsCreate { name } => apps::create(&ctx, &name),
+        Command::AppsDestroy { name, confirm } => {
+            apps::destroy(&ctx, name.as_deref(), confirm.as_deref())
+        }
+        Command::Deploy { dir, message } => deploy::run(&ctx, &dir, message.as_deref()),
+        Command::Releases => apps::releases(&ctx),
+        Command::Ps => ps::list(&ctx),
+        Command::PsScale { args, wait } => ps::scale(&ctx, &args, &wait),
+        Command::PsWait { wait_timeout } => ps::wait_command(&ctx, wait_timeout),
+        Command::PsRestart { dyno, process_type } => {
+            ps::restart(&ctx, dyno.as_deref(), process_type.as_deref())
+        }
+        Command::PsStop { target } => ps::stop(&ctx, &target),
+        Command::Config => config::show(&ctx),
+        Command::ConfigGet { key } => config::get(&ctx, &key),
+        Command::ConfigSet { assignments } => config::set(&ctx, &assignments),
+        Command::ConfigUnset { keys } => config::unset(&ctx, &keys),
+        Command::Run {
+            size,
+            env,
+            verbose,
+            command,
+        } => run::run(&ctx, size.as_deref(), &env, verbose, &command),
+        Command::Logs {
+            num,
+            tail,
+            dyno,
+            source,
+        } => logs::logs(&ctx, num, tail, dyno.as_deref(), source.as_deref()),
+        Command::Hosts => apps::hosts(&ctx),
+        Command::Up(_) | Command::Exec { .. } => unreachable!("handled above"),
+    }
+}
