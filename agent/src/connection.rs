@@ -372,11 +372,14 @@ where
     }
 }
 
-/// Sends every queued state change; what could not be sent goes back to the outbox.
+/// Sends every queued state change; what could not be sent goes back to the outbox. Queued log
+/// lines go first: a dyno's last output was written before its final state, and a one-off's
+/// client must see all of it before the exit code.
 async fn send_states<S>(sink: &mut S, outbox: &Outbox) -> Result<(), ConnError>
 where
     S: Sink<Message, Error = WsError> + Unpin,
 {
+    while send_logs(sink, outbox, MAX_LOG_FRAMES_PER_FLUSH).await? > 0 {}
     let mut states = outbox.take_states().into_iter();
     while let Some(status) = states.next() {
         if let Err(e) = send(sink, &AgentMsg::DynoState(status.clone())).await {

@@ -105,16 +105,21 @@ impl SlugCache {
             .entry(sha.to_string())
             .or_default()
             .clone();
-        let _guard = lock.lock().await;
+        let guard = lock.lock_owned().await;
         let target = self.path(sha);
         if target.is_dir() {
             return Ok(target);
         }
         let url = format!("{}/slugs/{sha}", self.coordinator);
         let (token, dir, sha) = (self.token.clone(), self.dir.clone(), sha.to_string());
-        tokio::task::spawn_blocking(move || fetch_and_extract(&url, &token, &dir, &sha))
-            .await
-            .map_err(|e| SlugError::Task(e.to_string()))?
+        // The guard moves into the blocking task: if this caller is dropped (its dyno stopped
+        // mid-fetch), the download runs on, and the next caller must wait for it, not race it.
+        tokio::task::spawn_blocking(move || {
+            let _guard = guard;
+            fetch_and_extract(&url, &token, &dir, &sha)
+        })
+        .await
+        .map_err(|e| SlugError::Task(e.to_string()))?
     }
 }
 
