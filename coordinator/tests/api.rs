@@ -22,7 +22,9 @@ impl Server {
             rt.block_on(async move {
                 let api = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
                 let router = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-                url_tx.send(format!("http://{}", api.local_addr().unwrap())).unwrap();
+                url_tx
+                    .send(format!("http://{}", api.local_addr().unwrap()))
+                    .unwrap();
                 dyno_coordinator::run(config, api, router, async move {
                     let _ = stop_rx.await;
                 })
@@ -31,11 +33,16 @@ impl Server {
             });
         });
         let url = url_rx.recv_timeout(Duration::from_secs(10)).unwrap();
-        Server { url, stop: Some(stop_tx), thread: Some(thread) }
+        Server {
+            url,
+            stop: Some(stop_tx),
+            thread: Some(thread),
+        }
     }
 
     fn call(&self, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
-        let req = ureq::request(method, &format!("{}{path}", self.url)).set("Authorization", "Bearer secret");
+        let req = ureq::request(method, &format!("{}{path}", self.url))
+            .set("Authorization", "Bearer secret");
         let r = match body {
             Some(b) => req.send_json(b),
             None => req.call(),
@@ -71,12 +78,16 @@ impl Drop for Server {
 }
 
 fn slug(procfile: &str) -> Vec<u8> {
-    let mut b = tar::Builder::new(flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast()));
+    let mut b = tar::Builder::new(flate2::write::GzEncoder::new(
+        Vec::new(),
+        flate2::Compression::fast(),
+    ));
     let mut h = tar::Header::new_gnu();
     h.set_size(procfile.len() as u64);
     h.set_mode(0o644);
     h.set_cksum();
-    b.append_data(&mut h, "Procfile", procfile.as_bytes()).unwrap();
+    b.append_data(&mut h, "Procfile", procfile.as_bytes())
+        .unwrap();
     b.into_inner().unwrap().finish().unwrap()
 }
 
@@ -85,7 +96,10 @@ fn apps_releases_formation_and_config_with_their_errors() {
     let dir = tempfile::tempdir().unwrap();
     let s = Server::start(dir.path());
 
-    assert_eq!(s.call("POST", "/apps", Some(json!({"name": "shop"}))).0, 201);
+    assert_eq!(
+        s.call("POST", "/apps", Some(json!({"name": "shop"}))).0,
+        201
+    );
     let (code, err) = s.call("POST", "/apps", Some(json!({"name": "shop"})));
     assert_eq!((code, err["id"].as_str()), (409, Some("conflict")));
     let (code, err) = s.call("POST", "/apps", Some(json!({"name": "No_Way"})));
@@ -93,7 +107,11 @@ fn apps_releases_formation_and_config_with_their_errors() {
     assert!(err["message"].as_str().unwrap().contains("No_Way"));
 
     // Scaling before any release names the problem.
-    let (code, err) = s.call("POST", "/apps/shop/formation/scale", Some(json!({"args": ["web=1"]})));
+    let (code, err) = s.call(
+        "POST",
+        "/apps/shop/formation/scale",
+        Some(json!({"args": ["web=1"]})),
+    );
     assert_eq!(code, 422);
     assert!(err["message"].as_str().unwrap().contains("deploy"), "{err}");
 
@@ -112,27 +130,55 @@ fn apps_releases_formation_and_config_with_their_errors() {
     assert_eq!(f[1]["quantity"], 0);
 
     // All scale arguments or none.
-    let (code, _) = s.call("POST", "/apps/shop/formation/scale", Some(json!({"args": ["web=3", "bogus=1"]})));
+    let (code, _) = s.call(
+        "POST",
+        "/apps/shop/formation/scale",
+        Some(json!({"args": ["web=3", "bogus=1"]})),
+    );
     assert_eq!(code, 422);
-    let (code, f) = s.call("POST", "/apps/shop/formation/scale", Some(json!({"args": ["web=3:standard-2x", "worker+2"]})));
+    let (code, f) = s.call(
+        "POST",
+        "/apps/shop/formation/scale",
+        Some(json!({"args": ["web=3:standard-2x", "worker+2"]})),
+    );
     assert_eq!(code, 200);
-    assert_eq!((f[0]["quantity"].as_u64(), f[0]["size"].as_str()), (Some(3), Some("standard-2x")));
+    assert_eq!(
+        (f[0]["quantity"].as_u64(), f[0]["size"].as_str()),
+        (Some(3), Some("standard-2x"))
+    );
     assert_eq!(f[1]["quantity"], 2);
     // The Platform API's batch update.
-    let (code, f) = s.call("PATCH", "/apps/shop/formation", Some(json!({"updates": [{"type": "worker", "quantity": 1}]})));
+    let (code, f) = s.call(
+        "PATCH",
+        "/apps/shop/formation",
+        Some(json!({"updates": [{"type": "worker", "quantity": 1}]})),
+    );
     assert_eq!((code, f[1]["quantity"].as_u64()), (200, Some(1)));
 
     // Config: invalid keys change nothing; valid changes make a release.
-    let (code, _) = s.call("PATCH", "/apps/shop/config-vars", Some(json!({"BAD-KEY": "1"})));
+    let (code, _) = s.call(
+        "PATCH",
+        "/apps/shop/config-vars",
+        Some(json!({"BAD-KEY": "1"})),
+    );
     assert_eq!(code, 422);
-    let (code, c) = s.call("PATCH", "/apps/shop/config-vars", Some(json!({"A": "1", "B": "2"})));
+    let (code, c) = s.call(
+        "PATCH",
+        "/apps/shop/config-vars",
+        Some(json!({"A": "1", "B": "2"})),
+    );
     assert_eq!((code, c), (200, json!({"A": "1", "B": "2"})));
     let (_, c) = s.call("PATCH", "/apps/shop/config-vars", Some(json!({"A": null})));
     assert_eq!(c, json!({"B": "2"}));
     let (_, rels) = s.call("GET", "/apps/shop/releases", None);
     assert_eq!(rels.as_array().unwrap().len(), 3);
     assert_eq!(rels[2]["current"], true);
-    assert!(rels[2]["description"].as_str().unwrap().contains("Remove A"));
+    assert!(
+        rels[2]["description"]
+            .as_str()
+            .unwrap()
+            .contains("Remove A")
+    );
 
     // Unknown things are 404 with a JSON body naming them.
     let (code, err) = s.call("GET", "/apps/ghost/dynos", None);
@@ -167,7 +213,13 @@ fn wrong_or_missing_tokens_are_refused() {
             other => panic!("{auth:?}: expected 401, got {other:?}"),
         }
     }
-    assert_eq!(ureq::get(&format!("{}/healthz", s.url)).call().unwrap().status(), 200);
+    assert_eq!(
+        ureq::get(&format!("{}/healthz", s.url))
+            .call()
+            .unwrap()
+            .status(),
+        200
+    );
 }
 
 #[test]
@@ -180,6 +232,16 @@ fn state_survives_a_restart_of_the_coordinator() {
         s.call("PATCH", "/apps/keep/config-vars", Some(json!({"K": "v"})));
     }
     let s = Server::start(dir.path());
-    assert_eq!(s.call("GET", "/apps/keep/config-vars", None).1, json!({"K": "v"}));
-    assert_eq!(s.call("GET", "/apps/keep/releases", None).1.as_array().unwrap().len(), 2);
+    assert_eq!(
+        s.call("GET", "/apps/keep/config-vars", None).1,
+        json!({"K": "v"})
+    );
+    assert_eq!(
+        s.call("GET", "/apps/keep/releases", None)
+            .1
+            .as_array()
+            .unwrap()
+            .len(),
+        2
+    );
 }

@@ -1,9 +1,7 @@
 //! The one-machine platform end to end: real coordinator and agent processes, the `dyno` CLI,
 //! the router, SQLite on disk.
 
-mod common;
-
-use common::{Platform, wait_until};
+use dyno_tests::{Platform, wait_until};
 use std::collections::BTreeSet;
 use std::time::Duration;
 
