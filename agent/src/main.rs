@@ -71,6 +71,7 @@ async fn main() -> anyhow::Result<()> {
             EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let mut config = AgentConfig::new(cli.coordinator, cli.token, cli.state_dir);
     if let Some(name) = cli.name {
