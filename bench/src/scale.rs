@@ -95,10 +95,7 @@ fn main() {
         "bench-scale: {rounds} rounds each, median first; plain runtime; {} cores",
         std::thread::available_parallelism().map_or(0, |n| n.get())
     );
-    println!(
-        "{:>4}  {:>12}  {:>12}  {}",
-        "N", "platform", "bare procs", "all rounds (platform, ms)"
-    );
+    println!("   N      platform    bare procs  all rounds (platform, ms)");
     for n in SIZES {
         let runs: Vec<Duration> = (0..rounds).map(|_| time_scale(&p, n)).collect();
         let bare = median((0..rounds).map(|_| time_bare(n)).collect());
