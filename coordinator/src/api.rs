@@ -11,7 +11,7 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use axum::{Json, Router};
-use dyno_shared::api::{self as wire, MAX_REQUEST_BYTES, MAX_SLUG_BYTES, RunEvent};
+use dyno_shared::api::{self as wire, MAX_REQUEST_BYTES, RunEvent};
 use dyno_shared::protocol::{CoordinatorMsg, DynoState};
 use dyno_shared::scale::{ScaleArg, ScaleOp, parse_scale_args};
 use dyno_shared::time::iso_secs;
@@ -75,6 +75,7 @@ impl IntoResponse for ApiError {
 type ApiResult<T> = Result<T, ApiError>;
 
 pub fn router(inner: Shared, shutdown: watch::Receiver<bool>) -> Router {
+    let max_slug = inner.config.max_slug_bytes;
     let api = Api {
         inner,
         stop: shutdown,
@@ -84,7 +85,7 @@ pub fn router(inner: Shared, shutdown: watch::Receiver<bool>) -> Router {
             "/apps/{app}/releases",
             post(create_release).get(list_releases),
         )
-        .layer(DefaultBodyLimit::max(MAX_SLUG_BYTES));
+        .layer(DefaultBodyLimit::max(max_slug));
     let authed = Router::new()
         .route("/apps", get(list_apps).post(create_app))
         .route("/apps/{app}", get(get_app).delete(destroy_app))
@@ -327,7 +328,10 @@ async fn create_release(
             ApiError::new(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "payload_too_large",
-                format!("slug is over the limit of {MAX_SLUG_BYTES} bytes"),
+                format!(
+                    "slug is over the limit of {} bytes",
+                    inner.config.max_slug_bytes
+                ),
             )
         } else {
             ApiError::new(StatusCode::BAD_REQUEST, "bad_request", e.body_text())

@@ -52,6 +52,8 @@ pub struct CoordinatorConfig {
     pub stop_grace: Duration,
     /// How often the manager looks even when nothing woke it (crash cool-offs expire).
     pub reconcile_interval: Duration,
+    /// Largest slug accepted, in bytes.
+    pub max_slug_bytes: usize,
 }
 
 impl CoordinatorConfig {
@@ -63,6 +65,7 @@ impl CoordinatorConfig {
             restart: RestartPolicy::default(),
             stop_grace: Duration::from_secs(30),
             reconcile_interval: Duration::from_secs(1),
+            max_slug_bytes: dyno_shared::api::MAX_SLUG_BYTES,
         }
     }
 }

@@ -33,6 +33,9 @@ struct Args {
     /// Seconds a dyno must stay up before its crash count resets.
     #[arg(long, default_value_t = 10)]
     crash_reset_secs: u64,
+    /// Largest slug accepted, in MB.
+    #[arg(long, default_value_t = (dyno_shared::api::MAX_SLUG_BYTES / (1024 * 1024)) as u64)]
+    max_slug_mb: u64,
     /// Seconds between SIGTERM and SIGKILL when stopping dynos.
     #[arg(long, default_value_t = 30)]
     stop_grace_secs: u64,
@@ -61,6 +64,7 @@ async fn main() -> anyhow::Result<()> {
     config.token = args.token;
     config.domain = args.domain;
     config.stop_grace = Duration::from_secs(args.stop_grace_secs);
+    config.max_slug_bytes = (args.max_slug_mb as usize).saturating_mul(1024 * 1024);
     config.restart = RestartPolicy {
         backoff: args
             .crash_backoff_secs

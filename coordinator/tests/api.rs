@@ -13,10 +13,15 @@ struct Server {
 
 impl Server {
     fn start(dir: &std::path::Path) -> Server {
+        Self::start_with(dir, dyno_shared::api::MAX_SLUG_BYTES)
+    }
+
+    fn start_with(dir: &std::path::Path, max_slug_bytes: usize) -> Server {
         let (url_tx, url_rx) = std::sync::mpsc::channel();
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
         let mut config = CoordinatorConfig::new(dir.to_path_buf());
         config.token = Some("secret".into());
+        config.max_slug_bytes = max_slug_bytes;
         let thread = std::thread::spawn(move || {
             let rt = tokio::runtime::Runtime::new().unwrap();
             rt.block_on(async move {
@@ -243,5 +248,27 @@ fn state_survives_a_restart_of_the_coordinator() {
             .unwrap()
             .len(),
         2
+    );
+}
+
+#[test]
+fn a_slug_over_the_limit_is_refused_and_makes_no_release() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start_with(dir.path(), 64 * 1024);
+    s.call("POST", "/apps", Some(json!({"name": "big"})));
+    let small = slug("web: w");
+    assert_eq!(s.upload("big", &small).0, 201);
+    let mut big = small.clone();
+    big.resize(64 * 1024 + 1, 0);
+    let (code, err) = s.upload("big", &big);
+    assert_eq!((code, err["id"].as_str()), (413, Some("payload_too_large")));
+    assert!(err["message"].as_str().unwrap().contains("65536"), "{err}");
+    assert_eq!(
+        s.call("GET", "/apps/big/releases", None)
+            .1
+            .as_array()
+            .unwrap()
+            .len(),
+        1
     );
 }

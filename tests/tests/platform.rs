@@ -337,6 +337,32 @@ fn garbled_agent_frames_get_an_error_and_the_coordinator_stays_up() {
     let text = ws.read().unwrap().into_text().unwrap();
     assert!(text.contains("protocol version 99"), "{text}");
 
+    // After a good hello, an unknown message type is answered with an error naming it, and the
+    // session carries on.
+    let mut req = format!("ws://127.0.0.1:{}/agent/ws", p.api_port)
+        .into_client_request()
+        .unwrap();
+    req.headers_mut().insert(
+        "Authorization",
+        format!("Bearer {}", p.token).parse().unwrap(),
+    );
+    let (mut ws, _) = tungstenite::connect(req).unwrap();
+    let hello = serde_json::json!({"type": "hello", "protocol_version": 1, "name": "probe-host", "address": "127.0.0.1",
+        "memory_mb": 0, "cpus": 1, "isolation": "none", "agent_version": "0", "dynos": []});
+    ws.send(Message::text(hello.to_string())).unwrap();
+    let text = ws.read().unwrap().into_text().unwrap();
+    assert!(text.contains("welcome"), "{text}");
+    ws.send(Message::text(r#"{"type":"launch_missiles"}"#))
+        .unwrap();
+    let text = ws.read().unwrap().into_text().unwrap().to_string();
+    assert!(
+        text.contains("error") && text.contains("launch_missiles"),
+        "{text}"
+    );
+    ws.send(Message::text(r#"{"type":"heartbeat","at":1}"#))
+        .unwrap();
+    drop(ws);
+
     // Without the token the upgrade itself is refused.
     let req = format!("ws://127.0.0.1:{}/agent/ws", p.api_port)
         .into_client_request()
@@ -345,4 +371,81 @@ fn garbled_agent_frames_get_an_error_and_the_coordinator_stays_up() {
 
     assert!(p.get("/apps").is_ok());
     p.wait_for_host();
+}
+
+#[test]
+fn stop_destroy_and_a_live_log_tail() {
+    let p = Platform::start();
+    p.deploy("tail", SAMPLE);
+    p.dyno_ok(&["ps:scale", "web=1", "worker=1", "-a", "tail", "--wait"]);
+
+    // A live tail sees lines written after it started, in order, filtered to one dyno.
+    let mut tail = std::process::Command::new(dyno_tests::bin("dyno"))
+        .args([
+            "logs", "-a", "tail", "--tail", "-n", "1", "--dyno", "worker.1",
+        ])
+        .env("DYNO_COORDINATOR", p.url())
+        .env("DYNO_TOKEN", &p.token)
+        .env("XDG_CONFIG_HOME", p.dir.path().join("config"))
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let out = tail.stdout.take().unwrap();
+    let ticks = std::thread::spawn(move || {
+        use std::io::BufRead;
+        std::io::BufReader::new(out)
+            .lines()
+            .map_while(Result::ok)
+            .take(3)
+            .collect::<Vec<_>>()
+    });
+    wait_until("three live lines", Duration::from_secs(15), || {
+        ticks.is_finished().then_some(())
+    });
+    let lines = ticks.join().unwrap();
+    let _ = tail.kill();
+    let _ = tail.wait();
+    assert_eq!(lines.len(), 3, "{lines:?}");
+    assert!(
+        lines
+            .iter()
+            .all(|l| l.contains("app[worker.1]: worker tick")),
+        "{lines:?}"
+    );
+    let n: Vec<u64> = lines
+        .iter()
+        .map(|l| l.rsplit(' ').next().unwrap().parse().unwrap())
+        .collect();
+    assert!(n.windows(2).all(|w| w[1] == w[0] + 1), "in order: {n:?}");
+
+    // ps:stop of a formation dyno stops it; the manager replaces it (as on Heroku).
+    let before = p.dyno_ids("tail");
+    p.dyno_ok(&["ps:stop", "worker.1", "-a", "tail"]);
+    wait_until("worker.1 replaced", Duration::from_secs(20), || {
+        let d = p.dyno_ids("tail");
+        d.get("worker.1")
+            .filter(|(id, s)| id != &before["worker.1"].0 && s == "up")
+            .map(|_| ())
+    });
+    assert!(
+        p.logs("tail")
+            .contains("Stopping all processes with SIGTERM")
+    );
+
+    // Destroying needs the name twice, then stops every dyno of the app.
+    let out = p.dyno(&["apps:destroy", "tail", "--confirm", "tial"]);
+    assert_eq!(out.status.code(), Some(2));
+    p.dyno_ok(&["apps:destroy", "tail", "--confirm", "tail"]);
+    assert_eq!(p.json(&["apps"]), serde_json::json!([]));
+    wait_until("the agent runs no dyno", Duration::from_secs(20), || {
+        let hosts = p.get("/hosts").ok()?;
+        (hosts[0]["dynos"] == 0).then_some(())
+    });
+    wait_until("dyno directories removed", Duration::from_secs(20), || {
+        let dir = p.dir.path().join("agent/dynos");
+        std::fs::read_dir(&dir)
+            .map(|d| d.count() == 0)
+            .unwrap_or(true)
+            .then_some(())
+    });
 }
