@@ -4,8 +4,11 @@
 //! `run(config, shutdown)` is what `main` calls; tests call the same function with their own
 //! shutdown future.
 
+pub mod cgroup;
 pub mod connection;
 pub mod host;
+#[cfg(target_os = "linux")]
+pub mod linux;
 pub mod logbuf;
 pub mod outbox;
 pub mod output;
@@ -18,6 +21,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use dyno_shared::protocol::Isolation;
 use tokio::sync::watch;
 use tracing::{info, warn};
 
@@ -48,6 +52,8 @@ pub struct AgentConfig {
     pub boot_timeout: Duration,
     /// Memory offered to dynos; `None` offers the machine's total.
     pub memory_mb: Option<u64>,
+    /// How dynos are isolated: plain processes, or namespaces and cgroups (`linux::LinuxRuntime`).
+    pub isolation: Isolation,
 }
 
 impl AgentConfig {
@@ -66,6 +72,7 @@ impl AgentConfig {
             stop_grace: DEFAULT_STOP_GRACE,
             boot_timeout: DEFAULT_BOOT_TIMEOUT,
             memory_mb: None,
+            isolation: Isolation::None,
         }
     }
 }
@@ -76,6 +83,12 @@ pub enum AgentError {
     InvalidCoordinatorUrl(String),
     #[error("invalid agent name: it must not be empty")]
     EmptyName,
+    #[cfg(target_os = "linux")]
+    #[error("failed to set up Linux isolation: {0}")]
+    Isolation(#[from] linux::LinuxError),
+    #[cfg(not(target_os = "linux"))]
+    #[error("Linux isolation is only available on Linux")]
+    Isolation,
     #[error("failed to prepare the state directory {path}: {source}")]
     StateDir {
         path: PathBuf,
@@ -121,7 +134,17 @@ pub async fn run(
     let slugs =
         SlugCache::open(&slugs_dir, &coordinator, &config.token).map_err(state_err(&slugs_dir))?;
 
-    let runtime: Arc<dyn Runtime> = Arc::new(PlainRuntime::new());
+    let runtime: Arc<dyn Runtime> = match config.isolation {
+        Isolation::None => Arc::new(PlainRuntime::new()),
+        #[cfg(target_os = "linux")]
+        Isolation::Linux => Arc::new(linux::LinuxRuntime::new()?),
+        #[cfg(not(target_os = "linux"))]
+        Isolation::Linux => return Err(AgentError::Isolation),
+    };
+    info!(
+        isolation = runtime.isolation().as_str(),
+        "dyno isolation chosen"
+    );
     let outbox = Arc::new(Outbox::new());
     let supervisor = Supervisor::new(
         SupervisorConfig {

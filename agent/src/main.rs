@@ -42,29 +42,77 @@ struct Cli {
     /// Memory in MB this host offers to dynos (default: the machine's total)
     #[arg(long, value_name = "MB")]
     memory_mb: Option<u64>,
-    /// How dynos are isolated; only `none` exists so far
+    /// How dynos are isolated: `none` (plain processes), `linux` (namespaces and cgroups; needs
+    /// root), or `auto` (`linux` when this host can, else refuse to start)
     #[arg(long, value_name = "MODE", default_value = "none", value_parser = parse_isolation)]
-    isolation: Isolation,
+    isolation: IsolationMode,
 }
 
 fn parse_url(s: &str) -> Result<String, String> {
     validate_coordinator_url(s).map_err(|e| e.to_string())
 }
 
-fn parse_isolation(s: &str) -> Result<Isolation, String> {
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum IsolationMode {
+    None,
+    Linux,
+    Auto,
+}
+
+fn parse_isolation(s: &str) -> Result<IsolationMode, String> {
     match s {
-        "none" => Ok(Isolation::None),
-        "linux" => Err(
-            "Linux isolation (namespaces, cgroups) is not built yet; use --isolation none".into(),
-        ),
+        "none" => Ok(IsolationMode::None),
+        "linux" => Ok(IsolationMode::Linux),
+        "auto" => Ok(IsolationMode::Auto),
         other => Err(format!(
-            "unknown isolation {other:?}: expected `none` (Linux isolation is not built yet)"
+            "unknown isolation {other:?}: expected `none`, `linux` or `auto`"
         )),
     }
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+/// The isolation to run with, or why this host cannot give the one asked for.
+fn resolve_isolation(mode: IsolationMode) -> anyhow::Result<Isolation> {
+    match mode {
+        IsolationMode::None => Ok(Isolation::None),
+        IsolationMode::Linux | IsolationMode::Auto => {
+            match dyno_agent::linux::LinuxRuntime::check() {
+                Ok(cgroups) => {
+                    tracing::info!(
+                        cgroup = cgroups.version().as_str(),
+                        "Linux isolation available"
+                    );
+                    Ok(Isolation::Linux)
+                }
+                Err(e) => Err(anyhow::anyhow!(
+                    "--isolation {}: this host cannot isolate dynos: {e}; run as root on a host \
+                     with the memory, pids and cpu cgroup controllers, or pass --isolation none",
+                    if mode == IsolationMode::Auto {
+                        "auto"
+                    } else {
+                        "linux"
+                    }
+                )),
+            }
+        }
+    }
+}
+
+fn main() -> anyhow::Result<()> {
+    // A dyno's init: must run before any thread exists, since it forks.
+    if std::env::args_os()
+        .nth(1)
+        .is_some_and(|a| a == dyno_agent::linux::INIT_ARG)
+    {
+        std::process::exit(dyno_agent::linux::init_main());
+    }
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("failed to start the async runtime")?
+        .block_on(agent_main())
+}
+
+async fn agent_main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -81,7 +129,7 @@ async fn main() -> anyhow::Result<()> {
     config.stop_grace = Duration::from_secs(cli.stop_grace_secs);
     config.boot_timeout = Duration::from_secs(cli.boot_timeout_secs);
     config.memory_mb = cli.memory_mb;
-    debug_assert_eq!(cli.isolation, Isolation::None);
+    config.isolation = resolve_isolation(cli.isolation)?;
 
     let mut term = signal(SignalKind::terminate()).context("failed to listen for SIGTERM")?;
     let shutdown = async move {

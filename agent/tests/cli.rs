@@ -33,22 +33,30 @@ fn a_coordinator_url_without_http_is_refused() {
 }
 
 #[test]
-fn linux_isolation_is_not_built_yet() {
+fn isolation_modes_are_none_linux_auto() {
     let dir = tempfile::tempdir().unwrap();
-    let out = agent(&[
-        "--coordinator",
-        "http://127.0.0.1:7070",
-        "--token",
-        "t",
-        "--state-dir",
-        dir.path().to_str().unwrap(),
-        "--isolation",
-        "linux",
-    ]);
-    assert!(!out.status.success());
-    let err = stderr(&out);
-    assert!(err.contains("--isolation"), "{err}");
-    assert!(err.contains("not built yet"), "{err}");
+    let help = agent(&["--help"]);
+    let help = String::from_utf8_lossy(&help.stdout).into_owned();
+    for mode in ["`none`", "`linux`", "`auto`"] {
+        assert!(help.contains(mode), "{help}");
+    }
+    if !nix::unistd::geteuid().is_root() {
+        // Without root Linux isolation is refused with the reason, before anything starts.
+        let out = agent(&[
+            "--coordinator",
+            "http://127.0.0.1:7070",
+            "--token",
+            "t",
+            "--state-dir",
+            dir.path().to_str().unwrap(),
+            "--isolation",
+            "auto",
+        ]);
+        assert!(!out.status.success());
+        let err = stderr(&out);
+        assert!(err.contains("needs root"), "{err}");
+        assert!(err.contains("--isolation none"), "{err}");
+    }
 
     let out = agent(&[
         "--coordinator",
