@@ -1,0 +1,143 @@
+//! The platform with `--isolation linux`: real namespaces and cgroups under a real coordinator and
+//! agent, probed from inside dynos. Needs root; without it each test says SKIPPED and returns.
+
+use dyno_tests::{Platform, wait_until};
+use serde_json::Value;
+use std::time::Duration;
+
+const SAMPLE: &str = "web: dyno-probe web\nworker: dyno-probe worker\n";
+
+fn isolated_platform(test: &str) -> Option<Platform> {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("SKIPPED: {test}: Linux isolation needs root");
+        return None;
+    }
+    Some(Platform::start_with("0,1,2", &["--isolation", "linux"]))
+}
+
+/// Runs a one-off dyno and returns (exit code, stdout).
+fn run(p: &Platform, app: &str, cmd: &[&str]) -> (Option<i32>, String) {
+    let mut args = vec!["run", "-a", app, "--"];
+    args.extend_from_slice(cmd);
+    let out = p.dyno(&args);
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
+}
+
+#[test]
+fn isolated_dynos_serve_through_the_router_and_cannot_see_out() {
+    let Some(p) = isolated_platform("isolated_dynos_serve_through_the_router_and_cannot_see_out")
+    else {
+        return;
+    };
+    let hosts = p.get("/hosts").unwrap();
+    assert_eq!(hosts[0]["isolation"], "linux", "{hosts}");
+    p.deploy("iso", SAMPLE);
+    p.dyno_ok(&["ps:scale", "web=2", "worker=1", "-a", "iso", "--wait"]);
+    let (status, body) = p.route("iso", "/").unwrap();
+    assert_eq!(status, 200, "{body}");
+
+    // What a dyno sees of itself.
+    let (code, out) = run(&p, "iso", &["dyno-probe", "report"]);
+    assert_eq!(code, Some(0), "{out}");
+    let r: Value = serde_json::from_str(out.lines().find(|l| l.starts_with('{')).unwrap()).unwrap();
+    assert_eq!(r["uid"], 65534, "{r}");
+    assert_eq!(r["cap_eff"], "0000000000000000", "{r}");
+    assert_eq!(r["root_writable"], false, "{r}");
+    assert_eq!(r["usr_writable"], false, "{r}");
+    assert_eq!(r["cwd"], "/app", "{r}");
+    assert_eq!(r["env"]["HOME"], "/app", "{r}");
+    assert!(
+        r["visible_pids"].as_i64().unwrap() <= 3,
+        "only its own processes: {r}"
+    );
+    assert!(
+        r["hostname"].as_str().unwrap().starts_with("d-"),
+        "hostname is the dyno id: {r}"
+    );
+
+    // The agent's state (tokens, other dynos' files) is not there, and host processes are out of reach.
+    let state = p.dir.path().to_str().unwrap().to_string();
+    let agent_pid = p.agent_pid().unwrap();
+    let (_, out) = run(
+        &p,
+        "iso",
+        &[
+            "sh",
+            "-c",
+            &format!(
+                "test -e {state} && echo state-visible; kill -9 {agent_pid} 2>/dev/null && echo killed-agent; {{ echo x > /usr/x; }} 2>/dev/null && echo wrote-usr; echo done"
+            ),
+        ],
+    );
+    assert_eq!(out.trim(), "done", "{out}");
+    assert!(nix::sys::signal::kill(nix::unistd::Pid::from_raw(agent_pid as i32), None).is_ok());
+
+    // /app is writable but ephemeral: a new dyno starts from the slug again.
+    let (_, out) = run(
+        &p,
+        "iso",
+        &["sh", "-c", "echo mark > /app/mark && cat /app/mark"],
+    );
+    assert_eq!(out.trim(), "mark");
+    let (_, out) = run(
+        &p,
+        "iso",
+        &[
+            "sh",
+            "-c",
+            "test -e /app/mark && echo present || echo absent",
+        ],
+    );
+    assert_eq!(out.trim(), "absent");
+}
+
+#[test]
+fn limits_hold_inside_a_dyno_while_others_keep_running() {
+    let Some(p) = isolated_platform("limits_hold_inside_a_dyno_while_others_keep_running") else {
+        return;
+    };
+    p.deploy("limits", SAMPLE);
+    p.dyno_ok(&["ps:scale", "web=1", "worker=1", "-a", "limits", "--wait"]);
+    let before = p.dyno_ids("limits");
+
+    // A fork bomb stops at the dyno's pids limit (256 for standard-1x).
+    let bomb = "import os, time\nn = 0\ntry:\n    while n < 400:\n        if os.fork() == 0:\n            time.sleep(60)\n            os._exit(0)\n        n += 1\nexcept OSError:\n    pass\nprint('forked', n)";
+    let (_, out) = run(&p, "limits", &["python3", "-c", bomb]);
+    let forked: u64 = out
+        .lines()
+        .find_map(|l| l.strip_prefix("forked "))
+        .unwrap_or_else(|| panic!("no count in {out:?}"))
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(
+        (100..256).contains(&forked),
+        "pids.max holds: forked {forked}"
+    );
+
+    // Past twice the memory quota (2 x 512 MB) the kernel kills the dyno.
+    let (code, out) = run(
+        &p,
+        "limits",
+        &[
+            "python3",
+            "-c",
+            "b = bytearray(1536 * 1024 * 1024); print('allocated')",
+        ],
+    );
+    assert_ne!(code, Some(0), "{out}");
+    assert!(!out.contains("allocated"), "{out}");
+
+    // The formation's dynos were not touched, and serve.
+    assert_eq!(p.dyno_ids("limits"), before);
+    assert_eq!(p.route("limits", "/").unwrap().0, 200);
+    wait_until("one-offs gone", Duration::from_secs(20), || {
+        p.dynos("limits")
+            .iter()
+            .all(|d| d["type"] != "run")
+            .then_some(())
+    });
+}
