@@ -21,7 +21,7 @@ use tracing::{debug, error, info, warn};
 
 use crate::logbuf::BATCH_MAX_BYTES;
 use crate::outbox::Outbox;
-use crate::supervisor::Supervisor;
+use crate::supervisor::{STATS_INTERVAL, Supervisor};
 
 pub const BACKOFF_MIN: Duration = Duration::from_millis(100);
 pub const BACKOFF_MAX: Duration = Duration::from_secs(5);
@@ -346,6 +346,8 @@ where
     heartbeat.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut log_flush = tokio::time::interval(LOG_FLUSH_INTERVAL);
     log_flush.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let mut stats = tokio::time::interval(STATS_INTERVAL);
+    stats.set_missed_tick_behavior(MissedTickBehavior::Delay);
     // What piled up while the coordinator was away goes first.
     send_states(&mut sink, outbox).await?;
     loop {
@@ -367,6 +369,13 @@ where
             }
             _ = log_flush.tick() => {
                 send_logs(&mut sink, outbox, MAX_LOG_FRAMES_PER_FLUSH).await?;
+            }
+            _ = stats.tick() => {
+                // Samples are only worth their latest value: a failed send drops them.
+                let stats = outbox.take_stats();
+                if !stats.is_empty() {
+                    send(&mut sink, &AgentMsg::Stats { stats }).await?;
+                }
             }
         }
     }

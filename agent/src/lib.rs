@@ -150,6 +150,7 @@ pub async fn run(
         SupervisorConfig {
             dynos_dir,
             boot_timeout: config.boot_timeout,
+            stats_interval: supervisor::STATS_INTERVAL,
         },
         runtime.clone(),
         Arc::new(slugs),

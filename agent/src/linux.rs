@@ -24,6 +24,8 @@ use std::io;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use dyno_shared::protocol::Isolation;
 use nix::errno::Errno;
@@ -39,7 +41,7 @@ use tracing::warn;
 use crate::cgroup::{Cgroup, Cgroups, Limits};
 use crate::runtime::{
     DynoSignal, Exit, Launch, NOFILE_LIMIT, ProcessGroup, RunningDyno, Runtime, RuntimeError,
-    dyno_env, shell_script,
+    Usage, dyno_env, shell_script,
 };
 
 /// The hidden first argument that turns `dyno-agent` into a dyno's init.
@@ -95,6 +97,8 @@ pub struct InitSpec {
 pub struct LinuxRuntime {
     cgroups: Cgroups,
     helper: PathBuf,
+    /// Replaces the size's memory quota (the hard limit stays at 2x); for tests.
+    memory_quota_bytes: Option<u64>,
 }
 
 impl LinuxRuntime {
@@ -118,7 +122,11 @@ impl LinuxRuntime {
                 warn!(cgroup = %name, error = %e, "failed to clean up a leftover dyno cgroup");
             }
         }
-        Ok(LinuxRuntime { cgroups, helper })
+        Ok(LinuxRuntime {
+            cgroups,
+            helper,
+            memory_quota_bytes: None,
+        })
     }
 
     /// Explicit cgroups and helper binary (a `dyno-agent` that handles [`INIT_ARG`]); for tests.
@@ -126,7 +134,24 @@ impl LinuxRuntime {
         LinuxRuntime {
             cgroups,
             helper: helper.into(),
+            memory_quota_bytes: None,
         }
+    }
+
+    /// Every dyno gets `bytes` as its memory quota and 2x that as its hard limit, whatever its
+    /// size; lets tests cross the limits without allocating gigabytes.
+    pub fn with_memory_quota(mut self, bytes: u64) -> LinuxRuntime {
+        self.memory_quota_bytes = Some(bytes);
+        self
+    }
+
+    fn limits(&self, size: dyno_shared::size::Size) -> Limits {
+        let mut limits = Limits::for_size(size);
+        if let Some(quota) = self.memory_quota_bytes {
+            limits.memory_quota_bytes = quota;
+            limits.memory_max_bytes = 2 * quota;
+        }
+        limits
     }
 
     pub fn cgroups(&self) -> &Cgroups {
@@ -178,10 +203,8 @@ impl Runtime for LinuxRuntime {
         // A cgroup of the same name can only be a leftover: empty it first.
         let existing = self.cgroups.cgroup(&id).map_err(|e| err(&e))?;
         existing.kill_all().map_err(|e| err(&e))?;
-        let cgroup = self
-            .cgroups
-            .create(&id, &Limits::for_size(launch.size))
-            .map_err(|e| err(&e))?;
+        let limits = self.limits(launch.size);
+        let cgroup = self.cgroups.create(&id, &limits).map_err(|e| err(&e))?;
         let fail = |e: RuntimeError| {
             let _ = cgroup.remove();
             e
@@ -235,6 +258,8 @@ impl Runtime for LinuxRuntime {
         let output = tokio::net::unix::pipe::Receiver::from_owned_fd(reader.into())
             .map_err(RuntimeError::Pipe)?;
         let cleanup = cgroup.clone();
+        let oom_killed = Arc::new(AtomicBool::new(false));
+        let oom_seen = oom_killed.clone();
         let exit = Box::pin(async move {
             let result = child
                 .wait()
@@ -243,6 +268,10 @@ impl Runtime for LinuxRuntime {
                 .map_err(|source| RuntimeError::Wait { pid, source });
             // Whatever is left of the dyno goes with its main process, and so does its cgroup.
             let _ = tokio::task::spawn_blocking(move || {
+                // Read before removal: the count dies with the cgroup. It is fresh per start.
+                if cleanup.oom_kills().is_ok_and(|n| n > 0) {
+                    oom_seen.store(true, Ordering::Relaxed);
+                }
                 if let Err(e) = cleanup.kill_all().and_then(|()| cleanup.remove()) {
                     warn!(error = %e, "failed to clean up the dyno's cgroup");
                 }
@@ -257,6 +286,8 @@ impl Runtime for LinuxRuntime {
             group: Box::new(LinuxGroup {
                 helper: pid as i32,
                 cgroup,
+                memory_quota_bytes: limits.memory_quota_bytes,
+                oom_killed,
             }),
         })
     }
@@ -267,6 +298,9 @@ impl Runtime for LinuxRuntime {
 pub struct LinuxGroup {
     helper: i32,
     cgroup: Cgroup,
+    memory_quota_bytes: u64,
+    /// Set by the exit future when the cgroup recorded an OOM kill, as the cgroup goes with it.
+    oom_killed: Arc<AtomicBool>,
 }
 
 impl ProcessGroup for LinuxGroup {
@@ -294,6 +328,22 @@ impl ProcessGroup for LinuxGroup {
 
     fn alive(&self) -> bool {
         self.cgroup.has_live_processes()
+    }
+
+    fn stats(&self) -> Option<Usage> {
+        let s = self.cgroup.stats().ok()?;
+        Some(Usage {
+            memory_rss_bytes: s.memory_rss_bytes,
+            memory_cache_bytes: s.memory_cache_bytes,
+            memory_swap_bytes: s.memory_swap_bytes,
+            memory_quota_bytes: self.memory_quota_bytes,
+            cpu_usage_usec: s.cpu_usage_usec,
+            pids: s.pids_current,
+        })
+    }
+
+    fn oom_killed(&self) -> bool {
+        self.oom_killed.load(Ordering::Relaxed) || self.cgroup.oom_kills().is_ok_and(|n| n > 0)
     }
 }
 

@@ -1,10 +1,11 @@
 //! What the agent has to tell the coordinator, kept while it is away: dyno state changes and
-//! log lines. Producers never wait on the network; the connection drains this when it can.
+//! log lines, and the latest stats sample per running dyno. Producers never wait on the network; the connection drains this when it can.
 
+use std::collections::BTreeMap;
 use std::sync::{Mutex, MutexGuard};
 
 use dyno_shared::logline::LogLine;
-use dyno_shared::protocol::DynoStatus;
+use dyno_shared::protocol::{DynoStats, DynoStatus};
 use tokio::sync::Notify;
 
 use crate::logbuf::{BATCH_MAX_BYTES, BATCH_MAX_LINES, LogBuffer};
@@ -13,6 +14,8 @@ use crate::logbuf::{BATCH_MAX_BYTES, BATCH_MAX_LINES, LogBuffer};
 struct Inner {
     states: Vec<DynoStatus>,
     logs: LogBuffer,
+    /// Only the newest sample matters, so a newer one replaces the last.
+    stats: BTreeMap<String, DynoStats>,
 }
 
 #[derive(Debug, Default)]
@@ -33,6 +36,7 @@ impl Outbox {
             inner: Mutex::new(Inner {
                 states: Vec::new(),
                 logs: LogBuffer::new(log_capacity),
+                stats: BTreeMap::new(),
             }),
             ..Outbox::default()
         }
@@ -66,6 +70,23 @@ impl Outbox {
         let newer = std::mem::replace(&mut inner.states, unsent);
         inner.states.extend(newer);
         coalesce(&mut inner.states);
+    }
+
+    /// Replaces the dyno's pending stats sample.
+    pub fn push_stats(&self, stats: DynoStats) {
+        self.lock().stats.insert(stats.dyno_id.clone(), stats);
+    }
+
+    /// Every pending sample, by dyno id; a sample that fails to send is not retried.
+    pub fn take_stats(&self) -> Vec<DynoStats> {
+        std::mem::take(&mut self.lock().stats)
+            .into_values()
+            .collect()
+    }
+
+    /// Drops a pending sample of a dyno that is gone.
+    pub fn forget_stats(&self, dyno_id: &str) {
+        self.lock().stats.remove(dyno_id);
     }
 
     pub fn push_log(&self, line: LogLine) {
@@ -159,6 +180,33 @@ mod tests {
             ]
         );
         assert!(out.take_states().is_empty());
+    }
+
+    #[test]
+    fn stats_keep_the_latest_sample_per_dyno() {
+        let out = Outbox::new();
+        let sample = |id: &str, at| DynoStats {
+            dyno_id: id.into(),
+            at,
+            memory_rss_bytes: 0,
+            memory_cache_bytes: 0,
+            memory_swap_bytes: 0,
+            memory_quota_bytes: 0,
+            cpu_usage_usec: 0,
+            pids: 1,
+        };
+        out.push_stats(sample("b", 1));
+        out.push_stats(sample("a", 2));
+        out.push_stats(sample("b", 3));
+        out.push_stats(sample("c", 4));
+        out.forget_stats("c");
+        let got: Vec<_> = out
+            .take_stats()
+            .into_iter()
+            .map(|s| (s.dyno_id, s.at))
+            .collect();
+        assert_eq!(got, vec![("a".to_string(), 2), ("b".to_string(), 3)]);
+        assert!(out.take_stats().is_empty());
     }
 
     #[test]

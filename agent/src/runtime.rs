@@ -71,11 +71,39 @@ pub enum DynoSignal {
     Kill,
 }
 
+/// A dyno's resource use at one moment.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Usage {
+    pub memory_rss_bytes: u64,
+    pub memory_cache_bytes: u64,
+    pub memory_swap_bytes: u64,
+    /// The quota R14 is measured against.
+    pub memory_quota_bytes: u64,
+    /// Cumulative CPU time of the dyno's processes.
+    pub cpu_usage_usec: u64,
+    /// Processes and threads.
+    pub pids: u64,
+}
+
+impl Usage {
+    /// RSS plus swap: Heroku's figure for R14/R15.
+    pub fn memory_total_bytes(&self) -> u64 {
+        self.memory_rss_bytes + self.memory_swap_bytes
+    }
+}
+
 /// Every process of one dyno.
 pub trait ProcessGroup: Send + Sync {
     fn signal(&self, sig: DynoSignal) -> Result<(), RuntimeError>;
     /// Whether any process of the dyno is still alive (zombies do not count).
     fn alive(&self) -> bool;
+    /// The dyno's resource use now; `None` when it cannot be read (the dyno is gone).
+    fn stats(&self) -> Option<Usage>;
+    /// Whether the kernel killed a process of the dyno at its hard memory limit (R15), while it
+    /// runs or before its main process exited.
+    fn oom_killed(&self) -> bool {
+        false
+    }
 }
 
 /// A started dyno.
@@ -283,15 +311,21 @@ impl Runtime for PlainRuntime {
             pid,
             output: Box::new(output),
             exit,
-            group: Box::new(PlainGroup { pgid: pid as i32 }),
+            group: Box::new(PlainGroup {
+                pgid: pid as i32,
+                memory_quota_bytes: launch.size.memory_mb() * MIB,
+            }),
         })
     }
 }
+
+const MIB: u64 = 1024 * 1024;
 
 /// The dyno's process group; its id is the main process's pid.
 #[derive(Debug)]
 struct PlainGroup {
     pgid: i32,
+    memory_quota_bytes: u64,
 }
 
 impl ProcessGroup for PlainGroup {
@@ -312,6 +346,83 @@ impl ProcessGroup for PlainGroup {
     fn alive(&self) -> bool {
         group_alive(self.pgid)
     }
+
+    fn stats(&self) -> Option<Usage> {
+        let mut usage = group_usage(self.pgid)?;
+        usage.memory_quota_bytes = self.memory_quota_bytes;
+        Some(usage)
+    }
+}
+
+/// Memory, CPU and threads summed over the live members of a process group, from `/proc`. Page
+/// cache is not attributable to a process, so it stays 0. `None` when no member is alive.
+pub fn group_usage(pgid: i32) -> Option<Usage> {
+    // SAFETY: sysconf takes an integer and touches no memory of ours.
+    let ticks = match unsafe { libc::sysconf(libc::_SC_CLK_TCK) } {
+        t if t > 0 => t as u64,
+        _ => 100,
+    };
+    let mut usage = Usage::default();
+    let mut found = false;
+    for entry in std::fs::read_dir("/proc").ok()?.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name
+            .to_str()
+            .filter(|s| s.bytes().all(|b| b.is_ascii_digit()))
+        else {
+            continue;
+        };
+        let Some(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .ok()
+            .and_then(|s| parse_stat_usage(&s))
+        else {
+            continue;
+        };
+        if stat.pgrp != pgid || matches!(stat.state, 'Z' | 'X') {
+            continue;
+        }
+        // Gone between the two reads: count what we have.
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+        found = true;
+        usage.memory_rss_bytes += status_kb(&status, "VmRSS:") * 1024;
+        usage.memory_swap_bytes += status_kb(&status, "VmSwap:") * 1024;
+        usage.cpu_usage_usec += stat.cpu_ticks * 1_000_000 / ticks;
+        usage.pids += stat.threads;
+    }
+    found.then_some(usage)
+}
+
+/// A `kB` figure of `/proc/PID/status`; 0 when absent (kernel threads have no `VmRSS`).
+fn status_kb(status: &str, key: &str) -> u64 {
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(key))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+#[derive(Debug, PartialEq, Eq)]
+struct StatUsage {
+    state: char,
+    pgrp: i32,
+    /// utime + stime + cutime + cstime.
+    cpu_ticks: u64,
+    threads: u64,
+}
+
+/// Fields of `/proc/PID/stat` after the command name: state, ppid, pgrp, ..., utime (12th),
+/// stime, cutime, cstime, priority, nice, num_threads (18th).
+fn parse_stat_usage(stat: &str) -> Option<StatUsage> {
+    let rest = stat.get(stat.rfind(')')? + 1..)?;
+    let fields: Vec<&str> = rest.split_ascii_whitespace().collect();
+    let num = |i: usize| fields.get(i)?.parse::<u64>().ok();
+    Some(StatUsage {
+        state: fields.first()?.chars().next()?,
+        pgrp: fields.get(2)?.parse().ok()?,
+        cpu_ticks: num(11)? + num(12)? + num(13)? + num(14)?,
+        threads: num(17)?,
+    })
 }
 
 /// Whether a process group has a live (non-zombie) member. Reads `/proc`, because orphans whose
@@ -404,6 +515,23 @@ mod tests {
     fn parses_proc_stat_with_odd_names() {
         assert_eq!(parse_stat("42 (a) b (c)) S 1 42 42 0 -1"), Some(('S', 42)));
         assert_eq!(parse_stat("garbage"), None);
+    }
+
+    #[test]
+    fn parses_cpu_and_threads_from_proc_stat() {
+        let stat = "42 (a b) S 1 42 42 0 -1 4194560 100 0 0 0 7 3 2 1 20 0 5 0 99 0 0";
+        assert_eq!(
+            parse_stat_usage(stat),
+            Some(StatUsage {
+                state: 'S',
+                pgrp: 42,
+                cpu_ticks: 13,
+                threads: 5
+            })
+        );
+        assert_eq!(parse_stat_usage("42 (x) S 1 42"), None);
+        assert_eq!(status_kb("Name:\tx\nVmRSS:\t  2048 kB\n", "VmRSS:"), 2048);
+        assert_eq!(status_kb("Name:\tx\n", "VmSwap:"), 0);
     }
 
     #[test]

@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use dyno_shared::logline::{LogLine, LogSource};
-use dyno_shared::protocol::{DynoSpec, DynoState, DynoStatus};
+use dyno_shared::protocol::{DynoSpec, DynoState, DynoStats, DynoStatus};
 use dyno_shared::time::now_micros;
 use futures_util::future::BoxFuture;
 use tokio::sync::watch;
@@ -23,7 +23,9 @@ use tracing::{Instrument, debug, error, info, info_span, warn};
 
 use crate::outbox::Outbox;
 use crate::output::read_lines;
-use crate::runtime::{DynoSignal, Exit, Launch, ProcessGroup, RunningDyno, Runtime, RuntimeError};
+use crate::runtime::{
+    DynoSignal, Exit, Launch, ProcessGroup, RunningDyno, Runtime, RuntimeError, Usage,
+};
 use crate::slugs::{SlugCache, SlugError, copy_tree};
 
 /// How often a booting web dyno's `$PORT` is probed.
@@ -35,12 +37,17 @@ pub const GROUP_POLL: Duration = Duration::from_millis(20);
 pub const OUTPUT_DRAIN_TIMEOUT: Duration = Duration::from_secs(2);
 /// Longest dyno id accepted; ids name directories.
 pub const MAX_DYNO_ID_BYTES: usize = 128;
+/// How often each running dyno's resource use is sampled (and R14 checked) and sent.
+pub const STATS_INTERVAL: Duration = Duration::from_secs(5);
+const MIB: u64 = 1024 * 1024;
 
 #[derive(Debug, Clone)]
 pub struct SupervisorConfig {
     /// Each dyno gets `dynos_dir/{dyno_id}/app`.
     pub dynos_dir: PathBuf,
     pub boot_timeout: Duration,
+    /// `STATS_INTERVAL` outside tests.
+    pub stats_interval: Duration,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -242,6 +249,7 @@ impl Inner {
         let mut reg = self.lock();
         if let Some(mut entry) = reg.dynos.remove(dyno_id) {
             change(&mut entry.status);
+            self.outbox.forget_stats(dyno_id);
             self.outbox.push_state(entry.status);
         }
     }
@@ -379,6 +387,10 @@ impl DynoTask {
         }
         let boot_timeout = self.inner.config.boot_timeout;
         let boot_deadline = Instant::now() + boot_timeout;
+        let mut stats_tick = tokio::time::interval(self.inner.config.stats_interval);
+        stats_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut quota = self.spec.size.memory_mb() * MIB;
+        let mut r15_logged = false;
         let (state, result, reason) = loop {
             let booting = self.state == DynoState::Starting && port.is_some();
             tokio::select! {
@@ -393,6 +405,21 @@ impl DynoTask {
                     break (DynoState::Down, result, req.reason.to_string());
                 }
                 () = port_accepting(port), if booting => self.change_state(DynoState::Up),
+                _ = stats_tick.tick() => {
+                    if let Some(usage) = group.stats() {
+                        quota = usage.memory_quota_bytes;
+                        self.report_stats(&usage);
+                    }
+                    // The kernel killed only one process; Heroku ends the whole dyno on R15.
+                    if group.oom_killed() {
+                        r15_logged = true;
+                        self.system(r15_message(quota));
+                        self.system("Stopping process with SIGKILL");
+                        signal(&*group, DynoSignal::Kill);
+                        let result = (&mut exit).await;
+                        break (DynoState::Crashed, result, "Memory quota vastly exceeded".to_string());
+                    }
+                }
                 () = tokio::time::sleep_until(boot_deadline), if booting => {
                     self.system(format!(
                         "Error R10 (Boot timeout) -> Web process failed to bind to $PORT within {} seconds of launch",
@@ -413,6 +440,9 @@ impl DynoTask {
             debug!("output still open after the dyno exited; no longer reading it");
             pump.abort();
         }
+        if !r15_logged && group.oom_killed() {
+            self.system(r15_message(quota));
+        }
         let exit_code = match result {
             Ok(exit) => {
                 self.system(format!("Process exited with status {}", exit.code()));
@@ -427,6 +457,23 @@ impl DynoTask {
             state,
             exit_code,
             reason,
+        }
+    }
+
+    /// Queues the sample for the coordinator and logs R14 when the dyno is over its quota.
+    fn report_stats(&self, usage: &Usage) {
+        self.inner.outbox.push_stats(DynoStats {
+            dyno_id: self.spec.dyno_id.clone(),
+            at: now_micros(),
+            memory_rss_bytes: usage.memory_rss_bytes,
+            memory_cache_bytes: usage.memory_cache_bytes,
+            memory_swap_bytes: usage.memory_swap_bytes,
+            memory_quota_bytes: usage.memory_quota_bytes,
+            cpu_usage_usec: usage.cpu_usage_usec,
+            pids: usage.pids,
+        });
+        if let Some(line) = r14_message(usage.memory_total_bytes(), usage.memory_quota_bytes) {
+            self.system(line);
         }
     }
 
@@ -594,6 +641,35 @@ fn free_port() -> io::Result<u16> {
         .port())
 }
 
+/// Heroku's `mem=1028MB(100.4%)`: MiB rounded, percentage of the quota to one decimal.
+fn memory_usage(used: u64, quota: u64) -> String {
+    let percent = if quota == 0 {
+        0.0
+    } else {
+        used as f64 * 100.0 / quota as f64
+    };
+    format!("mem={}MB({percent:.1}%)", (used + MIB / 2) / MIB)
+}
+
+/// The R14 line when `used` (RSS plus swap) is above `quota`.
+pub fn r14_message(used: u64, quota: u64) -> Option<String> {
+    (quota > 0 && used > quota).then(|| {
+        format!(
+            "Error R14 (Memory quota exceeded) -> {}",
+            memory_usage(used, quota)
+        )
+    })
+}
+
+/// The R15 line. The kernel kills at the hard limit, 2x the quota, so that is the usage shown:
+/// the last sample may be seconds older than the kill.
+pub fn r15_message(quota: u64) -> String {
+    format!(
+        "Error R15 (Memory quota vastly exceeded) -> {}",
+        memory_usage(2 * quota, quota)
+    )
+}
+
 /// `60` for whole seconds, `0.5` otherwise.
 fn secs(d: Duration) -> String {
     if d.subsec_nanos() == 0 {
@@ -725,6 +801,7 @@ mod tests {
             SupervisorConfig {
                 dynos_dir: state.path().join("dynos"),
                 boot_timeout: Duration::from_secs(5),
+                stats_interval: STATS_INTERVAL,
             },
             Arc::new(FailingRuntime),
             Arc::new(slugs),
@@ -756,6 +833,25 @@ mod tests {
         let s = final_state(&outbox, "../escape").await;
         assert!(s.reason.unwrap().contains("invalid dyno id"));
         sup.shutdown(Duration::from_secs(1)).await;
+    }
+
+    #[test]
+    fn r14_only_above_the_quota_in_herokus_form() {
+        let quota = 1024 * MIB;
+        assert_eq!(r14_message(quota, quota), None, "at the quota is fine");
+        assert_eq!(r14_message(5 * MIB, 0), None, "no quota, no R14");
+        assert_eq!(
+            r14_message(1028 * MIB, quota).as_deref(),
+            Some("Error R14 (Memory quota exceeded) -> mem=1028MB(100.4%)")
+        );
+        assert_eq!(
+            r14_message(1058 * MIB, quota).unwrap(),
+            "Error R14 (Memory quota exceeded) -> mem=1058MB(103.3%)"
+        );
+        assert_eq!(
+            r15_message(512 * MIB),
+            "Error R15 (Memory quota vastly exceeded) -> mem=1024MB(200.0%)"
+        );
     }
 
     #[test]

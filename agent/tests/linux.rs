@@ -330,6 +330,7 @@ async fn app_writes_are_gone_after_a_restart_through_the_supervisor() {
         SupervisorConfig {
             dynos_dir: state.path().join("dynos"),
             boot_timeout: Duration::from_secs(10),
+            stats_interval: dyno_agent::supervisor::STATS_INTERVAL,
         },
         rt.clone(),
         Arc::new(slugs),
@@ -381,6 +382,118 @@ async fn app_writes_are_gone_after_a_restart_through_the_supervisor() {
     );
     sup.shutdown(Duration::from_secs(1)).await;
     finish(&rt);
+}
+
+#[tokio::test]
+async fn memory_over_the_quota_logs_r14_and_over_twice_the_quota_r15() {
+    let test = "memory_over_the_quota_logs_r14_and_over_twice_the_quota_r15";
+    let Some((rt, state)) = runtime(test) else {
+        return;
+    };
+    const MIB: u64 = 1024 * 1024;
+    // A 16 MB quota (32 MB hard limit) instead of the sizes' hundreds of MB. `tail -c` keeps a
+    // pipe's bytes in anonymous memory until EOF, so the first dyno holds 24 MB until stopped
+    // and the second tries to hold 48 MB.
+    let rt = Arc::new(rt.with_memory_quota(16 * MIB));
+    let sha = "6".repeat(64);
+    let slug = state.path().join("slugs").join(&sha);
+    std::fs::create_dir_all(&slug).unwrap();
+    std::fs::create_dir_all(state.path().join("dynos")).unwrap();
+    let slugs = SlugCache::open(&state.path().join("slugs"), "http://127.0.0.1:9", "t").unwrap();
+    let outbox = Arc::new(Outbox::new());
+    let sup = Supervisor::new(
+        SupervisorConfig {
+            dynos_dir: state.path().join("dynos"),
+            boot_timeout: Duration::from_secs(10),
+            stats_interval: Duration::from_millis(100),
+        },
+        rt.clone(),
+        Arc::new(slugs),
+        outbox.clone(),
+    );
+    let spec = |id: &str, name: &str, command: &str| DynoSpec {
+        dyno_id: id.into(),
+        app: "shop".into(),
+        name: name.into(),
+        process_type: "worker".into(),
+        release: 1,
+        slug: sha.clone(),
+        command: command.into(),
+        env: Default::default(),
+        size: Size::Standard1x,
+        one_off: false,
+    };
+    let mut seen: Vec<(String, String)> = Vec::new();
+
+    sup.start(spec(
+        "d-r14",
+        "worker.1",
+        "sh -c '(head -c 24M /dev/zero; sleep 300) | tail -c 30M'",
+    ));
+    wait_log(&outbox, &mut seen, "R14", |p, m| {
+        p == "worker.1" && m.starts_with("Error R14 (Memory quota exceeded) -> mem=")
+    })
+    .await;
+    let r14 = seen.iter().find(|(_, m)| m.contains("R14")).unwrap();
+    assert!(r14.1.ends_with("%)"), "{r14:?}");
+    let stats = outbox.take_stats();
+    let s = stats.iter().find(|s| s.dyno_id == "d-r14").expect("stats");
+    assert_eq!(s.memory_quota_bytes, 16 * MIB);
+    assert!(s.memory_rss_bytes > 16 * MIB && s.pids >= 2, "{s:?}");
+
+    // Without swap the kernel must kill at the hard limit; with swap it may page out instead.
+    let swap = std::fs::read_to_string("/proc/swaps").unwrap_or_default();
+    if swap.lines().count() > 1 {
+        skipped(test, "R15 part: this host has swap");
+    } else {
+        sup.start(spec(
+            "d-r15",
+            "worker.2",
+            "sh -c '(head -c 48M /dev/zero; sleep 300) | tail -c 60M'",
+        ));
+        wait_log(&outbox, &mut seen, "the exit", |p, m| {
+            p == "worker.2" && m.starts_with("Process exited with status")
+        })
+        .await;
+        let worker2: Vec<String> = seen
+            .into_iter()
+            .filter(|(p, _)| p == "worker.2")
+            .map(|(_, m)| m)
+            .collect();
+        let r15 = worker2
+            .iter()
+            .position(|m| m == "Error R15 (Memory quota vastly exceeded) -> mem=32MB(200.0%)")
+            .unwrap_or_else(|| panic!("no R15 in {worker2:#?}"));
+        let exited = worker2
+            .iter()
+            .position(|m| m.starts_with("Process exited"))
+            .unwrap();
+        assert!(r15 < exited, "{worker2:#?}");
+    }
+    sup.shutdown(Duration::from_secs(1)).await;
+    finish(&rt);
+}
+
+/// Collects log lines as (process, message) into `seen` until one matches `pred`.
+async fn wait_log(
+    outbox: &Outbox,
+    seen: &mut Vec<(String, String)>,
+    what: &str,
+    pred: impl Fn(&str, &str) -> bool,
+) {
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        seen.extend(
+            std::iter::from_fn(|| Some(outbox.take_logs()).filter(|b| !b.is_empty()))
+                .flatten()
+                .map(|l| (l.process, l.message)),
+        );
+        if seen.iter().any(|(p, m)| pred(p, m)) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "never saw {what}: {seen:#?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 /// Says why a test did nothing, on the real stderr: libtest captures `eprintln!` of passing tests.

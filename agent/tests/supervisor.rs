@@ -257,3 +257,37 @@ async fn starting_a_running_dyno_again_only_resends_its_status() {
     h.supervisor.start(h.spec("w6", "worker.3", "sleep 100"));
     assert!(h.states_of("w6").is_empty());
 }
+
+#[tokio::test]
+async fn running_dynos_report_stats_and_forget_them_when_gone() {
+    let h = Harness::with_stats_interval(
+        Duration::from_secs(10),
+        Duration::from_millis(50),
+        &[("bin/hello", SCRIPT, 0o755)],
+    );
+    // The shell stays the group leader (no exec), with a child: two processes.
+    h.supervisor
+        .start(h.spec("s1", "worker.1", "sleep 100 & wait"));
+    h.wait_state("s1", DynoState::Up).await;
+    let deadline = tokio::time::Instant::now() + common::PATIENCE;
+    let stats = loop {
+        let all = h.outbox.take_stats();
+        if let Some(s) = all.into_iter().find(|s| s.dyno_id == "s1" && s.pids >= 2) {
+            break s;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "no stats for s1");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert!(stats.memory_rss_bytes > 0, "{stats:?}");
+    assert_eq!(stats.memory_quota_bytes, 512 * 1024 * 1024, "standard-1x");
+    assert!(stats.at > 0);
+    // Far below the quota: no R14.
+    assert!(!h.messages("worker.1").iter().any(|m| m.contains("R14")));
+
+    h.supervisor.shutdown(Duration::from_secs(5)).await;
+    h.wait_state("s1", DynoState::Down).await;
+    assert!(
+        h.outbox.take_stats().is_empty(),
+        "a stopped dyno's sample is dropped"
+    );
+}

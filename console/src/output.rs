@@ -339,6 +339,7 @@ mod tests {
             restarts: 0,
             exit_code: None,
             one_off,
+            stats: None,
         }
     }
 

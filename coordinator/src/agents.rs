@@ -243,6 +243,10 @@ fn handle(inner: &Inner, host: &str, text: &str) -> Option<CoordinatorMsg> {
             inner.ingest_logs(lines);
             None
         }
+        AgentMsg::Stats { stats } => {
+            inner.stats.record(stats);
+            None
+        }
         AgentMsg::Error { message } => {
             tracing::warn!(host, message, "agent reported an error");
             None

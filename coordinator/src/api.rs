@@ -589,6 +589,13 @@ fn dyno_json(inner: &Inner, d: &DynoRow) -> wire::Dyno {
         restarts: d.restarts,
         exit_code: d.exit_code,
         one_off: d.one_off,
+        // A sample outlives its dyno's run only until the final state arrives; never show it
+        // for a dyno that is not running.
+        stats: d
+            .state
+            .is_running()
+            .then(|| inner.stats.json(&d.id))
+            .flatten(),
     }
 }
 

@@ -6,6 +6,7 @@ pub mod api;
 pub mod loghub;
 pub mod manager;
 pub mod slugs;
+pub mod stats;
 pub mod store;
 
 use dyno_router::{Backend, RouteTable, RouterConfig};
@@ -94,6 +95,8 @@ pub struct Inner {
     /// Apps in the route table, so destroyed ones can be removed.
     routed: Mutex<HashSet<String>>,
     next_conn: AtomicU64,
+    /// The latest resource samples of running dynos, by dyno id.
+    pub stats: stats::StatsBook,
 }
 
 pub type Shared = Arc<Inner>;
@@ -170,6 +173,7 @@ impl Inner {
             unplaced: Mutex::new(HashSet::new()),
             routed: Mutex::new(HashSet::new()),
             next_conn: AtomicU64::new(1),
+            stats: stats::StatsBook::default(),
         }))
     }
 
@@ -364,7 +368,10 @@ impl Inner {
                                 ));
                             }
                         }
-                        Action::Forget { dyno_id } => tx.delete_dyno(dyno_id)?,
+                        Action::Forget { dyno_id } => {
+                            self.stats.forget(dyno_id);
+                            tx.delete_dyno(dyno_id)?
+                        }
                     }
                 }
                 Ok(())
@@ -460,6 +467,9 @@ impl Inner {
         let now = now_ms();
         let policy = &self.config.restart;
         let mut finished_run: Option<(String, String, i32)> = None;
+        if !s.state.is_running() {
+            self.stats.forget(&s.dyno_id);
+        }
         let reply = self.store().transaction(|tx| {
             let Some(mut d) = tx.dyno(&s.dyno_id)? else {
                 return Ok(if s.state.is_running() { stop() } else { None });

@@ -104,6 +104,26 @@ pub struct Dyno {
     pub restarts: u32,
     pub exit_code: Option<i32>,
     pub one_off: bool,
+    /// The latest resource sample of a running dyno, once its agent sent one.
+    #[serde(default)]
+    pub stats: Option<DynoStatsJson>,
+}
+
+/// A dyno's resource use as `ps --json` shows it (MB are MiB, rounded to 0.01).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DynoStatsJson {
+    pub memory_rss_mb: f64,
+    pub memory_cache_mb: f64,
+    pub memory_swap_mb: f64,
+    pub memory_quota_mb: f64,
+    /// RSS plus swap as a percentage of the quota (Heroku's R14 figure).
+    pub memory_percent: f64,
+    /// Between the last two samples, 100 per fully used core; absent after the first sample.
+    #[serde(default)]
+    pub cpu_percent: Option<f64>,
+    pub pids: u64,
+    /// When the sample was taken.
+    pub at: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -105,6 +105,31 @@ pub struct DynoStatus {
     pub reason: Option<String>,
 }
 
+/// One sample of a running dyno's resource use, sent every few seconds (latest values only).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DynoStats {
+    pub dyno_id: String,
+    /// Unix microseconds of the sample.
+    pub at: i64,
+    /// Anonymous memory (RSS).
+    #[serde(default)]
+    pub memory_rss_bytes: u64,
+    /// Page cache; 0 where the runtime cannot tell.
+    #[serde(default)]
+    pub memory_cache_bytes: u64,
+    #[serde(default)]
+    pub memory_swap_bytes: u64,
+    /// The dyno size's quota (R14 above it).
+    #[serde(default)]
+    pub memory_quota_bytes: u64,
+    /// CPU time of all the dyno's processes since it started; a rate needs two samples.
+    #[serde(default)]
+    pub cpu_usage_usec: u64,
+    /// Processes and threads.
+    #[serde(default)]
+    pub pids: u64,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Hello {
     pub protocol_version: u32,
@@ -124,10 +149,20 @@ pub struct Hello {
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum AgentMsg {
     Hello(Hello),
-    Heartbeat { at: i64 },
+    Heartbeat {
+        at: i64,
+    },
     DynoState(DynoStatus),
-    Logs { lines: Vec<LogLine> },
-    Error { message: String },
+    Logs {
+        lines: Vec<LogLine>,
+    },
+    /// The latest sample of every running dyno of the agent.
+    Stats {
+        stats: Vec<DynoStats>,
+    },
+    Error {
+        message: String,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -200,6 +235,31 @@ mod tests {
             stop.encode(),
             r#"{"type":"stop_dyno","dyno_id":"d1","grace_ms":30000}"#
         );
+    }
+
+    #[test]
+    fn stats_round_trip_and_default_missing_figures() {
+        let m = AgentMsg::Stats {
+            stats: vec![DynoStats {
+                dyno_id: "d1".into(),
+                at: 9,
+                memory_rss_bytes: 1 << 20,
+                memory_cache_bytes: 2,
+                memory_swap_bytes: 3,
+                memory_quota_bytes: 512 << 20,
+                cpu_usage_usec: 1500,
+                pids: 4,
+            }],
+        };
+        assert_eq!(AgentMsg::decode(&m.encode()).unwrap(), m);
+        let m = AgentMsg::decode(
+            r#"{"type":"stats","stats":[{"dyno_id":"d2","at":1,"memory_rss_bytes":5,"gpu":1}]}"#,
+        )
+        .unwrap();
+        let AgentMsg::Stats { stats } = m else {
+            panic!("{m:?}")
+        };
+        assert_eq!((stats[0].memory_rss_bytes, stats[0].pids), (5, 0));
     }
 
     #[test]

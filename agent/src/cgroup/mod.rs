@@ -426,6 +426,17 @@ impl Cgroup {
         }
     }
 
+    /// How many processes the kernel's OOM killer killed in this cgroup (v2 `memory.events`,
+    /// v1 `memory.oom_control`, both `oom_kill`). Unlike `memory.failcnt`, which also counts
+    /// limit hits that reclaim resolved, this only moves when a process was killed.
+    pub fn oom_kills(&self) -> Result<u64> {
+        let file = match self {
+            Cgroup::V1(c) => c.memory.join("memory.oom_control"),
+            Cgroup::V2(c) => c.dir.join("memory.events"),
+        };
+        Ok(keyed(&read(&file)?, "oom_kill"))
+    }
+
     /// Sends `signal` to every process of the cgroup, once.
     pub fn signal_all(&self, signal: nix::sys::signal::Signal) -> Result<()> {
         for pid in self.pids()? {
@@ -593,6 +604,26 @@ mod tests {
         assert_eq!(m[0].mount_point, PathBuf::from("/sys/fs/cgroup/un ified"));
         assert_eq!(m[0].fstype, "cgroup2");
         assert_eq!(m[1].super_options, "rw,cpu,cpuacct");
+    }
+
+    #[test]
+    fn oom_kills_come_from_the_version_specific_file() {
+        let tmp = tempfile::tempdir().unwrap();
+        let c = Cgroups::new(
+            Hierarchy::V2 {
+                root: tmp.path().into(),
+            },
+            "dyno",
+        );
+        let cg = c.cgroup("d1").unwrap();
+        fs::create_dir_all(cg.dir()).unwrap();
+        assert!(cg.oom_kills().is_err(), "a missing file is an error");
+        fs::write(
+            cg.dir().join("memory.events"),
+            "low 0\nhigh 0\nmax 12\noom 2\noom_kill 1\noom_group_kill 0\n",
+        )
+        .unwrap();
+        assert_eq!(cg.oom_kills().unwrap(), 1);
     }
 
     #[test]

@@ -59,6 +59,14 @@ pub struct Harness {
 
 impl Harness {
     pub fn new(boot_timeout: Duration, files: &[(&str, &str, u32)]) -> Self {
+        Harness::with_stats_interval(boot_timeout, dyno_agent::supervisor::STATS_INTERVAL, files)
+    }
+
+    pub fn with_stats_interval(
+        boot_timeout: Duration,
+        stats_interval: Duration,
+        files: &[(&str, &str, u32)],
+    ) -> Self {
         let state = tempfile::tempdir().unwrap();
         let sha = seed_slug(state.path(), files);
         let dynos = state.path().join("dynos");
@@ -70,6 +78,7 @@ impl Harness {
             SupervisorConfig {
                 dynos_dir: dynos,
                 boot_timeout,
+                stats_interval,
             },
             Arc::new(PlainRuntime::new()),
             Arc::new(slugs),

@@ -12,6 +12,7 @@ modes:
   worker         print `worker tick N` every second
   sleep SECS     sleep, then exit 0
   exit CODE      print `exiting with CODE` and exit with it
+  now            print the wall clock in ns (start benchmarks)
   echo ARGS...   print the arguments joined by spaces
   env            print KEY=VALUE lines, sorted
   ignore-term    ignore SIGTERM and sleep forever
@@ -115,6 +116,11 @@ fn main() {
             std::process::exit(code);
         }
         "echo" => say(&rest.join(" ")),
+        // The wall clock in ns as early as main runs: start-latency benchmarks read it.
+        "now" => say(&std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos())
+            .to_string()),
         "env" => {
             let vars: BTreeMap<String, String> = std::env::vars().collect();
             let mut out = std::io::stdout().lock();
