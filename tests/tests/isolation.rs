@@ -141,3 +141,56 @@ fn limits_hold_inside_a_dyno_while_others_keep_running() {
             .then_some(())
     });
 }
+
+/// A heroku/python-getting-started style app: its dependency installed inside the slug (where the
+/// Python buildpack puts it), found through the slug's `.profile`, serving on `[::]:$PORT`.
+#[test]
+fn a_python_app_with_dependencies_in_its_slug_serves_on_ipv6_any() {
+    let Some(p) =
+        isolated_platform("a_python_app_with_dependencies_in_its_slug_serves_on_ipv6_any")
+    else {
+        return;
+    };
+    let dir = p.app_dir("pyapp", "web: python3 app.py\n");
+    let site = dir.join(".heroku/python/lib/site-packages/greeter");
+    std::fs::create_dir_all(&site).unwrap();
+    std::fs::write(
+        site.join("__init__.py"),
+        "def greet(who):\n    return f'Hello from {who}, via a dependency in the slug'\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join(".profile"),
+        "export PYTHONPATH=\"$HOME/.heroku/python/lib/site-packages\"\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("app.py"),
+        r#"import os, socket
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+import greeter
+
+class Server(ThreadingHTTPServer):
+    address_family = socket.AF_INET6
+
+class Handler(BaseHTTPRequestHandler):
+    def do_GET(self):
+        body = greeter.greet(os.environ["DYNO"]).encode()
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+print("listening on [::]:" + os.environ["PORT"], flush=True)
+Server(("::", int(os.environ["PORT"])), Handler).serve_forever()
+"#,
+    )
+    .unwrap();
+    p.dyno_ok(&["apps:create", "pyapp"]);
+    p.dyno_ok(&["deploy", dir.to_str().unwrap(), "-a", "pyapp"]);
+    p.wait_up("pyapp", &["web.1"]);
+    let (status, body) = p.route("pyapp", "/").unwrap();
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body, "Hello from web.1, via a dependency in the slug");
+    assert!(p.logs("pyapp").contains("listening on [::]:"));
+}
