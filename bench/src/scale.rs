@@ -87,6 +87,11 @@ fn main() {
         .nth(1)
         .and_then(|s| s.parse().ok())
         .unwrap_or(3);
+    // The peer first, so its ports cannot collide with dynos' ports.
+    let bare: Vec<Duration> = SIZES
+        .iter()
+        .map(|&n| median((0..rounds).map(|_| time_bare(n)).collect()))
+        .collect();
     // Room for 50 standard-1x dynos whatever this machine's memory.
     let p = Platform::start_with("0,1,2", &["--memory-mb", "65536"]);
     p.deploy("bench", "web: dyno-probe web\n");
@@ -96,9 +101,8 @@ fn main() {
         std::thread::available_parallelism().map_or(0, |n| n.get())
     );
     println!("   N      platform    bare procs  all rounds (platform, ms)");
-    for n in SIZES {
+    for (n, bare) in SIZES.into_iter().zip(bare) {
         let runs: Vec<Duration> = (0..rounds).map(|_| time_scale(&p, n)).collect();
-        let bare = median((0..rounds).map(|_| time_bare(n)).collect());
         let all: Vec<String> = runs
             .iter()
             .map(|d| format!("{:.0}", d.as_secs_f64() * 1000.0))
