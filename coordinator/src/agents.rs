@@ -4,7 +4,8 @@
 use crate::store::{Desired, HostRow, Queries};
 use crate::{AgentConn, Inner, Shared, now_ms};
 use dyno_shared::protocol::{
-    AgentMsg, CoordinatorMsg, DynoState, Hello, MAX_FRAME_BYTES, PROTOCOL_VERSION,
+    AgentMsg, CoordinatorMsg, DynoState, HEARTBEAT_INTERVAL_MS, Hello, MAX_FRAME_BYTES,
+    PROTOCOL_VERSION,
 };
 use futures_util::{SinkExt, StreamExt};
 use std::collections::HashSet;
@@ -18,6 +19,9 @@ use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
 /// An agent must say hello this soon after connecting.
 pub const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
+/// A connected agent silent this long (it heartbeats every second) is treated as gone, so a host
+/// that lost power or network leaves the router at once instead of after TCP gives up.
+pub const SILENCE_TIMEOUT: Duration = Duration::from_millis(5 * HEARTBEAT_INTERVAL_MS);
 
 pub fn ws_config() -> WebSocketConfig {
     WebSocketConfig::default()
@@ -87,21 +91,25 @@ pub async fn session<S>(
     let host = hello.name.clone();
     let (tx, mut rx) = mpsc::unbounded_channel::<CoordinatorMsg>();
     let conn_id = inner.next_conn.fetch_add(1, Ordering::Relaxed);
-    if let Err(e) = adopt(&inner, &hello, &tx) {
-        tracing::error!(host, error = %e, "failed to record agent hello");
-        send_error(&mut ws, format!("coordinator store failed: {e}")).await;
-        return;
-    }
-    // Replacing an older connection of the same host drops its sender, which ends that session.
+    // Register first: replacing an older (perhaps half-open) connection of the same host drops its
+    // sender, so no manager pass can send orders into the dead socket after `adopt` decided what
+    // this host runs. Orders queued meanwhile go out after Welcome.
     inner.agents.lock().expect("agents lock").insert(
         host.clone(),
         AgentConn {
             conn_id,
-            tx,
+            tx: tx.clone(),
             address: hello.address.clone(),
             last_heartbeat: now_ms(),
         },
     );
+    if let Err(e) = adopt(&inner, &hello, &tx) {
+        tracing::error!(host, error = %e, "failed to record agent hello");
+        send_error(&mut ws, format!("coordinator store failed: {e}")).await;
+        disconnect(&inner, &host, conn_id);
+        return;
+    }
+    drop(tx);
     tracing::info!(host, %peer, dynos = hello.dynos.len(), "agent connected");
     let welcome = CoordinatorMsg::Welcome {
         protocol_version: PROTOCOL_VERSION,
@@ -113,8 +121,13 @@ pub async fn session<S>(
     }
     inner.wake();
 
+    let mut silent_until = tokio::time::Instant::now() + SILENCE_TIMEOUT;
     loop {
         tokio::select! {
+            () = tokio::time::sleep_until(silent_until) => {
+                tracing::warn!(host, "agent silent for {SILENCE_TIMEOUT:?}; dropping its connection");
+                break;
+            }
             out = rx.recv() => match out {
                 Some(msg) => {
                     if ws.send(Message::text(msg.encode())).await.is_err() {
@@ -125,6 +138,7 @@ pub async fn session<S>(
             },
             frame = ws.next() => match frame {
                 Some(Ok(Message::Text(t))) => {
+                    silent_until = tokio::time::Instant::now() + SILENCE_TIMEOUT;
                     if let Some(reply) = handle(&inner, &host, &t) {
                         let _ = ws.send(Message::text(reply.encode())).await;
                     }

@@ -380,11 +380,19 @@ fn new_release(
     app: &AppRow,
     slug: Option<String>,
     procfile: Option<Procfile>,
-    config: Option<ConfigVars>,
+    config_patch: Option<&wire::ConfigPatch>,
     description: String,
 ) -> ApiResult<ReleaseRow> {
     let now = now_ms();
     let release = inner.store().transaction(|tx| {
+        // The patch applies to the config as of this transaction, so concurrent changes compose.
+        let config: Option<ConfigVars> = match config_patch {
+            Some(p) => match tx.config(&app.id)?.apply(p) {
+                Ok(c) => Some(c),
+                Err(e) => return Ok(Err(ApiError::invalid(e))),
+            },
+            None => None,
+        };
         let current = tx.current_release(&app.id)?;
         let first_slug = current.as_ref().is_none_or(|r| r.slug.is_none()) && slug.is_some();
         let release = ReleaseRow {
@@ -424,8 +432,8 @@ fn new_release(
         }
         tx.set_formation(&app.id, &formation)?;
         tx.touch_app(&app.id, now)?;
-        Ok(release)
-    })?;
+        Ok(Ok(release))
+    })??;
     inner.system_log(
         &app.name,
         "api",
@@ -765,8 +773,10 @@ async fn patch_config(
     if patch.is_empty() {
         return Err(ApiError::invalid("no config vars given"));
     }
-    let current = api.inner.store().read(|r| r.config(&app.id))?;
-    let next = current.apply(&patch).map_err(ApiError::invalid)?;
+    // Checked here too so an invalid patch is refused before any other work.
+    ConfigVars::default()
+        .apply(&patch)
+        .map_err(ApiError::invalid)?;
     let set: Vec<&str> = patch
         .iter()
         .filter(|(_, v)| v.is_some())
@@ -784,15 +794,8 @@ async fn patch_config(
     if !unset.is_empty() {
         what.push(format!("Remove {} config vars", unset.join(", ")));
     }
-    new_release(
-        &api.inner,
-        &app,
-        None,
-        None,
-        Some(next.clone()),
-        what.join("; "),
-    )?;
-    Ok(Json(next.0))
+    let release = new_release(&api.inner, &app, None, None, Some(&patch), what.join("; "))?;
+    Ok(Json(release.config.0))
 }
 
 fn ndjson(rx: mpsc::Receiver<Bytes>) -> Response {
@@ -943,6 +946,8 @@ async fn run(
     );
     if !inner.send(&host, CoordinatorMsg::StartDyno(spec)) {
         inner.runs.lock().expect("runs lock").remove(&key);
+        // Never started: drop its row so it neither shows in ps nor holds memory on the host.
+        inner.store().transaction(|tx| tx.delete_dyno(&row.id))?;
         return Err(ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "unavailable",

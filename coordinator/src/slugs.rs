@@ -82,7 +82,8 @@ impl SlugStore {
         if path.exists() {
             return Ok(id);
         }
-        let tmp = self.dir.join(format!(".{id}.tmp"));
+        // Unique per upload: two uploads of the same slug must not truncate each other's file.
+        let tmp = self.dir.join(format!(".{id}.{}.tmp", crate::new_id("")));
         let io = |source| SlugError::Io {
             path: path.display().to_string(),
             source,

@@ -272,3 +272,36 @@ fn a_slug_over_the_limit_is_refused_and_makes_no_release() {
         1
     );
 }
+
+#[test]
+fn concurrent_config_changes_all_land() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = std::sync::Arc::new(Server::start(dir.path()));
+    s.call("POST", "/apps", Some(json!({"name": "busy"})));
+    let threads: Vec<_> = (0..8)
+        .map(|i| {
+            let s = s.clone();
+            std::thread::spawn(move || {
+                let (code, _) = s.call(
+                    "PATCH",
+                    "/apps/busy/config-vars",
+                    Some(json!({format!("K{i}"): "1"})),
+                );
+                assert_eq!(code, 200);
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    let (_, config) = s.call("GET", "/apps/busy/config-vars", None);
+    assert_eq!(config.as_object().unwrap().len(), 8, "{config}");
+    assert_eq!(
+        s.call("GET", "/apps/busy/releases", None)
+            .1
+            .as_array()
+            .unwrap()
+            .len(),
+        8
+    );
+}

@@ -23,6 +23,8 @@ pub enum ProcfileError {
         name: String,
         first: usize,
     },
+    #[error("Procfile line {line}: process type `run` is reserved for one-off dynos (run.N)")]
+    Reserved { line: usize },
     #[error("Procfile defines no process types")]
     Empty,
     #[error("Procfile is larger than {MAX_PROCFILE_BYTES} bytes")]
@@ -61,6 +63,9 @@ impl Procfile {
                 line,
                 name: name.to_string(),
             })?;
+            if ptype.as_str() == "run" {
+                return Err(ProcfileError::Reserved { line });
+            }
             if command.is_empty() {
                 return Err(ProcfileError::EmptyCommand {
                     line,
@@ -147,6 +152,10 @@ mod tests {
             })
         );
         assert_eq!(Procfile::parse("# only\n\n"), Err(ProcfileError::Empty));
+        assert_eq!(
+            Procfile::parse("web: a\nrun: b"),
+            Err(ProcfileError::Reserved { line: 2 })
+        );
         let msg = Procfile::parse("web: a\nweb: b").unwrap_err().to_string();
         assert!(msg.contains("line 2"), "{msg}");
     }
