@@ -128,7 +128,15 @@ pub async fn run(
     };
     let dynos_dir = config.state_dir.join("dynos");
     std::fs::create_dir_all(&dynos_dir).map_err(state_err(&dynos_dir))?;
-    // Dynos do not survive an agent restart, so their directories are leftovers.
+    // Dynos do not survive an agent restart (re-adoption is not built yet): processes an earlier,
+    // crashed agent left behind would run beside their replacements, so they go, then their files.
+    let killed = runtime::kill_leftover_dynos(&dynos_dir);
+    if killed > 0 {
+        tracing::warn!(
+            groups = killed,
+            "killed dyno processes left by an earlier agent"
+        );
+    }
     supervisor::clear_dir(&dynos_dir).map_err(state_err(&dynos_dir))?;
     let slugs_dir = config.state_dir.join("slugs");
     let slugs =

@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::io;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
 
 use dyno_shared::protocol::Isolation;
@@ -444,6 +444,46 @@ pub fn group_alive(pgid: i32) -> bool {
             .and_then(|stat| parse_stat(&stat))
             .is_some_and(|(state, pgrp)| pgrp == pgid && state != 'Z' && state != 'X')
     })
+}
+
+/// SIGKILLs the process group of every process whose working directory is inside `dynos_dir`:
+/// plain-runtime dynos left running by an agent that crashed. This agent does not re-adopt them
+/// yet, and the coordinator will start replacements, so leaving them would run each dyno twice.
+/// Returns how many groups were killed.
+pub fn kill_leftover_dynos(dynos_dir: &Path) -> usize {
+    let Ok(dir) = dynos_dir.canonicalize() else {
+        return 0;
+    };
+    let Ok(procs) = std::fs::read_dir("/proc") else {
+        return 0;
+    };
+    let mut groups = std::collections::BTreeSet::new();
+    for entry in procs.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        let inside =
+            std::fs::read_link(format!("/proc/{pid}/cwd")).is_ok_and(|cwd| cwd.starts_with(&dir));
+        if !inside {
+            continue;
+        }
+        if let Some((_, pgrp)) = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .ok()
+            .and_then(|stat| parse_stat(&stat))
+            // Never the agent's own group, nor init's.
+            .filter(|(_, pgrp)| *pgrp > 1 && *pgrp != nix::unistd::getpgrp().as_raw())
+        {
+            groups.insert(pgrp);
+        }
+    }
+    for pgrp in &groups {
+        let _ = killpg(Pid::from_raw(*pgrp), Signal::SIGKILL);
+    }
+    groups.len()
 }
 
 /// Whether one process is alive (not a zombie).

@@ -172,6 +172,40 @@ impl Platform {
         }
     }
 
+    /// kill -9 of the agent: its dynos are orphaned, not stopped.
+    pub fn kill_agent(&mut self) {
+        if let Some(mut a) = self.agent.take() {
+            a.kill().unwrap();
+            a.wait().unwrap();
+        }
+    }
+
+    /// Process groups whose processes work inside the agent's dyno directories.
+    pub fn dyno_process_groups(&self) -> std::collections::BTreeSet<i32> {
+        let dynos = self.dir.path().join("agent/dynos");
+        let mut groups = std::collections::BTreeSet::new();
+        for e in std::fs::read_dir("/proc").unwrap().flatten() {
+            let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
+                continue;
+            };
+            let inside =
+                std::fs::read_link(format!("/proc/{pid}/cwd")).is_ok_and(|c| c.starts_with(&dynos));
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            let fields: Vec<&str> = stat
+                .rsplit_once(')')
+                .map_or("", |(_, r)| r)
+                .split_whitespace()
+                .collect();
+            if inside
+                && fields.first().is_some_and(|s| *s != "Z")
+                && let Some(pgrp) = fields.get(2).and_then(|g| g.parse().ok())
+            {
+                groups.insert(pgrp);
+            }
+        }
+        groups
+    }
+
     pub fn get(&self, path: &str) -> Result<Value, String> {
         match ureq::get(&format!("{}{path}", self.url()))
             .set("Authorization", &format!("Bearer {}", self.token))

@@ -449,3 +449,26 @@ fn stop_destroy_and_a_live_log_tail() {
             .then_some(())
     });
 }
+
+#[test]
+fn an_agent_killed_with_9_leaves_no_dyno_running_twice() {
+    let mut p = Platform::start();
+    p.deploy("orphans", SAMPLE);
+    p.dyno_ok(&["ps:scale", "web=1", "worker=1", "-a", "orphans", "--wait"]);
+    assert_eq!(p.dyno_process_groups().len(), 2);
+
+    p.kill_agent();
+    p.start_agent();
+    p.wait_for_host();
+    // The new agent kills what the old one left; the manager starts replacements.
+    wait_until("replacements up", Duration::from_secs(30), || {
+        let d = p.dyno_ids("orphans");
+        (d.len() == 2 && d.values().all(|(_, s)| s == "up")).then_some(())
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(
+        p.dyno_process_groups().len(),
+        2,
+        "each dyno runs exactly once"
+    );
+}
