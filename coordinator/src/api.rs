@@ -1,7 +1,7 @@
 //! The control API (docs/API.md): JSON over HTTP with bearer-token auth, NDJSON streams for logs
 //! and one-off dynos, and the agents' websocket endpoint.
 
-use crate::store::{AppRow, Desired, DynoRow, Queries, ReleaseRow, StoreError};
+use crate::store::{AppRow, Desired, DynoRow, NewDyno, Queries, ReleaseRow, StoreError};
 use crate::{Inner, Shared, new_id, now_ms, wait_for};
 use axum::body::{Body, Bytes};
 use axum::extract::rejection::BytesRejection;
@@ -903,28 +903,18 @@ async fn run(
             .max()
             .unwrap_or(0)
             + 1;
-        let row = DynoRow {
+        let row = DynoRow::new(NewDyno {
             id: new_id("d-"),
-            app_id: app.id.clone(),
-            app: app.name.clone(),
+            app: &app,
             process_type: "run".into(),
             idx,
             release: release.version,
-            host: Some(host),
-            state: DynoState::Starting,
-            desired: Desired::Run,
-            port: None,
+            host,
             size,
             command: req.command.clone(),
             one_off: true,
-            exit_code: None,
-            reason: None,
-            restarts: 0,
-            next_start_at: None,
-            created_at: now,
-            updated_at: now,
-            up_since: None,
-        };
+            now,
+        });
         tx.insert_dyno(&row)?;
         Ok(Ok((row, release)))
     })?;

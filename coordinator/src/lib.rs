@@ -300,28 +300,18 @@ impl Inner {
                                 .ok()
                                 .and_then(|t| release.procfile.command(&t).map(str::to_string))
                                 .unwrap_or_default();
-                            let row = DynoRow {
+                            let row = DynoRow::new(store::NewDyno {
                                 id: new_id("d-"),
-                                app_id: app_id.clone(),
-                                app: app.app.name.clone(),
+                                app: &app.app,
                                 process_type: process_type.clone(),
                                 idx: *idx,
                                 release: release.version,
-                                host: Some(host.clone()),
-                                state: DynoState::Starting,
-                                desired: Desired::Run,
-                                port: None,
+                                host: host.clone(),
                                 size: *size,
                                 command,
                                 one_off: false,
-                                exit_code: None,
-                                reason: None,
-                                restarts: 0,
-                                next_start_at: None,
-                                created_at: now,
-                                updated_at: now,
-                                up_since: None,
-                            };
+                                now,
+                            });
                             tx.insert_dyno(&row)?;
                             outbox.push((
                                 host.clone(),

@@ -154,7 +154,48 @@ pub struct DynoRow {
     pub up_since: Option<i64>,
 }
 
+/// Who a new dyno is: everything else starts out the same for every new dyno.
+pub struct NewDyno<'a> {
+    pub id: String,
+    pub app: &'a AppRow,
+    pub process_type: String,
+    pub idx: u32,
+    pub release: u32,
+    pub host: String,
+    pub size: Size,
+    pub command: String,
+    pub one_off: bool,
+    /// Unix ms.
+    pub now: i64,
+}
+
 impl DynoRow {
+    /// A dyno about to be started: `starting`, wanted, no crashes yet.
+    pub fn new(n: NewDyno) -> DynoRow {
+        DynoRow {
+            id: n.id,
+            app_id: n.app.id.clone(),
+            app: n.app.name.clone(),
+            process_type: n.process_type,
+            idx: n.idx,
+            release: n.release,
+            host: Some(n.host),
+            state: DynoState::Starting,
+            desired: Desired::Run,
+            port: None,
+            size: n.size,
+            command: n.command,
+            one_off: n.one_off,
+            exit_code: None,
+            reason: None,
+            restarts: 0,
+            next_start_at: None,
+            created_at: n.now,
+            updated_at: n.now,
+            up_since: None,
+        }
+    }
+
     pub fn name(&self) -> String {
         format!("{}.{}", self.process_type, self.idx)
     }
@@ -413,38 +454,27 @@ pub trait Queries: std::ops::Deref<Target = Connection> {
         ))
     }
 
-    fn dynos(&self) -> Result<Vec<DynoRow>> {
-        let mut st = self.prepare_cached(&format!(
-            "SELECT {DYNO_COLUMNS} FROM dynos ORDER BY app, process_type, idx"
-        ))?;
-        let mut rows = st.query([])?;
+    /// Dyno rows matching `filter` (SQL after `FROM dynos`).
+    fn select_dynos(&self, filter: &str, params: impl rusqlite::Params) -> Result<Vec<DynoRow>> {
+        let mut st = self.prepare_cached(&format!("SELECT {DYNO_COLUMNS} FROM dynos {filter}"))?;
+        let mut rows = st.query(params)?;
         let mut out = Vec::new();
         while let Some(r) = rows.next()? {
             out.push(dyno_from_row(r)?);
         }
         Ok(out)
+    }
+
+    fn dynos(&self) -> Result<Vec<DynoRow>> {
+        self.select_dynos("ORDER BY app, process_type, idx", [])
     }
 
     fn app_dynos(&self, app_id: &str) -> Result<Vec<DynoRow>> {
-        let mut st = self.prepare_cached(&format!(
-            "SELECT {DYNO_COLUMNS} FROM dynos WHERE app_id = ?1 ORDER BY process_type, idx"
-        ))?;
-        let mut rows = st.query([app_id])?;
-        let mut out = Vec::new();
-        while let Some(r) = rows.next()? {
-            out.push(dyno_from_row(r)?);
-        }
-        Ok(out)
+        self.select_dynos("WHERE app_id = ?1 ORDER BY process_type, idx", [app_id])
     }
 
     fn dyno(&self, id: &str) -> Result<Option<DynoRow>> {
-        let mut st =
-            self.prepare_cached(&format!("SELECT {DYNO_COLUMNS} FROM dynos WHERE id = ?1"))?;
-        let mut rows = st.query([id])?;
-        match rows.next()? {
-            Some(r) => Ok(Some(dyno_from_row(r)?)),
-            None => Ok(None),
-        }
+        Ok(self.select_dynos("WHERE id = ?1", [id])?.pop())
     }
 
     fn hosts(&self) -> Result<Vec<HostRow>> {
