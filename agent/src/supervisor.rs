@@ -29,7 +29,7 @@ use crate::runtime::{
 use crate::slugs::{SlugCache, SlugError, copy_tree};
 
 /// How often a booting web dyno's `$PORT` is probed.
-pub const PORT_POLL: Duration = Duration::from_millis(20);
+pub const PORT_POLL: Duration = Duration::from_millis(5);
 /// How often a stopping dyno's process group is checked for survivors.
 pub const GROUP_POLL: Duration = Duration::from_millis(20);
 /// How long output may trail the main process's exit (a daemon that left the group may hold
