@@ -147,18 +147,21 @@ async fn auth(State(api): State<Api>, req: Request, next: Next) -> Response {
     }
 }
 
+/// A body the server could not read: 413 naming `what` and its `limit`, else 400.
+fn rejected(e: BytesRejection, what: &str, limit: usize) -> ApiError {
+    if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+            format!("{what} is over the limit of {limit} bytes"),
+        )
+    } else {
+        ApiError::new(StatusCode::BAD_REQUEST, "bad_request", e.body_text())
+    }
+}
+
 fn body<T: for<'de> Deserialize<'de>>(b: Result<Bytes, BytesRejection>) -> ApiResult<T> {
-    let b = b.map_err(|e| {
-        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            ApiError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "payload_too_large",
-                format!("request body is over the limit of {MAX_REQUEST_BYTES} bytes"),
-            )
-        } else {
-            ApiError::new(StatusCode::BAD_REQUEST, "bad_request", e.body_text())
-        }
-    })?;
+    let b = b.map_err(|e| rejected(e, "request body", MAX_REQUEST_BYTES))?;
     serde_json::from_slice(&b).map_err(|e| {
         ApiError::new(
             StatusCode::BAD_REQUEST,
@@ -323,20 +326,7 @@ async fn create_release(
 ) -> ApiResult<(StatusCode, Json<wire::Release>)> {
     let inner = api.inner.clone();
     let app = find_app(&inner, &name)?;
-    let slug = b.map_err(|e| {
-        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            ApiError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "payload_too_large",
-                format!(
-                    "slug is over the limit of {} bytes",
-                    inner.config.max_slug_bytes
-                ),
-            )
-        } else {
-            ApiError::new(StatusCode::BAD_REQUEST, "bad_request", e.body_text())
-        }
-    })?;
+    let slug = b.map_err(|e| rejected(e, "slug", inner.config.max_slug_bytes))?;
     let description = q.description.unwrap_or_default();
     if description.len() > 1024 {
         return Err(ApiError::invalid("description is longer than 1024 bytes"));
