@@ -15,6 +15,7 @@ pub mod output;
 pub mod runtime;
 pub mod slugs;
 pub mod supervisor;
+pub mod tail;
 
 use std::future::Future;
 use std::path::PathBuf;
@@ -54,6 +55,9 @@ pub struct AgentConfig {
     pub memory_mb: Option<u64>,
     /// How dynos are isolated: plain processes, or namespaces and cgroups (`linux::LinuxRuntime`).
     pub isolation: Isolation,
+    /// On shutdown, leave isolated dynos running for the next agent to adopt (an upgrade or
+    /// restart) instead of stopping them. Plain dynos always stop: they cannot be adopted.
+    pub keep_dynos_on_exit: bool,
 }
 
 impl AgentConfig {
@@ -73,6 +77,7 @@ impl AgentConfig {
             boot_timeout: DEFAULT_BOOT_TIMEOUT,
             memory_mb: None,
             isolation: Isolation::None,
+            keep_dynos_on_exit: false,
         }
     }
 }
@@ -126,18 +131,10 @@ pub async fn run(
         let path = path.to_path_buf();
         move |source| AgentError::StateDir { path, source }
     };
+    // Holds tokens in dyno records and the dynos' files: the agent's alone.
+    create_private_dir(&config.state_dir).map_err(state_err(&config.state_dir))?;
     let dynos_dir = config.state_dir.join("dynos");
     std::fs::create_dir_all(&dynos_dir).map_err(state_err(&dynos_dir))?;
-    // Dynos do not survive an agent restart (re-adoption is not built yet): processes an earlier,
-    // crashed agent left behind would run beside their replacements, so they go, then their files.
-    let killed = runtime::kill_leftover_dynos(&dynos_dir);
-    if killed > 0 {
-        tracing::warn!(
-            groups = killed,
-            "killed dyno processes left by an earlier agent"
-        );
-    }
-    supervisor::clear_dir(&dynos_dir).map_err(state_err(&dynos_dir))?;
     let slugs_dir = config.state_dir.join("slugs");
     let slugs =
         SlugCache::open(&slugs_dir, &coordinator, &config.token).map_err(state_err(&slugs_dir))?;
@@ -156,7 +153,7 @@ pub async fn run(
     let outbox = Arc::new(Outbox::new());
     let supervisor = Supervisor::new(
         SupervisorConfig {
-            dynos_dir,
+            dynos_dir: dynos_dir.clone(),
             boot_timeout: config.boot_timeout,
             stats_interval: supervisor::STATS_INTERVAL,
         },
@@ -164,6 +161,9 @@ pub async fn run(
         Arc::new(slugs),
         outbox.clone(),
     );
+    adopt_or_clean(&supervisor, &*runtime, &dynos_dir)
+        .await
+        .map_err(state_err(&dynos_dir))?;
 
     let conn_config = connection::ConnectionConfig {
         ws_url: connection::ws_url(&coordinator),
@@ -188,7 +188,12 @@ pub async fn run(
         dynos = supervisor.statuses().len(),
         "shutting down: stopping every dyno"
     );
-    supervisor.shutdown(config.stop_grace).await;
+    if config.keep_dynos_on_exit && runtime.can_adopt() {
+        info!("leaving the dynos running for the next agent");
+        supervisor.leave(config.stop_grace).await;
+    } else {
+        supervisor.shutdown(config.stop_grace).await;
+    }
     let _ = finish_tx.send(true);
     match tokio::time::timeout(FINAL_FLUSH_TIMEOUT, &mut conn).await {
         Ok(Ok(())) => {}
@@ -199,6 +204,65 @@ pub async fn run(
         }
     }
     info!("agent stopped");
+    Ok(())
+}
+
+/// Creates the state dir as the agent's alone (0700). An existing one keeps its mode, with a
+/// warning when others may enter it: it holds config vars, and slugs the dyno user owns.
+fn create_private_dir(dir: &std::path::Path) -> std::io::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    match std::fs::DirBuilder::new().mode(0o700).create(dir) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            let mode = std::fs::metadata(dir)?.permissions().mode();
+            if mode & 0o077 != 0 {
+                warn!(
+                    dir = %dir.display(),
+                    mode = format!("{:o}", mode & 0o7777),
+                    "the state directory is open to other users; chmod 700 it"
+                );
+            }
+            Ok(())
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            std::fs::create_dir_all(dir)?;
+            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// What an earlier agent left in `dynos_dir`: dynos the runtime can adopt are taken over; every
+/// other process and file goes, so nothing runs beside its replacement.
+async fn adopt_or_clean(
+    supervisor: &Supervisor,
+    runtime: &dyn Runtime,
+    dynos_dir: &std::path::Path,
+) -> std::io::Result<()> {
+    if !runtime.can_adopt() {
+        let killed = runtime::kill_leftover_dynos(dynos_dir);
+        if killed > 0 {
+            warn!(
+                groups = killed,
+                "killed dyno processes left by an earlier agent"
+            );
+        }
+        return supervisor::clear_dir(dynos_dir);
+    }
+    let adopted = supervisor.adopt_existing().await;
+    if !adopted.is_empty() {
+        info!(
+            dynos = adopted.len(),
+            "adopted the dynos an earlier agent left running"
+        );
+    }
+    runtime.clean_leftovers(&adopted);
+    for entry in std::fs::read_dir(dynos_dir)? {
+        let entry = entry?;
+        if !adopted.contains(entry.file_name().to_string_lossy().as_ref()) {
+            supervisor::remove_tree(&entry.path())?;
+        }
+    }
     Ok(())
 }
 

@@ -8,7 +8,8 @@
 //!    stays as the process the agent waits for, forwards SIGTERM to PID 1, and exits with its
 //!    status;
 //! 3. PID 1 builds a new root (a read-only tmpfs holding read-only binds of `/usr`, `/etc` and the
-//!    merged-usr links, the app's own copy at `/app`, a fresh `/proc`, a `/tmp` tmpfs and a
+//!    merged-usr links, at `/app` an overlay of the cached slug under the dyno's own empty upper
+//!    directory, so nothing is copied and writes vanish with the dyno, a fresh `/proc`, a `/tmp` tmpfs and a
 //!    minimal `/dev`), pivots into it (the agent's state dir is no longer reachable), sets the
 //!    hostname to the dyno id, forks the app's shell and becomes a small init: it reaps every
 //!    zombie, forwards SIGTERM to every process of the namespace, and exits with the app's status
@@ -18,9 +19,16 @@
 //!
 //! Stops: SIGTERM goes to the helper (and on to every process); SIGKILL goes to every process of
 //! the cgroup (`Cgroup::kill_all`), double-forked daemons included.
+//!
+//! Surviving the agent: the dyno writes its output to a file in its directory (followed by a
+//! [`FileTail`]) and the helper writes its exit status to another, so neither needs the agent.
+//! A restarted agent adopts the dyno through its helper's pid (a pidfd, checked against the
+//! cgroup) and resumes its output where the last agent stopped reading.
 
+use std::collections::HashSet;
 use std::ffi::CString;
 use std::io;
+use std::os::fd::{FromRawFd, OwnedFd, RawFd};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -36,6 +44,8 @@ use nix::sys::signal::{SigSet, SigmaskHow, Signal, kill, sigprocmask};
 use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::{ForkResult, Gid, Pid, Uid, fork};
 use serde::{Deserialize, Serialize};
+use tokio::io::Interest;
+use tokio::io::unix::AsyncFd;
 use tracing::warn;
 
 use crate::cgroup::{Cgroup, Cgroups, Limits};
@@ -43,6 +53,7 @@ use crate::runtime::{
     DynoSignal, Exit, Launch, NOFILE_LIMIT, ProcessGroup, RunningDyno, Runtime, RuntimeError,
     Usage, dyno_env, shell_script,
 };
+use crate::tail::{FileTail, TailControl};
 
 /// The hidden first argument that turns `dyno-agent` into a dyno's init.
 pub const INIT_ARG: &str = "__dyno-init";
@@ -63,6 +74,12 @@ pub const DEVICES: [&str; 6] = ["null", "zero", "full", "random", "urandom", "tt
 pub const MAX_HOSTNAME: usize = 64;
 /// Exit status of the helper when it could not set the dyno up.
 pub const SETUP_FAILED: i32 = 126;
+/// In a dyno's directory: its stdout and stderr, appended by the dyno, followed by the agent.
+pub const OUTPUT_FILE: &str = "output";
+/// In a dyno's directory: the exit status the helper wrote.
+pub const EXIT_FILE: &str = "exit";
+/// In a dyno's directory: overlayfs's work directory.
+pub const WORK_DIR: &str = ".work";
 
 #[derive(Debug, thiserror::Error)]
 pub enum LinuxError {
@@ -78,10 +95,15 @@ pub enum LinuxError {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct InitSpec {
     pub hostname: String,
-    /// The dyno's own copy of the slug, bound at `/app`.
-    pub app_dir: PathBuf,
+    /// `/app` is an overlay: the cached slug below, the dyno's own directory above.
+    pub app_lower: PathBuf,
+    pub app_upper: PathBuf,
+    /// overlayfs's scratch directory, on the upper's filesystem.
+    pub app_work: PathBuf,
     /// An empty directory the new root is mounted on.
     pub root_dir: PathBuf,
+    /// Where the helper writes the dyno's exit status, for an agent that is not its parent.
+    pub exit_file: PathBuf,
     /// `cgroup.procs` files to join.
     pub cgroup_procs: Vec<PathBuf>,
     /// For `/bin/sh -c`.
@@ -111,17 +133,11 @@ impl LinuxRuntime {
         Ok(Cgroups::detect()?)
     }
 
-    /// The host's cgroups and this binary as the helper. Dyno cgroups left by an earlier agent
-    /// are killed and removed (dynos do not survive an agent restart).
+    /// The host's cgroups and this binary as the helper. Dyno cgroups an earlier agent left are
+    /// adopted or cleaned up by the agent (`Runtime::clean_leftovers`).
     pub fn new() -> Result<LinuxRuntime, LinuxError> {
         let cgroups = LinuxRuntime::check()?;
         let helper = std::env::current_exe().map_err(LinuxError::Exe)?;
-        for name in cgroups.list() {
-            let leftover = cgroups.cgroup(&name)?;
-            if let Err(e) = leftover.kill_all().and_then(|()| leftover.remove()) {
-                warn!(cgroup = %name, error = %e, "failed to clean up a leftover dyno cgroup");
-            }
-        }
         Ok(LinuxRuntime {
             cgroups,
             helper,
@@ -180,21 +196,99 @@ fn spawn_error(launch: &Launch, source: io::Error) -> RuntimeError {
     }
 }
 
-/// Gives the app's files to the dyno's user.
+fn dyno_dir(launch: &Launch) -> &Path {
+    launch.app_dir.parent().unwrap_or(Path::new("/"))
+}
+
+/// Gives a tree to the dyno's user, its root last: a root owned by `uid` means the whole tree is.
 fn chown_tree(path: &Path, uid: u32, gid: u32) -> io::Result<()> {
-    std::os::unix::fs::lchown(path, Some(uid), Some(gid))?;
     let meta = std::fs::symlink_metadata(path)?;
     if meta.is_dir() {
         for entry in std::fs::read_dir(path)? {
             chown_tree(&entry?.path(), uid, gid)?;
         }
     }
-    Ok(())
+    std::os::unix::fs::lchown(path, Some(uid), Some(gid))
+}
+
+/// `pidfd_open(2)`: a handle on `pid` that stays valid (and never names another process) even
+/// after it exits; becomes readable when it does. Works for processes that are not our children.
+fn pidfd_open(pid: u32) -> io::Result<OwnedFd> {
+    // SAFETY: pidfd_open takes a pid and flags by value and touches no memory of ours.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: the kernel just returned this descriptor; nothing else owns it.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
+}
+
+/// The status the helper wrote; a helper killed before writing one died of SIGKILL.
+fn read_exit_file(path: &Path) -> Exit {
+    std::fs::read_to_string(path)
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .map(Exit::Code)
+        .unwrap_or(Exit::Signal(Signal::SIGKILL as i32))
+}
+
+/// What runs once a dyno's main process is gone: whatever is left of the dyno goes, and so does
+/// its cgroup; then its output ends.
+async fn cleanup_after_exit(cgroup: Cgroup, oom_seen: Arc<AtomicBool>, output: TailControl) {
+    let _ = tokio::task::spawn_blocking(move || {
+        // Read before removal: the count dies with the cgroup. It is fresh per start.
+        if cgroup.oom_kills().is_ok_and(|n| n > 0) {
+            oom_seen.store(true, Ordering::Relaxed);
+        }
+        if let Err(e) = cgroup.kill_all().and_then(|()| cgroup.remove()) {
+            warn!(error = %e, "failed to clean up the dyno's cgroup");
+        }
+    })
+    .await;
+    output.finish();
+}
+
+/// overlayfs mount options; `\` escapes the separators overlayfs splits on.
+fn overlay_options(lower: &Path, upper: &Path, work: &Path) -> String {
+    let esc = |p: &Path| {
+        let mut out = String::new();
+        for c in p.to_string_lossy().chars() {
+            if matches!(c, '\\' | ',' | ':') {
+                out.push('\\');
+            }
+            out.push(c);
+        }
+        out
+    };
+    format!(
+        "lowerdir={},upperdir={},workdir={}",
+        esc(lower),
+        esc(upper),
+        esc(work)
+    )
 }
 
 impl Runtime for LinuxRuntime {
     fn isolation(&self) -> Isolation {
         Isolation::Linux
+    }
+
+    /// No copy: the slug (given to the dyno user once) is the overlay's lower layer, and the
+    /// dyno's `app` dir, empty, its upper layer.
+    fn prepare(&self, launch: &Launch) -> io::Result<()> {
+        use std::os::unix::fs::MetadataExt;
+        let slug = std::fs::metadata(&launch.slug_dir)?;
+        if slug.uid() != DYNO_UID {
+            chown_tree(&launch.slug_dir, DYNO_UID, DYNO_GID)?;
+        }
+        // The merged root takes the upper root's owner and mode.
+        std::fs::create_dir(&launch.app_dir)?;
+        std::fs::set_permissions(
+            &launch.app_dir,
+            std::fs::Permissions::from_mode(slug.mode() & 0o7777),
+        )?;
+        std::os::unix::fs::lchown(&launch.app_dir, Some(DYNO_UID), Some(DYNO_GID))?;
+        std::fs::create_dir(dyno_dir(launch).join(WORK_DIR))
     }
 
     fn start(&self, launch: &Launch) -> Result<RunningDyno, RuntimeError> {
@@ -209,22 +303,27 @@ impl Runtime for LinuxRuntime {
             let _ = cgroup.remove();
             e
         };
-        chown_tree(&launch.app_dir, DYNO_UID, DYNO_GID)
-            .map_err(|e| fail(spawn_error(launch, e)))?;
-        let root_dir = launch
-            .app_dir
-            .parent()
-            .unwrap_or(Path::new("/"))
-            .join(format!(".root-{id}"));
+        let dir = dyno_dir(launch);
+        let root_dir = dir.join(format!(".root-{id}"));
         std::fs::create_dir_all(&root_dir).map_err(|e| fail(spawn_error(launch, e)))?;
+        let exit_file = dir.join(EXIT_FILE);
+        match std::fs::remove_file(&exit_file) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => {
+                return Err(fail(spawn_error(launch, e)));
+            }
+            _ => {}
+        }
         let inside = Launch {
             app_dir: PathBuf::from(APP_DIR),
             ..launch.clone()
         };
         let spec = InitSpec {
             hostname: id.chars().take(MAX_HOSTNAME).collect(),
-            app_dir: launch.app_dir.clone(),
+            app_lower: launch.slug_dir.clone(),
+            app_upper: launch.app_dir.clone(),
+            app_work: dir.join(WORK_DIR),
             root_dir,
+            exit_file,
             cgroup_procs: cgroup.procs_files(),
             script: shell_script(&launch.command),
             env: dyno_env(&inside),
@@ -234,9 +333,20 @@ impl Runtime for LinuxRuntime {
         };
         let json = serde_json::to_string(&spec).map_err(|e| fail(err(&e)))?;
 
-        let (reader, writer) = io::pipe().map_err(|e| fail(RuntimeError::Pipe(e)))?;
-        let writer_err = writer
+        let output_path = dir.join(OUTPUT_FILE);
+        let open_output = || {
+            std::fs::File::options()
+                .append(true)
+                .create(true)
+                .truncate(false)
+                .open(&output_path)
+        };
+        let stdout = open_output().map_err(|e| fail(RuntimeError::Pipe(e)))?;
+        let stderr = stdout
             .try_clone()
+            .map_err(|e| fail(RuntimeError::Pipe(e)))?;
+        let control = TailControl::default();
+        let output = FileTail::open(&output_path, control.clone())
             .map_err(|e| fail(RuntimeError::Pipe(e)))?;
         let mut cmd = tokio::process::Command::new(&self.helper);
         cmd.arg(INIT_ARG)
@@ -244,8 +354,8 @@ impl Runtime for LinuxRuntime {
             .env(SPEC_ENV, json)
             .current_dir("/")
             .stdin(Stdio::null())
-            .stdout(writer)
-            .stderr(writer_err)
+            .stdout(stdout)
+            .stderr(stderr)
             .process_group(0)
             .kill_on_drop(false);
         let spawned = cmd.spawn();
@@ -255,28 +365,15 @@ impl Runtime for LinuxRuntime {
             pid: 0,
             source: io::Error::other("the child exited before its pid was read"),
         })?;
-        let output = tokio::net::unix::pipe::Receiver::from_owned_fd(reader.into())
-            .map_err(RuntimeError::Pipe)?;
-        let cleanup = cgroup.clone();
         let oom_killed = Arc::new(AtomicBool::new(false));
-        let oom_seen = oom_killed.clone();
+        let cleanup = cleanup_after_exit(cgroup.clone(), oom_killed.clone(), control.clone());
         let exit = Box::pin(async move {
             let result = child
                 .wait()
                 .await
                 .map(Exit::from)
                 .map_err(|source| RuntimeError::Wait { pid, source });
-            // Whatever is left of the dyno goes with its main process, and so does its cgroup.
-            let _ = tokio::task::spawn_blocking(move || {
-                // Read before removal: the count dies with the cgroup. It is fresh per start.
-                if cleanup.oom_kills().is_ok_and(|n| n > 0) {
-                    oom_seen.store(true, Ordering::Relaxed);
-                }
-                if let Err(e) = cleanup.kill_all().and_then(|()| cleanup.remove()) {
-                    warn!(error = %e, "failed to clean up the dyno's cgroup");
-                }
-            })
-            .await;
+            cleanup.await;
             result
         });
         Ok(RunningDyno {
@@ -289,7 +386,81 @@ impl Runtime for LinuxRuntime {
                 memory_quota_bytes: limits.memory_quota_bytes,
                 oom_killed,
             }),
+            detach_output: Some(control),
         })
+    }
+
+    fn can_adopt(&self) -> bool {
+        true
+    }
+
+    fn adopt(&self, launch: &Launch, pid: u32) -> Result<RunningDyno, RuntimeError> {
+        let id = LinuxRuntime::dyno_id(launch);
+        let dir = dyno_dir(launch);
+        let adopt_err = |source: io::Error| RuntimeError::Adopt {
+            dir: dir.to_path_buf(),
+            source,
+        };
+        let cgroup = self
+            .cgroups
+            .cgroup(&id)
+            .map_err(|e| adopt_err(io::Error::other(e.to_string())))?;
+        let control = TailControl::default();
+        let output = FileTail::open(&dir.join(OUTPUT_FILE), control.clone()).map_err(adopt_err)?;
+        // Still ours only while it is in the dyno's cgroup: checked after the pidfd pins it.
+        let helper = match pidfd_open(pid)
+            .ok()
+            .filter(|_| cgroup.pids().is_ok_and(|pids| pids.contains(&pid)))
+        {
+            // SAFETY: the AsyncFd owns the OwnedFd, which keeps the descriptor open and
+            // unchanged until the AsyncFd drops it.
+            Some(fd) => Some(
+                unsafe { AsyncFd::register_with_interest(fd, Interest::READABLE) }
+                    .map_err(|e| adopt_err(e.into()))?,
+            ),
+            None => None,
+        };
+        let exit_file = dir.join(EXIT_FILE);
+        let oom_killed = Arc::new(AtomicBool::new(false));
+        let cleanup = cleanup_after_exit(cgroup.clone(), oom_killed.clone(), control.clone());
+        let exit = Box::pin(async move {
+            if let Some(helper) = helper {
+                // Readable once the helper exits; an error means the same for our purposes.
+                let _ = helper.readable().await;
+            }
+            cleanup.await;
+            Ok(read_exit_file(&exit_file))
+        });
+        Ok(RunningDyno {
+            pid,
+            output: Box::new(output),
+            exit,
+            group: Box::new(LinuxGroup {
+                helper: pid as i32,
+                cgroup,
+                memory_quota_bytes: self.limits(launch.size).memory_quota_bytes,
+                oom_killed,
+            }),
+            detach_output: Some(control),
+        })
+    }
+
+    fn clean_leftovers(&self, keep: &HashSet<String>) {
+        for name in self.cgroups.list() {
+            if keep.contains(&name) {
+                continue;
+            }
+            let removed = self
+                .cgroups
+                .cgroup(&name)
+                .and_then(|c| c.kill_all().and_then(|()| c.remove()));
+            match removed {
+                Ok(()) => warn!(cgroup = %name, "killed a dyno an earlier agent left behind"),
+                Err(e) => {
+                    warn!(cgroup = %name, error = %e, "failed to clean up a leftover dyno cgroup")
+                }
+            }
+        }
     }
 }
 
@@ -398,9 +569,20 @@ fn status_code(status: WaitStatus) -> Option<i32> {
     }
 }
 
-/// The helper in the host's PID namespace: joins the cgroup, unshares, forks PID 1, forwards
-/// SIGTERM to it and exits with its status.
+/// The helper in the host's PID namespace: runs PID 1 and records its status in the exit file
+/// (the agent that reads it may not be the one that started the dyno).
 fn outer(spec: &InitSpec) -> Result<i32, String> {
+    // Opened before PID 1 pivots our shared mount namespace away from the host's paths.
+    let mut exit_file = std::fs::File::create(&spec.exit_file)
+        .map_err(ctx(format!("create {}", spec.exit_file.display())))?;
+    let code = run_pid1(spec)?;
+    use std::io::Write;
+    let _ = write!(exit_file, "{code}").and_then(|()| exit_file.sync_all());
+    Ok(code)
+}
+
+/// Joins the cgroup, unshares, forks PID 1, forwards signals to it and returns its status.
+fn run_pid1(spec: &InitSpec) -> Result<i32, String> {
     let me = std::process::id().to_string();
     for file in &spec.cgroup_procs {
         std::fs::write(file, &me).map_err(ctx(format!("join cgroup {}", file.display())))?;
@@ -570,7 +752,15 @@ fn setup_root(spec: &InitSpec) -> Result<(), String> {
     }
     let app = root.join("app");
     mkdir(&app, 0o755)?;
-    bind(&spec.app_dir, &app, false)?;
+    let options = overlay_options(&spec.app_lower, &spec.app_upper, &spec.app_work);
+    mount(
+        Some("overlay"),
+        &app,
+        Some("overlay"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+        Some(options.as_str()),
+    )
+    .map_err(mount_err("mount the app's overlay on", &app))?;
     let proc_dir = root.join("proc");
     mkdir(&proc_dir, 0o555)?;
     mount(
@@ -695,6 +885,7 @@ mod tests {
     fn the_dyno_id_comes_from_the_supervisors_layout() {
         let mut l = Launch {
             app_dir: PathBuf::from("/state/dynos/0193-web-1/app"),
+            slug_dir: PathBuf::from("/state/slugs/ab"),
             command: "true".into(),
             dyno_name: "web.1".into(),
             port: None,
@@ -704,6 +895,29 @@ mod tests {
         assert_eq!(LinuxRuntime::dyno_id(&l), "0193-web-1");
         l.app_dir = PathBuf::from("/");
         assert_eq!(LinuxRuntime::dyno_id(&l), "web.1");
+    }
+
+    #[test]
+    fn overlay_options_escape_what_overlayfs_splits_on() {
+        assert_eq!(
+            overlay_options(
+                Path::new("/s/slugs/ab"),
+                Path::new("/s,x/d:1/app"),
+                Path::new("/s\\y/.work")
+            ),
+            "lowerdir=/s/slugs/ab,upperdir=/s\\,x/d\\:1/app,workdir=/s\\\\y/.work"
+        );
+    }
+
+    #[test]
+    fn a_missing_or_torn_exit_file_means_the_helper_was_killed() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("exit");
+        assert_eq!(read_exit_file(&file), Exit::Signal(9));
+        std::fs::write(&file, "3").unwrap();
+        assert_eq!(read_exit_file(&file), Exit::Code(3));
+        std::fs::write(&file, "").unwrap();
+        assert_eq!(read_exit_file(&file).code(), 137);
     }
 
     #[test]
@@ -721,8 +935,11 @@ mod tests {
     fn the_spec_round_trips_through_json() {
         let spec = InitSpec {
             hostname: "d1".into(),
-            app_dir: "/s/d1/app".into(),
+            app_lower: "/s/slugs/ab".into(),
+            app_upper: "/s/d1/app".into(),
+            app_work: "/s/d1/.work".into(),
             root_dir: "/s/d1/.root-d1".into(),
+            exit_file: "/s/d1/exit".into(),
             cgroup_procs: vec!["/sys/fs/cgroup/dyno/d1/cgroup.procs".into()],
             script: "exec true".into(),
             env: vec![("HOME".into(), "/app".into())],

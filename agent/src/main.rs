@@ -46,6 +46,11 @@ struct Cli {
     /// root), or `auto` (`linux` when this host can, else refuse to start)
     #[arg(long, value_name = "MODE", default_value = "none", value_parser = parse_isolation)]
     isolation: IsolationMode,
+    /// What happens to the dynos when the agent stops: `keep` leaves isolated dynos running for
+    /// the next agent to adopt (upgrades, restarts), `stop` stops them. Default: `keep` with
+    /// Linux isolation; plain dynos cannot be adopted and always stop
+    #[arg(long, value_name = "WHAT", value_parser = ["keep", "stop"])]
+    on_exit: Option<String>,
 }
 
 fn parse_url(s: &str) -> Result<String, String> {
@@ -130,6 +135,13 @@ async fn agent_main() -> anyhow::Result<()> {
     config.boot_timeout = Duration::from_secs(cli.boot_timeout_secs);
     config.memory_mb = cli.memory_mb;
     config.isolation = resolve_isolation(cli.isolation)?;
+    config.keep_dynos_on_exit = match (cli.on_exit.as_deref(), config.isolation) {
+        (Some("keep"), Isolation::None) => anyhow::bail!(
+            "--on-exit keep needs --isolation linux: plain dynos cannot be adopted by a later agent"
+        ),
+        (Some(what), _) => what == "keep",
+        (None, isolation) => isolation == Isolation::Linux,
+    };
 
     let mut term = signal(SignalKind::terminate()).context("failed to listen for SIGTERM")?;
     let shutdown = async move {

@@ -23,7 +23,11 @@ pub const SYSTEM_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin
 /// Everything a runtime needs to start one dyno whose app directory is ready.
 #[derive(Debug, Clone)]
 pub struct Launch {
+    /// The dyno's own `/app`: `PlainRuntime` copies the slug here, `LinuxRuntime` makes it the
+    /// upper layer of an overlay on the slug. Its parent is the dyno's directory.
     pub app_dir: PathBuf,
+    /// The cached, extracted slug; never written to.
+    pub slug_dir: PathBuf,
     /// As written in the Procfile; run by `sh`, so `$PORT` expands.
     pub command: String,
     /// `web.1`.
@@ -114,11 +118,41 @@ pub struct RunningDyno {
     /// Completes when the main process exits.
     pub exit: BoxFuture<'static, Result<Exit, RuntimeError>>,
     pub group: Box<dyn ProcessGroup>,
+    /// For dynos that can outlive the agent: ends `output` at what has been written so far, so
+    /// the agent can leave the dyno running for the next agent to adopt.
+    pub detach_output: Option<crate::tail::TailControl>,
 }
 
 pub trait Runtime: Send + Sync {
     fn isolation(&self) -> Isolation;
+
+    /// Readies `launch.app_dir` (whose parent exists and is empty) from `launch.slug_dir`.
+    /// Blocking; runs on a blocking thread. By default a full copy of the slug.
+    fn prepare(&self, launch: &Launch) -> io::Result<()> {
+        crate::slugs::copy_tree(&launch.slug_dir, &launch.app_dir)
+    }
+
     fn start(&self, launch: &Launch) -> Result<RunningDyno, RuntimeError>;
+
+    /// Whether dynos of this runtime keep running when the agent exits, for the next agent to
+    /// adopt.
+    fn can_adopt(&self) -> bool {
+        false
+    }
+
+    /// Takes over a dyno an earlier agent started as `launch` with main process `pid`. A dyno
+    /// that ended meanwhile comes back with its exit already complete and its last output.
+    fn adopt(&self, launch: &Launch, pid: u32) -> Result<RunningDyno, RuntimeError> {
+        let _ = pid;
+        Err(RuntimeError::NotAdoptable {
+            dir: launch.app_dir.clone(),
+        })
+    }
+
+    /// Kills and removes what earlier agents left of dynos other than `keep` (ids).
+    fn clean_leftovers(&self, keep: &std::collections::HashSet<String>) {
+        let _ = keep;
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -135,6 +169,14 @@ pub enum RuntimeError {
     #[error("failed to wait for process {pid}: {source}")]
     Wait {
         pid: u32,
+        #[source]
+        source: io::Error,
+    },
+    #[error("the dyno in {dir} cannot be adopted: this runtime's dynos end with their agent")]
+    NotAdoptable { dir: PathBuf },
+    #[error("failed to adopt the dyno in {dir}: {source}")]
+    Adopt {
+        dir: PathBuf,
         #[source]
         source: io::Error,
     },
@@ -315,6 +357,7 @@ impl Runtime for PlainRuntime {
                 pgid: pid as i32,
                 memory_quota_bytes: launch.size.memory_mb() * MIB,
             }),
+            detach_output: None,
         })
     }
 }
@@ -535,6 +578,7 @@ mod tests {
     fn launch(dir: &std::path::Path, command: &str) -> Launch {
         Launch {
             app_dir: dir.to_path_buf(),
+            slug_dir: dir.to_path_buf(),
             command: command.to_string(),
             dyno_name: "web.1".into(),
             port: Some(5123),

@@ -4,7 +4,7 @@
 //! States: `starting` -> `up` -> (`crashed` | `down`). Restarts are the coordinator's decision:
 //! a `StartDyno` for an id that is no longer running starts it afresh.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
@@ -26,7 +26,7 @@ use crate::output::read_lines;
 use crate::runtime::{
     DynoSignal, Exit, Launch, ProcessGroup, RunningDyno, Runtime, RuntimeError, Usage,
 };
-use crate::slugs::{SlugCache, SlugError, copy_tree};
+use crate::slugs::{SlugCache, SlugError};
 
 /// How often a booting web dyno's `$PORT` is probed.
 pub const PORT_POLL: Duration = Duration::from_millis(5);
@@ -56,7 +56,7 @@ pub enum StartError {
     InvalidId(String),
     #[error(transparent)]
     Slug(#[from] SlugError),
-    #[error("failed to copy the slug into {path}: {source}")]
+    #[error("failed to prepare the app in {path}: {source}")]
     Copy {
         path: PathBuf,
         #[source]
@@ -76,9 +76,28 @@ struct StopRequest {
     reason: &'static str,
 }
 
+/// What the agent wants of a running dyno's task.
+#[derive(Debug, Clone)]
+enum Order {
+    Stop(StopRequest),
+    /// Leave the dyno running for the next agent: stop reading its output and forget it.
+    Detach,
+}
+
 struct Entry {
     status: DynoStatus,
-    stop: watch::Sender<Option<StopRequest>>,
+    orders: watch::Sender<Option<Order>>,
+}
+
+/// In each dyno's directory: what a later agent needs to adopt it.
+pub const RECORD_FILE: &str = "dyno.json";
+
+/// A running dyno as written to [`RECORD_FILE`].
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct DynoRecord {
+    pub spec: DynoSpec,
+    pub port: Option<u16>,
+    pub pid: u32,
 }
 
 #[derive(Default)]
@@ -127,6 +146,16 @@ impl Supervisor {
         let mut reg = self.inner.lock();
         if reg.shutting_down {
             warn!(app = %spec.app, dyno = %spec.name, "agent is shutting down; not starting dyno");
+            // Said, so the coordinator can place it elsewhere rather than wait for it.
+            self.inner.outbox.push_state(DynoStatus {
+                dyno_id: spec.dyno_id,
+                state: DynoState::Down,
+                port: None,
+                pid: None,
+                exit_code: None,
+                at: now_micros(),
+                reason: Some("Agent shutting down".to_string()),
+            });
             return;
         }
         if let Some(entry) = reg.dynos.get(&spec.dyno_id) {
@@ -143,12 +172,12 @@ impl Supervisor {
             at: now_micros(),
             reason: None,
         };
-        let (stop_tx, stop_rx) = watch::channel(None);
+        let (orders_tx, orders_rx) = watch::channel(None);
         reg.dynos.insert(
             spec.dyno_id.clone(),
             Entry {
                 status: status.clone(),
-                stop: stop_tx,
+                orders: orders_tx,
             },
         );
         self.inner.outbox.push_state(status);
@@ -157,14 +186,124 @@ impl Supervisor {
         }
         let span = info_span!("dyno", app = %spec.app, dyno = %spec.name, id = %spec.dyno_id);
         reg.tasks
-            .spawn(run_dyno(self.inner.clone(), spec, stop_rx).instrument(span));
+            .spawn(run_dyno(self.inner.clone(), spec, orders_rx).instrument(span));
+    }
+
+    /// Takes over the dynos an earlier agent left running (those with a [`RECORD_FILE`] the
+    /// runtime can adopt), reporting each as running again, or with how it ended if it ended
+    /// while no agent watched. Returns the ids of every dyno it took.
+    pub async fn adopt_existing(&self) -> HashSet<String> {
+        let mut adopted = HashSet::new();
+        if !self.inner.runtime.can_adopt() {
+            return adopted;
+        }
+        let dir = &self.inner.config.dynos_dir;
+        for entry in fs::read_dir(dir).into_iter().flatten().flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if !valid_dyno_id(&name) {
+                continue;
+            }
+            let record = match fs::read(entry.path().join(RECORD_FILE))
+                .map_err(|e| e.to_string())
+                .and_then(|b| serde_json::from_slice::<DynoRecord>(&b).map_err(|e| e.to_string()))
+            {
+                Ok(r) if r.spec.dyno_id == name => r,
+                Ok(_) => {
+                    warn!(dir = %name, "dyno record names another dyno; not adopting");
+                    continue;
+                }
+                Err(e) => {
+                    debug!(dir = %name, error = %e, "no usable dyno record; not adopting");
+                    continue;
+                }
+            };
+            let launch = self.launch_for(&record.spec, record.port);
+            match self.inner.runtime.adopt(&launch, record.pid) {
+                Ok(running) => {
+                    self.adopt(record, running).await;
+                    adopted.insert(name);
+                }
+                Err(e) => warn!(dir = %name, error = %e, "failed to adopt a dyno"),
+            }
+        }
+        adopted
+    }
+
+    fn launch_for(&self, spec: &DynoSpec, port: Option<u16>) -> Launch {
+        Launch {
+            app_dir: self.inner.config.dynos_dir.join(&spec.dyno_id).join("app"),
+            slug_dir: self.inner.slugs.path(&spec.slug),
+            command: spec.command.clone(),
+            dyno_name: spec.name.clone(),
+            port,
+            env: spec.env.clone(),
+            size: spec.size,
+        }
+    }
+
+    async fn adopt(&self, record: DynoRecord, running: RunningDyno) {
+        let DynoRecord { spec, port, pid } = record;
+        // A web dyno that accepts on its port is up; one still booting gets a fresh boot timeout.
+        let accepting = match port {
+            Some(_) => tokio::time::timeout(Duration::from_millis(200), port_accepting(port))
+                .await
+                .is_ok(),
+            None => true,
+        };
+        let state = if accepting {
+            DynoState::Up
+        } else {
+            DynoState::Starting
+        };
+        let status = DynoStatus {
+            dyno_id: spec.dyno_id.clone(),
+            state,
+            port,
+            pid: Some(pid),
+            exit_code: None,
+            at: now_micros(),
+            reason: None,
+        };
+        let (orders_tx, orders_rx) = watch::channel(None);
+        let mut reg = self.inner.lock();
+        reg.dynos.insert(
+            spec.dyno_id.clone(),
+            Entry {
+                status: status.clone(),
+                orders: orders_tx,
+            },
+        );
+        self.inner.outbox.push_state(status);
+        info!(app = %spec.app, dyno = %spec.name, id = %spec.dyno_id, pid, "adopted a running dyno");
+        let span = info_span!("dyno", app = %spec.app, dyno = %spec.name, id = %spec.dyno_id);
+        let mut task = DynoTask {
+            inner: self.inner.clone(),
+            spec,
+            state,
+        };
+        reg.tasks.spawn(
+            async move {
+                task.system(format!("Adopted by a restarted agent (pid {pid})"));
+                let mut orders = orders_rx;
+                if let Some(end) = task.supervise(running, port, &mut orders).await {
+                    task.finish(end).await;
+                }
+            }
+            .instrument(span),
+        );
     }
 
     /// Stops a dyno: SIGTERM, `grace`, SIGKILL. An unknown id is answered with `down`.
     pub fn stop(&self, dyno_id: &str, grace: Duration) {
         let reg = self.inner.lock();
         match reg.dynos.get(dyno_id) {
-            Some(entry) => request_stop(entry, grace, "Stopped"),
+            Some(entry) => order(
+                entry,
+                Order::Stop(StopRequest {
+                    grace,
+                    reason: "Stopped",
+                }),
+            ),
             None => {
                 debug!(id = dyno_id, "stop for a dyno that is not running");
                 self.inner.outbox.push_state(DynoStatus {
@@ -199,7 +338,28 @@ impl Supervisor {
             let mut reg = self.inner.lock();
             reg.shutting_down = true;
             for entry in reg.dynos.values() {
-                request_stop(entry, grace, "Agent shutting down");
+                let reason = "Agent shutting down";
+                order(entry, Order::Stop(StopRequest { grace, reason }));
+            }
+            std::mem::take(&mut reg.tasks)
+        };
+        while let Some(done) = tasks.join_next().await {
+            log_task_end(done);
+        }
+    }
+
+    /// Refuses new dynos and leaves the running ones running, their output read up to now, for
+    /// the next agent to adopt. Dynos still starting are stopped. Only for runtimes that can
+    /// adopt; others get `shutdown`.
+    pub async fn leave(&self, grace: Duration) {
+        if !self.inner.runtime.can_adopt() {
+            return self.shutdown(grace).await;
+        }
+        let mut tasks = {
+            let mut reg = self.inner.lock();
+            reg.shutting_down = true;
+            for entry in reg.dynos.values() {
+                order(entry, Order::Detach);
             }
             std::mem::take(&mut reg.tasks)
         };
@@ -209,11 +369,11 @@ impl Supervisor {
     }
 }
 
-fn request_stop(entry: &Entry, grace: Duration, reason: &'static str) {
-    // The first stop wins; a repeated StopDyno does not restart the grace period.
-    entry.stop.send_if_modified(|req| {
-        if req.is_none() {
-            *req = Some(StopRequest { grace, reason });
+/// The first order wins: a repeated StopDyno does not restart the grace period.
+fn order(entry: &Entry, order: Order) {
+    entry.orders.send_if_modified(|current| {
+        if current.is_none() {
+            *current = Some(order);
             true
         } else {
             false
@@ -262,11 +422,16 @@ struct End {
 }
 
 impl End {
-    fn stopped_early(req: &StopRequest) -> End {
+    /// Ordered away before its process started; a dyno with no process is never left behind.
+    fn stopped_early(order: &Order) -> End {
+        let reason = match order {
+            Order::Stop(req) => req.reason,
+            Order::Detach => "Agent shutting down",
+        };
         End {
             state: DynoState::Down,
             exit_code: None,
-            reason: req.reason.to_string(),
+            reason: reason.to_string(),
         }
     }
 }
@@ -277,18 +442,15 @@ struct DynoTask {
     state: DynoState,
 }
 
-async fn run_dyno(
-    inner: Arc<Inner>,
-    spec: DynoSpec,
-    mut stop: watch::Receiver<Option<StopRequest>>,
-) {
+async fn run_dyno(inner: Arc<Inner>, spec: DynoSpec, mut orders: watch::Receiver<Option<Order>>) {
     let mut task = DynoTask {
         inner,
         spec,
         state: DynoState::Starting,
     };
-    let end = task.run(&mut stop).await;
-    task.finish(end).await;
+    if let Some(end) = task.run(&mut orders).await {
+        task.finish(end).await;
+    }
 }
 
 impl DynoTask {
@@ -320,16 +482,17 @@ impl DynoTask {
         );
     }
 
-    async fn run(&mut self, stop: &mut watch::Receiver<Option<StopRequest>>) -> End {
+    /// Prepares and starts the dyno, then supervises it. `None` when it was left running.
+    async fn run(&mut self, orders: &mut watch::Receiver<Option<Order>>) -> Option<End> {
         self.system(format!(
             "Starting process with command `{}`",
             self.spec.command
         ));
-        // Fetching may take long and can be abandoned; the copy is not, so that a restart
+        // Fetching may take long and can be abandoned; the preparation is not, so that a restart
         // under the same id never meets a half-written directory.
         let fetched = tokio::select! {
             fetched = self.fetch_slug() => fetched,
-            req = stop_requested(stop) => return End::stopped_early(&req),
+            order = ordered(orders) => return Some(End::stopped_early(&order)),
         };
         let prepared = match fetched {
             Ok(slug_dir) => self.prepare(slug_dir).await,
@@ -337,22 +500,60 @@ impl DynoTask {
         };
         let launch = match prepared {
             Ok(launch) => launch,
-            Err(e) => return self.failed_start(e),
+            Err(e) => return Some(self.failed_start(e)),
         };
-        if let Some(req) = stop.borrow().clone() {
-            return End::stopped_early(&req);
+        if let Some(order) = orders.borrow().clone() {
+            return Some(End::stopped_early(&order));
         }
+        let running = match self.inner.runtime.start(&launch) {
+            Ok(running) => running,
+            Err(e) => return Some(self.failed_start(e.into())),
+        };
+        info!(pid = running.pid, port = ?launch.port, "dyno process started");
+        if self.inner.runtime.can_adopt() {
+            self.write_record(launch.port, running.pid).await;
+        }
+        self.supervise(running, launch.port, orders).await
+    }
+
+    /// What a later agent needs to adopt this dyno, written next to its app.
+    async fn write_record(&self, port: Option<u16>, pid: u32) {
+        let record = DynoRecord {
+            spec: self.spec.clone(),
+            port,
+            pid,
+        };
+        let dir = self.inner.config.dynos_dir.join(&self.spec.dyno_id);
+        let written = tokio::task::spawn_blocking(move || {
+            let json = serde_json::to_vec(&record).map_err(io::Error::other)?;
+            let tmp = dir.join(format!("{RECORD_FILE}.tmp"));
+            fs::write(&tmp, json)?;
+            fs::rename(&tmp, dir.join(RECORD_FILE))
+        })
+        .await;
+        match written {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                warn!(error = %e, "failed to record the dyno; a restarted agent will not adopt it")
+            }
+            Err(e) => warn!(error = %e, "failed to record the dyno"),
+        }
+    }
+
+    /// Watches a running dyno until it exits, is stopped, or is left for the next agent (`None`).
+    async fn supervise(
+        &mut self,
+        running: RunningDyno,
+        port: Option<u16>,
+        orders: &mut watch::Receiver<Option<Order>>,
+    ) -> Option<End> {
         let RunningDyno {
             pid,
             output,
             mut exit,
             group,
-        } = match self.inner.runtime.start(&launch) {
-            Ok(running) => running,
-            Err(e) => return self.failed_start(e.into()),
-        };
-        info!(pid, port = ?launch.port, "dyno process started");
-        let port = launch.port;
+            detach_output,
+        } = running;
         self.inner.update(
             &self.spec.dyno_id,
             |s| {
@@ -382,7 +583,7 @@ impl DynoTask {
                 .in_current_span(),
             )
         };
-        if port.is_none() {
+        if port.is_none() && self.state == DynoState::Starting {
             self.change_state(DynoState::Up);
         }
         let boot_timeout = self.inner.config.boot_timeout;
@@ -400,10 +601,16 @@ impl DynoTask {
                     let state = if self.spec.one_off { DynoState::Down } else { DynoState::Crashed };
                     break (state, result, "Process exited".to_string());
                 }
-                req = stop_requested(stop) => {
-                    let result = self.stop_process(&req, &mut exit, &*group).await;
-                    break (DynoState::Down, result, req.reason.to_string());
-                }
+                order = ordered(orders) => match order {
+                    Order::Stop(req) => {
+                        let result = self.stop_process(&req, &mut exit, &*group).await;
+                        break (DynoState::Down, result, req.reason.to_string());
+                    }
+                    Order::Detach => {
+                        self.detach(detach_output, pump).await;
+                        return None;
+                    }
+                },
                 () = port_accepting(port), if booting => self.change_state(DynoState::Up),
                 _ = stats_tick.tick() => {
                     if let Some(usage) = group.stats() {
@@ -453,11 +660,32 @@ impl DynoTask {
                 None
             }
         };
-        End {
+        Some(End {
             state,
             exit_code,
             reason,
+        })
+    }
+
+    /// Reads the dyno's output up to now and lets go of it, leaving its processes and files for
+    /// the next agent.
+    async fn detach(
+        &self,
+        output: Option<crate::tail::TailControl>,
+        mut pump: tokio::task::JoinHandle<()>,
+    ) {
+        if let Some(output) = output {
+            output.finish();
         }
+        if tokio::time::timeout(OUTPUT_DRAIN_TIMEOUT, &mut pump)
+            .await
+            .is_err()
+        {
+            pump.abort();
+        }
+        info!("left the dyno running for the next agent");
+        self.inner.lock().dynos.remove(&self.spec.dyno_id);
+        self.inner.outbox.forget_stats(&self.spec.dyno_id);
     }
 
     /// Queues the sample for the coordinator and logs R14 when the dyno is over its quota.
@@ -485,36 +713,37 @@ impl DynoTask {
         Ok(self.inner.slugs.ensure(&self.spec.slug).await?)
     }
 
-    /// The dyno's own copy of the slug, and its port.
+    /// The dyno's own `/app` from the slug (as its runtime makes it), and its port.
     async fn prepare(&self, slug_dir: PathBuf) -> Result<Launch, StartError> {
         let id = &self.spec.dyno_id;
         let dyno_dir = self.inner.config.dynos_dir.join(id);
-        let app_dir = dyno_dir.join("app");
-        let target = app_dir.clone();
-        tokio::task::spawn_blocking(move || {
-            remove_tree(&dyno_dir)?;
-            fs::create_dir_all(&dyno_dir)?;
-            copy_tree(&slug_dir, &target)
-        })
-        .await
-        .map_err(|e| StartError::Task(e.to_string()))?
-        .map_err(|source| StartError::Copy {
-            path: app_dir.clone(),
-            source,
-        })?;
         let port = if self.spec.is_web() {
             Some(free_port().map_err(StartError::Port)?)
         } else {
             None
         };
-        Ok(Launch {
-            app_dir,
+        let launch = Launch {
+            app_dir: dyno_dir.join("app"),
+            slug_dir,
             command: self.spec.command.clone(),
             dyno_name: self.spec.name.clone(),
             port,
             env: self.spec.env.clone(),
             size: self.spec.size,
+        };
+        let (runtime, ready) = (self.inner.runtime.clone(), launch.clone());
+        tokio::task::spawn_blocking(move || {
+            remove_tree(&dyno_dir)?;
+            fs::create_dir_all(&dyno_dir)?;
+            runtime.prepare(&ready)
         })
+        .await
+        .map_err(|e| StartError::Task(e.to_string()))?
+        .map_err(|source| StartError::Copy {
+            path: launch.app_dir.clone(),
+            source,
+        })?;
+        Ok(launch)
     }
 
     fn failed_start(&self, e: StartError) -> End {
@@ -603,14 +832,14 @@ fn signal(group: &dyn ProcessGroup, sig: DynoSignal) {
     }
 }
 
-async fn stop_requested(stop: &mut watch::Receiver<Option<StopRequest>>) -> StopRequest {
-    let req = stop
+async fn ordered(orders: &mut watch::Receiver<Option<Order>>) -> Order {
+    let order = orders
         .wait_for(Option::is_some)
         .await
         .ok()
-        .and_then(|r| r.clone());
-    match req {
-        Some(req) => req,
+        .and_then(|o| o.clone());
+    match order {
+        Some(order) => order,
         // The registry holds the sender until this task ends, so this is never reached.
         None => std::future::pending().await,
     }

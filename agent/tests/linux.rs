@@ -41,19 +41,31 @@ fn runtime(test: &str) -> Option<(LinuxRuntime, tempfile::TempDir)> {
     Some((rt, tempfile::tempdir().unwrap()))
 }
 
-/// `state/dynos/<id>/app` with `bin/probe` holding `script`, the supervisor's layout.
+/// A slug at `state/slugs/<id>` with `bin/probe` holding `script`; returns the dyno's (not yet
+/// prepared) `state/dynos/<id>/app`, the supervisor's layout.
 fn app(state: &Path, id: &str, script: &str) -> PathBuf {
-    let app = state.join("dynos").join(id).join("app");
-    std::fs::create_dir_all(app.join("bin")).unwrap();
-    let probe = app.join("bin/probe");
+    let slug = state.join("slugs").join(id);
+    std::fs::create_dir_all(slug.join("bin")).unwrap();
+    let probe = slug.join("bin/probe");
     std::fs::write(&probe, format!("#!/bin/sh\n{script}")).unwrap();
     std::fs::set_permissions(&probe, std::fs::Permissions::from_mode(0o755)).unwrap();
-    app
+    let dyno = state.join("dynos").join(id);
+    std::fs::create_dir_all(&dyno).unwrap();
+    dyno.join("app")
 }
 
 fn launch(app_dir: PathBuf, command: &str, size: Size) -> Launch {
+    let dyno = app_dir.parent().unwrap();
+    let slug_dir = dyno
+        .parent()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .join("slugs")
+        .join(dyno.file_name().unwrap());
     Launch {
         app_dir,
+        slug_dir,
         command: command.to_string(),
         dyno_name: "web.1".into(),
         port: Some(5000),
@@ -62,18 +74,24 @@ fn launch(app_dir: PathBuf, command: &str, size: Size) -> Launch {
     }
 }
 
+/// What the supervisor does: prepare the app dir, then start.
+fn start(rt: &LinuxRuntime, l: &Launch) -> RunningDyno {
+    rt.prepare(l).unwrap();
+    rt.start(l).unwrap()
+}
+
 async fn run_to_end(rt: &LinuxRuntime, l: &Launch) -> (String, Exit) {
-    let mut dyno = rt.start(l).unwrap();
+    let mut dyno = start(rt, l);
     let mut out = String::new();
-    tokio::time::timeout(PATIENCE, dyno.output.read_to_string(&mut out))
-        .await
-        .expect("output ends")
-        .unwrap();
-    let exit = tokio::time::timeout(PATIENCE, dyno.exit)
-        .await
-        .expect("dyno exits")
-        .unwrap();
-    (out, exit)
+    // The output ends once the exit is seen, as in the supervisor.
+    let (read, exit) = tokio::time::timeout(
+        PATIENCE,
+        futures_util::future::join(dyno.output.read_to_string(&mut out), dyno.exit),
+    )
+    .await
+    .expect("dyno exits and its output ends");
+    read.unwrap();
+    (out, exit.unwrap())
 }
 
 fn field<'a>(out: &'a str, key: &str) -> &'a str {
@@ -140,11 +158,12 @@ exit 7
     assert_eq!(field(&out, "state"), "hidden");
     let mounts = field(&out, "mounts");
     assert!(!mounts.contains(&state_path), "{mounts}");
-    // The write went to the dyno's own copy, owned by the dyno's user.
+    // The write went to the dyno's own upper layer, not to the slug.
     assert_eq!(
         std::fs::read_to_string(app_dir.join("written")).unwrap(),
         "hi\n"
     );
+    assert!(!state.path().join("slugs/d-self/written").exists());
     finish(&rt);
 }
 
@@ -164,7 +183,7 @@ async fn a_fork_bomb_stays_under_pids_max_and_the_memory_limit_is_set() {
         exit,
         group,
         ..
-    } = rt.start(&launch(app_dir, "probe", Size::Eco)).unwrap();
+    } = start(&rt, &launch(app_dir, "probe", Size::Eco));
     let mut seen = String::new();
     let deadline = Instant::now() + PATIENCE;
     while !seen.contains("forked") {
@@ -222,9 +241,8 @@ sleep 300 & wait
         exit,
         group,
         pid,
-    } = rt
-        .start(&launch(app_dir, "probe", Size::Standard1x))
-        .unwrap();
+        ..
+    } = start(&rt, &launch(app_dir, "probe", Size::Standard1x));
     let mut seen = String::new();
     let deadline = Instant::now() + PATIENCE;
     while !seen.contains("ready") {
@@ -288,9 +306,7 @@ async fn a_graceful_stop_ends_with_the_apps_status() {
         exit,
         group,
         ..
-    } = rt
-        .start(&launch(app_dir, "probe", Size::Standard1x))
-        .unwrap();
+    } = start(&rt, &launch(app_dir, "probe", Size::Standard1x));
     let mut buf = [0u8; 16];
     tokio::time::timeout(PATIENCE, output.read(&mut buf))
         .await
@@ -500,4 +516,163 @@ async fn wait_log(
 fn skipped(test: &str, why: &str) {
     use std::io::Write;
     let _ = writeln!(std::io::stderr(), "SKIPPED: {test}: {why}");
+}
+
+/// A supervisor on `rt` over `state`, as an agent builds it.
+fn supervisor(rt: &Arc<LinuxRuntime>, state: &Path) -> (Supervisor, Arc<Outbox>) {
+    std::fs::create_dir_all(state.join("dynos")).unwrap();
+    let slugs = SlugCache::open(&state.join("slugs"), "http://127.0.0.1:9", "t").unwrap();
+    let outbox = Arc::new(Outbox::new());
+    let sup = Supervisor::new(
+        SupervisorConfig {
+            dynos_dir: state.join("dynos"),
+            boot_timeout: Duration::from_secs(10),
+            stats_interval: dyno_agent::supervisor::STATS_INTERVAL,
+        },
+        rt.clone(),
+        Arc::new(slugs),
+        outbox.clone(),
+    );
+    (sup, outbox)
+}
+
+fn brief_ended(seen: &[(String, String)]) -> bool {
+    seen.iter()
+        .any(|(p, m)| p == "worker.2" && m == "last-words")
+}
+
+/// The numbers `count N` lines carry, in the order they arrived.
+fn counts(seen: &[(String, String)], process: &str) -> Vec<u32> {
+    seen.iter()
+        .filter(|(p, _)| p == process)
+        .filter_map(|(_, m)| m.strip_prefix("count ")?.parse().ok())
+        .collect()
+}
+
+#[tokio::test]
+async fn a_restarted_agent_adopts_running_dynos_and_resumes_their_output() {
+    let test = "a_restarted_agent_adopts_running_dynos_and_resumes_their_output";
+    let Some((rt, state)) = runtime(test) else {
+        return;
+    };
+    let rt = Arc::new(rt);
+    let sha = "7".repeat(64);
+    let slug = state.path().join("slugs").join(&sha);
+    std::fs::create_dir_all(slug.join("bin")).unwrap();
+    std::fs::write(
+        slug.join("bin/counter"),
+        "#!/bin/sh\ntrap 'echo got-term; exit 0' TERM\ni=0\nwhile :; do i=$((i+1)); echo \"count $i\"; sleep 0.02 & wait; done\n",
+    )
+    .unwrap();
+    std::fs::write(
+        slug.join("bin/brief"),
+        "#!/bin/sh\necho started\nsleep 2\necho last-words\nexit 3\n",
+    )
+    .unwrap();
+    for f in ["counter", "brief"] {
+        std::fs::set_permissions(
+            slug.join("bin").join(f),
+            std::fs::Permissions::from_mode(0o755),
+        )
+        .unwrap();
+    }
+    let spec = |id: &str, name: &str, command: &str| DynoSpec {
+        dyno_id: id.into(),
+        app: "shop".into(),
+        name: name.into(),
+        process_type: "worker".into(),
+        release: 1,
+        slug: sha.clone(),
+        command: command.into(),
+        env: Default::default(),
+        size: Size::Standard1x,
+        one_off: false,
+    };
+
+    let (first, outbox) = supervisor(&rt, state.path());
+    first.start(spec("d-count", "worker.1", "counter"));
+    first.start(spec("d-brief", "worker.2", "brief"));
+    let mut seen = Vec::new();
+    wait_log(&outbox, &mut seen, "count 5", |p, m| {
+        p == "worker.1" && m == "count 5"
+    })
+    .await;
+    let pid = first
+        .statuses()
+        .into_iter()
+        .find(|s| s.dyno_id == "d-count")
+        .and_then(|s| s.pid)
+        .unwrap();
+    // The agent leaves: nothing is stopped, nothing reported down.
+    first.leave(Duration::from_secs(1)).await;
+    assert!(first.statuses().is_empty());
+    seen.extend(
+        std::iter::from_fn(|| Some(outbox.take_logs()).filter(|b| !b.is_empty()))
+            .flatten()
+            .map(|l| (l.process, l.message)),
+    );
+    assert!(
+        !outbox.take_states().iter().any(|s| !s.state.is_running()),
+        "nothing ended"
+    );
+    assert!(process_alive(pid), "the dyno outlives its agent");
+    // While no agent watches, the counter keeps counting and the brief one ends.
+    assert!(
+        !brief_ended(&seen),
+        "the test needs the brief dyno to outlive the first agent"
+    );
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+
+    let (second, outbox) = supervisor(&rt, state.path());
+    let adopted = second.adopt_existing().await;
+    assert_eq!(
+        adopted,
+        ["d-count", "d-brief"]
+            .map(String::from)
+            .into_iter()
+            .collect()
+    );
+    rt.clean_leftovers(&adopted);
+    let count = second
+        .statuses()
+        .into_iter()
+        .find(|s| s.dyno_id == "d-count")
+        .unwrap();
+    assert_eq!(count.state, DynoState::Up);
+    assert_eq!(count.pid, Some(pid), "the same process, not a new one");
+    wait_log(&outbox, &mut seen, "the brief dyno's end", |p, m| {
+        p == "worker.2" && m == "Process exited with status 3"
+    })
+    .await;
+    let brief: Vec<&str> = seen
+        .iter()
+        .filter(|(p, _)| p == "worker.2")
+        .map(|(_, m)| m.as_str())
+        .collect();
+    assert!(
+        brief.contains(&"last-words"),
+        "output written while away: {brief:#?}"
+    );
+    let last = counts(&seen, "worker.1").last().copied().unwrap();
+    wait_log(&outbox, &mut seen, "counting on", |p, m| {
+        p == "worker.1" && m == format!("count {}", last + 10)
+    })
+    .await;
+    let numbers = counts(&seen, "worker.1");
+    assert_eq!(
+        numbers,
+        (1..=numbers.len() as u32).collect::<Vec<_>>(),
+        "every line once, in order, across the handover"
+    );
+
+    // The new agent stops what the old one started, through the cgroup as always.
+    second.stop("d-count", Duration::from_secs(5));
+    wait_log(&outbox, &mut seen, "the stop", |p, m| {
+        p == "worker.1" && m == "Process exited with status 0"
+    })
+    .await;
+    assert!(seen.iter().any(|(_, m)| m == "got-term"));
+    second.shutdown(Duration::from_secs(1)).await;
+    assert!(!process_alive(pid));
+    finish(&rt);
 }

@@ -254,8 +254,13 @@ async fn starting_a_running_dyno_again_only_resends_its_status() {
         let down = h.wait_state(id, DynoState::Down).await;
         assert_eq!(down.exit_code, Some(143));
     }
+    // Refused out loud, so the coordinator places it elsewhere instead of waiting.
     h.supervisor.start(h.spec("w6", "worker.3", "sleep 100"));
-    assert!(h.states_of("w6").is_empty());
+    let refused = h.states_of("w6");
+    assert_eq!(refused.len(), 1, "{refused:?}");
+    assert_eq!(refused[0].state, DynoState::Down);
+    assert_eq!(refused[0].reason.as_deref(), Some("Agent shutting down"));
+    assert!(h.supervisor.statuses().is_empty());
 }
 
 #[tokio::test]

@@ -45,17 +45,27 @@ fn summary(name: &str, mut ms: Vec<f64>) {
     );
 }
 
-/// A dyno's app dir as the agent lays it out (`dynos/<id>/app`), with the probe in `bin/`.
-fn app_dir(root: &Path, i: usize, probe: &Path) -> PathBuf {
-    let dir = root.join(format!("dynos/b{i}/app"));
-    std::fs::create_dir_all(dir.join("bin")).unwrap();
-    std::fs::hard_link(probe, dir.join("bin/dyno-probe")).unwrap();
-    dir
+/// The slug every dyno of the run shares (`slugs/bench`), holding the probe in `bin/`.
+fn slug_dir(root: &Path, probe: &Path) -> PathBuf {
+    let slug = root.join("slugs/bench");
+    if !slug.exists() {
+        std::fs::create_dir_all(slug.join("bin")).unwrap();
+        std::fs::copy(probe, slug.join("bin/dyno-probe")).unwrap();
+    }
+    slug
 }
 
-fn launch(dir: PathBuf, command: &str) -> Launch {
+/// A dyno's app dir as the agent lays it out (`dynos/<id>/app`), not yet prepared.
+fn app_dir(root: &Path, i: usize) -> PathBuf {
+    let dyno = root.join(format!("dynos/b{i}"));
+    std::fs::create_dir_all(&dyno).unwrap();
+    dyno.join("app")
+}
+
+fn launch(dir: PathBuf, slug: &Path, command: &str) -> Launch {
     Launch {
         app_dir: dir,
+        slug_dir: slug.to_path_buf(),
         command: command.to_string(),
         dyno_name: "run.1".into(),
         port: None,
@@ -66,12 +76,13 @@ fn launch(dir: PathBuf, command: &str) -> Launch {
 
 async fn ours(rt: &LinuxRuntime, root: &Path, probe: &Path, starts: usize) -> Vec<f64> {
     let mut out = Vec::with_capacity(starts);
+    let slug = slug_dir(root, probe);
     for i in 0..starts {
-        let dir = app_dir(root, i, probe);
+        let l = launch(app_dir(root, i), &slug, "dyno-probe now");
+        // From the agent's side: preparing /app (the overlay's layers) and starting.
         let t0 = now_ns();
-        let mut dyno = rt
-            .start(&launch(dir, "dyno-probe now"))
-            .expect("start dyno");
+        rt.prepare(&l).expect("prepare the app");
+        let mut dyno = rt.start(&l).expect("start dyno");
         let mut line = String::new();
         BufReader::new(&mut dyno.output)
             .read_line(&mut line)
@@ -180,11 +191,11 @@ fn runc(bundle: &Path, starts: usize) -> Vec<f64> {
 async fn churn(rt: &LinuxRuntime, root: &Path, probe: &Path, window: Duration) -> f64 {
     let t0 = Instant::now();
     let mut n = 0usize;
+    let slug = slug_dir(root, probe);
     while t0.elapsed() < window {
-        let dir = app_dir(root, 1_000_000 + n, probe);
-        let dyno = rt
-            .start(&launch(dir, "dyno-probe sleep 600"))
-            .expect("start dyno");
+        let l = launch(app_dir(root, 1_000_000 + n), &slug, "dyno-probe sleep 600");
+        rt.prepare(&l).expect("prepare the app");
+        let dyno = rt.start(&l).expect("start dyno");
         dyno.group.signal(DynoSignal::Term).expect("signal");
         dyno.exit.await.expect("dyno exits");
         n += 1;

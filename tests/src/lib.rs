@@ -180,6 +180,13 @@ impl Platform {
         }
     }
 
+    /// SIGTERM to the agent, waiting for it to exit (it stops or leaves its dynos per `--on-exit`).
+    pub fn stop_agent(&mut self) {
+        if let Some(mut a) = self.agent.take() {
+            terminate(&mut a, Duration::from_secs(15));
+        }
+    }
+
     /// Process groups whose processes work inside the agent's dyno directories.
     pub fn dyno_process_groups(&self) -> std::collections::BTreeSet<i32> {
         let dynos = self.dir.path().join("agent/dynos");

@@ -12,7 +12,11 @@ fn isolated_platform(test: &str) -> Option<Platform> {
         eprintln!("SKIPPED: {test}: Linux isolation needs root");
         return None;
     }
-    Some(Platform::start_with("0,1,2", &["--isolation", "linux"]))
+    // Stopping the agent stops its dynos, so nothing outlives the test.
+    Some(Platform::start_with(
+        "0,1,2",
+        &["--isolation", "linux", "--on-exit", "stop"],
+    ))
 }
 
 /// Runs a one-off dyno and returns (exit code, stdout).
@@ -193,4 +197,81 @@ Server(("::", int(os.environ["PORT"])), Handler).serve_forever()
     assert_eq!(status, 200, "{body}");
     assert_eq!(body, "Hello from web.1, via a dependency in the slug");
     assert!(p.logs("pyapp").contains("listening on [::]:"));
+}
+
+/// The `worker tick N` numbers of worker.1 in the app's logs, in order.
+fn ticks(p: &Platform, app: &str) -> Vec<u64> {
+    p.logs(app)
+        .lines()
+        .filter(|l| l.contains("app[worker.1]:"))
+        .filter_map(|l| l.split("worker tick ").nth(1)?.trim().parse().ok())
+        .collect()
+}
+
+#[test]
+fn dynos_outlive_agent_restarts_and_are_adopted() {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!(
+            "SKIPPED: dynos_outlive_agent_restarts_and_are_adopted: Linux isolation needs root"
+        );
+        return;
+    }
+    // Linux isolation's default on exit: leave the dynos for the next agent.
+    let mut p = Platform::start_with("0,1,2", &["--isolation", "linux"]);
+    p.deploy("keep", SAMPLE);
+    p.dyno_ok(&["ps:scale", "web=1", "worker=1", "-a", "keep", "--wait"]);
+    let ids = p.dyno_ids("keep");
+    wait_until("two ticks", Duration::from_secs(20), || {
+        (ticks(&p, "keep").len() >= 2).then_some(())
+    });
+
+    // A crash (kill -9), then a graceful restart (SIGTERM): the same dynos run on, adopted.
+    for how in ["kill -9", "SIGTERM"] {
+        if how == "kill -9" {
+            p.kill_agent();
+        } else {
+            p.stop_agent();
+        }
+        // The worker ticks on while no agent watches.
+        std::thread::sleep(Duration::from_millis(1500));
+        p.start_agent();
+        p.wait_for_host();
+        p.wait_up("keep", &["web.1", "worker.1"]);
+        assert_eq!(p.dyno_ids("keep"), ids, "after {how}: the same dynos, up");
+        let (status, body) = p.route("keep", "/").unwrap();
+        assert_eq!(status, 200, "after {how}: {body}");
+    }
+    let seen = ticks(&p, "keep").len();
+    wait_until("ticks after the restarts", Duration::from_secs(20), || {
+        (ticks(&p, "keep").len() >= seen + 2).then_some(())
+    });
+    let t = ticks(&p, "keep");
+    assert!(
+        t.windows(2).all(|w| w[0] < w[1]),
+        "one process counting on, each line once: {t:?}"
+    );
+    let logs = p.logs("keep");
+    let started = logs
+        .lines()
+        .filter(|l| l.contains("[worker.1]") && l.contains("Starting process"))
+        .count();
+    assert_eq!(started, 1, "never restarted:\n{logs}");
+    assert_eq!(
+        logs.matches("Adopted by a restarted agent").count(),
+        4,
+        "two dynos, two restarts:\n{logs}"
+    );
+
+    // An agent told to stop its dynos on exit adopts them too, then stops them when it goes.
+    p.stop_agent();
+    p.agent_args
+        .extend(["--on-exit".to_string(), "stop".to_string()]);
+    p.start_agent();
+    p.wait_for_host();
+    p.wait_up("keep", &["web.1", "worker.1"]);
+    p.dyno_ok(&["ps:scale", "web=0", "worker=0", "-a", "keep", "--wait"]);
+    let dynos = p.dir.path().join("agent/dynos");
+    wait_until("the dyno dirs gone", Duration::from_secs(20), || {
+        (std::fs::read_dir(&dynos).unwrap().count() == 0).then_some(())
+    });
 }
