@@ -1,7 +1,10 @@
 //! The control API (docs/API.md): JSON over HTTP with bearer-token auth, NDJSON streams for logs
 //! and one-off dynos, and the agents' websocket endpoint.
 
-use crate::store::{AppRow, Desired, DynoRow, NewDyno, Queries, ReleaseRow, StoreError};
+use crate::drains::{DrainSpec, DrainUrl};
+use crate::store::{
+    AppRow, Desired, DrainRow, DynoRow, FeatureRow, NewDyno, Queries, ReleaseRow, StoreError,
+};
 use crate::{Inner, Shared, new_id, now_ms, wait_for};
 use axum::body::{Body, Bytes};
 use axum::extract::rejection::BytesRejection;
@@ -104,6 +107,16 @@ pub fn router(inner: Shared, shutdown: watch::Receiver<bool>) -> Router {
         )
         .route("/apps/{app}/run", post(run))
         .route("/apps/{app}/logs", get(logs))
+        .route(
+            "/apps/{app}/log-drains",
+            get(list_drains).post(create_drain),
+        )
+        .route("/apps/{app}/log-drains/{drain}", delete(delete_drain))
+        .route("/apps/{app}/features", get(list_features))
+        .route(
+            "/apps/{app}/features/{feature}",
+            get(get_feature).patch(patch_feature),
+        )
         .route("/hosts", get(hosts))
         .route("/slugs/{id}", get(get_slug))
         .route("/agent/ws", get(agent_ws))
@@ -266,6 +279,8 @@ async fn create_app(
             format!("an app named {name} already exists"),
         ));
     }
+    // Lines that straggled in for an earlier app of this name are not this app's history.
+    inner.logs.forget(name.as_str());
     inner.system_log(name.as_str(), "api", "App created");
     inner.wake();
     Ok((
@@ -291,6 +306,7 @@ async fn destroy_app(
         tx.delete_app(&app.id)?;
         Ok(out)
     })?;
+    // Also drops its persisted lines and stops its drains (their rows went with the app's).
     inner.logs.forget(&name);
     inner.wake();
     Ok(Json(out))
@@ -978,6 +994,7 @@ struct LogsQuery {
     tail: bool,
     dyno: Option<String>,
     source: Option<String>,
+    grep: Option<String>,
 }
 
 async fn logs(
@@ -1009,9 +1026,17 @@ async fn logs(
             "invalid dyno filter {d:?}: expected a dyno (web.1) or a process type (web)"
         )));
     }
+    let grep = match q.grep.as_deref() {
+        None | Some("") => None,
+        Some(p) => Some(
+            crate::loghub::compile_grep(p)
+                .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad_request", e))?,
+        ),
+    };
     let filter = crate::loghub::LogFilter {
         dyno: q.dyno,
         source,
+        grep,
     };
     let (history, mut live) = api.inner.logs.subscribe(&name, n, &filter);
     let (tx, rx) = mpsc::channel::<Bytes>(1024);
@@ -1054,6 +1079,203 @@ async fn logs(
         }
     });
     Ok(ndjson(rx))
+}
+
+fn drain_json(d: &DrainRow) -> wire::LogDrain {
+    wire::LogDrain {
+        id: d.id.clone(),
+        url: d.url.clone(),
+        token: d.token.clone(),
+        created_at: iso_secs(d.created_at / 1000),
+        updated_at: iso_secs(d.updated_at / 1000),
+        addon: None,
+    }
+}
+
+async fn list_drains(
+    State(api): State<Api>,
+    Path(name): Path<String>,
+) -> ApiResult<Json<Vec<wire::LogDrain>>> {
+    let app = find_app(&api.inner, &name)?;
+    let rows = api.inner.store().read(|r| r.drains(&app.id))?;
+    Ok(Json(rows.iter().map(drain_json).collect()))
+}
+
+/// `d.` and a random UUID (version 4 layout), as Heroku's drain tokens look.
+fn drain_token() -> ApiResult<String> {
+    let hex = crate::random_token().map_err(|e| {
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            format!("failed to make a drain token: {e}"),
+        )
+    })?;
+    Ok(format!(
+        "d.{}-{}-4{}-a{}-{}",
+        &hex[0..8],
+        &hex[8..12],
+        &hex[13..16],
+        &hex[17..20],
+        &hex[20..32]
+    ))
+}
+
+async fn create_drain(
+    State(api): State<Api>,
+    Path(name): Path<String>,
+    b: Result<Bytes, BytesRejection>,
+) -> ApiResult<(StatusCode, Json<wire::LogDrain>)> {
+    let req: wire::CreateLogDrain = body(b)?;
+    let url: DrainUrl = req.url.parse().map_err(ApiError::invalid)?;
+    let inner = &api.inner;
+    let app = find_app(inner, &name)?;
+    let now = now_ms();
+    let row = DrainRow {
+        id: new_id("ld-"),
+        app_id: app.id.clone(),
+        app: app.name.clone(),
+        url: req.url.clone(),
+        token: drain_token()?,
+        created_at: now,
+        updated_at: now,
+    };
+    let added = inner.store().transaction(|tx| {
+        if tx.drains(&app.id)?.iter().any(|d| d.url == row.url) {
+            return Ok(false);
+        }
+        tx.insert_drain(&row)?;
+        Ok(true)
+    })?;
+    if !added {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "conflict",
+            format!("app {name} already has a drain to {}", row.url),
+        ));
+    }
+    inner.drains.start(DrainSpec {
+        id: row.id.clone(),
+        app: app.name.clone(),
+        url,
+        token: row.token.clone(),
+    });
+    Ok((StatusCode::CREATED, Json(drain_json(&row))))
+}
+
+/// `DELETE /apps/{app}/log-drains/{id, url or token}`.
+async fn delete_drain(
+    State(api): State<Api>,
+    Path((name, key)): Path<(String, String)>,
+) -> ApiResult<Json<wire::LogDrain>> {
+    let inner = &api.inner;
+    let app = find_app(inner, &name)?;
+    let removed = inner.store().transaction(|tx| {
+        let found = tx
+            .drains(&app.id)?
+            .into_iter()
+            .find(|d| d.id == key || d.url == key || d.token == key);
+        if let Some(d) = &found {
+            tx.delete_drain(&d.id)?;
+        }
+        Ok(found)
+    })?;
+    let Some(row) = removed else {
+        return Err(ApiError::not_found(format!(
+            "app {name} has no drain {key:?}"
+        )));
+    };
+    inner.drains.stop(&row.id);
+    Ok(Json(drain_json(&row)))
+}
+
+/// What `labs` offers.
+struct FeatureInfo {
+    name: &'static str,
+    display_name: &'static str,
+    description: &'static str,
+    doc_url: &'static str,
+    state: &'static str,
+}
+
+const FEATURES: &[FeatureInfo] = &[FeatureInfo {
+    name: crate::metrics::FEATURE,
+    display_name: "Runtime metrics",
+    description: "Log each dyno's load and memory use every 20 seconds",
+    doc_url: "https://devcenter.heroku.com/articles/log-runtime-metrics",
+    state: "public",
+}];
+
+fn feature_info(name: &str) -> ApiResult<&'static FeatureInfo> {
+    let name = if name == crate::metrics::FEATURE_ALIAS {
+        crate::metrics::FEATURE
+    } else {
+        name
+    };
+    FEATURES.iter().find(|f| f.name == name).ok_or_else(|| {
+        let known: Vec<&str> = FEATURES.iter().map(|f| f.name).collect();
+        ApiError::not_found(format!(
+            "no feature named {name:?}; available: {}",
+            known.join(", ")
+        ))
+    })
+}
+
+fn feature_json(app: &AppRow, info: &FeatureInfo, rows: &[FeatureRow]) -> wire::AppFeature {
+    let row = rows.iter().find(|r| r.name == info.name);
+    let (created, updated) = row.map_or((app.created_at, app.created_at), |r| {
+        (r.created_at, r.updated_at)
+    });
+    wire::AppFeature {
+        id: format!("feature-{}", info.name),
+        name: info.name.to_string(),
+        display_name: info.display_name.to_string(),
+        description: info.description.to_string(),
+        doc_url: info.doc_url.to_string(),
+        enabled: row.is_some_and(|r| r.enabled),
+        state: info.state.to_string(),
+        created_at: iso_secs(created / 1000),
+        updated_at: iso_secs(updated / 1000),
+    }
+}
+
+async fn list_features(
+    State(api): State<Api>,
+    Path(name): Path<String>,
+) -> ApiResult<Json<Vec<wire::AppFeature>>> {
+    let app = find_app(&api.inner, &name)?;
+    let rows = api.inner.store().read(|r| r.features(&app.id))?;
+    Ok(Json(
+        FEATURES
+            .iter()
+            .map(|f| feature_json(&app, f, &rows))
+            .collect(),
+    ))
+}
+
+async fn get_feature(
+    State(api): State<Api>,
+    Path((name, feature)): Path<(String, String)>,
+) -> ApiResult<Json<wire::AppFeature>> {
+    let app = find_app(&api.inner, &name)?;
+    let info = feature_info(&feature)?;
+    let rows = api.inner.store().read(|r| r.features(&app.id))?;
+    Ok(Json(feature_json(&app, info, &rows)))
+}
+
+async fn patch_feature(
+    State(api): State<Api>,
+    Path((name, feature)): Path<(String, String)>,
+    b: Result<Bytes, BytesRejection>,
+) -> ApiResult<Json<wire::AppFeature>> {
+    let req: wire::FeatureUpdate = body(b)?;
+    let app = find_app(&api.inner, &name)?;
+    let info = feature_info(&feature)?;
+    let now = now_ms();
+    let rows = api.inner.store().transaction(|tx| {
+        tx.set_feature(&app.id, info.name, req.enabled, now)?;
+        tx.features(&app.id)
+    })?;
+    Ok(Json(feature_json(&app, info, &rows)))
 }
 
 async fn hosts(State(api): State<Api>) -> ApiResult<Json<Vec<wire::Host>>> {

@@ -3,17 +3,20 @@
 
 pub mod agents;
 pub mod api;
+pub mod drains;
 pub mod loghub;
 pub mod manager;
+pub mod metrics;
 pub mod slugs;
 pub mod stats;
 pub mod store;
 
+use drains::{DrainOptions, DrainSpec, Drains};
 use dyno_router::{Backend, RouteTable, RouterConfig};
 use dyno_shared::api::RunEvent;
 use dyno_shared::protocol::{CoordinatorMsg, DynoSpec, DynoState, DynoStatus};
 use dyno_shared::{LogLine, LogSource};
-use loghub::LogHub;
+use loghub::{LogHub, LogWriter};
 use manager::{Action, AppView, HostView, RestartPolicy, View};
 use slugs::SlugStore;
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -39,6 +42,8 @@ pub enum CoordinatorError {
     },
     #[error("server failed: {0}")]
     Serve(std::io::Error),
+    #[error("failed to start the log writer thread: {0}")]
+    LogWriter(std::io::Error),
 }
 
 #[derive(Debug, Clone)]
@@ -55,6 +60,9 @@ pub struct CoordinatorConfig {
     pub reconcile_interval: Duration,
     /// Largest slug accepted, in bytes.
     pub max_slug_bytes: usize,
+    /// How often runtime-metrics lines are logged for apps with the feature on.
+    pub metrics_interval: Duration,
+    pub drains: DrainOptions,
 }
 
 impl CoordinatorConfig {
@@ -67,6 +75,8 @@ impl CoordinatorConfig {
             stop_grace: Duration::from_secs(30),
             reconcile_interval: Duration::from_secs(1),
             max_slug_bytes: dyno_shared::api::MAX_SLUG_BYTES,
+            metrics_interval: metrics::DEFAULT_INTERVAL,
+            drains: DrainOptions::default(),
         }
     }
 }
@@ -83,6 +93,10 @@ pub struct Inner {
     store: Mutex<Store>,
     agents: Mutex<HashMap<String, AgentConn>>,
     pub logs: LogHub,
+    /// Persists `logs` (also one of its sinks); synced on shutdown.
+    log_writer: Arc<LogWriter>,
+    /// Running log drains (also a sink of `logs`).
+    pub drains: Arc<Drains>,
     pub routes: RouteTable,
     slugs: SlugStore,
     wake: Notify,
@@ -159,10 +173,26 @@ impl Inner {
         };
         let store = Store::open(&dir.join("state.db"))?;
         let slugs = SlugStore::open(dir.join("slugs"))?;
+        let mut log_store = store::logs::LogStore::open(&dir.join("logs.sqlite"))?;
+        // Lines that arrived for an app after it was destroyed must not greet a new app that
+        // takes its name.
+        let apps: HashSet<String> = store
+            .read(|r| r.apps())?
+            .into_iter()
+            .map(|a| a.name)
+            .collect();
+        log_store.retain_apps(&apps)?;
+        let history = log_store.load(loghub::RING_LINES)?;
+        let log_writer =
+            Arc::new(LogWriter::spawn(log_store).map_err(CoordinatorError::LogWriter)?);
+        let drains = Arc::new(Drains::new(config.drains.clone()));
+        let logs = LogHub::new(history, vec![log_writer.clone(), drains.clone()]);
         Ok(Arc::new(Inner {
             store: Mutex::new(store),
             agents: Mutex::new(HashMap::new()),
-            logs: LogHub::default(),
+            logs,
+            log_writer,
+            drains,
             routes: RouteTable::new(),
             slugs,
             wake: Notify::new(),
@@ -187,6 +217,43 @@ impl Inner {
 
     pub fn web_url(&self, app: &str) -> String {
         format!("http://{app}.{}:{}/", self.config.domain, self.router_port)
+    }
+
+    /// Starts a sender for every stored drain (at start; `Drains::start` skips running ones).
+    pub fn start_stored_drains(&self) -> Result<(), StoreError> {
+        let rows = self.store().read(|r| r.all_drains())?;
+        for d in rows {
+            match d.url.parse() {
+                Ok(url) => self.drains.start(DrainSpec {
+                    id: d.id,
+                    app: d.app,
+                    url,
+                    token: d.token,
+                }),
+                // Stored URLs were checked on the way in; a rule made stricter since can refuse one.
+                Err(e) => {
+                    tracing::error!(app = d.app, drain = d.id, error = %e, "stored log drain has an invalid URL; not starting it")
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Running dynos of the apps with runtime metrics on.
+    pub fn metered_dynos(&self) -> Result<Vec<DynoRow>, StoreError> {
+        self.store().read(|r| {
+            let apps: HashSet<String> =
+                r.apps_with_feature(metrics::FEATURE)?.into_iter().collect();
+            if apps.is_empty() {
+                return Ok(Vec::new());
+            }
+            Ok(r.dynos()?
+                .into_iter()
+                .filter(|d| {
+                    apps.contains(&d.app) && d.desired == Desired::Run && d.state.is_running()
+                })
+                .collect())
+        })
     }
 
     /// A platform line in the app's log (Heroku's `heroku[api]`, `heroku[web.1]`).
@@ -558,6 +625,12 @@ pub async fn serve(
         let _ = stop_tx.send(true);
     });
     inner.refresh_routes()?;
+    inner.start_stored_drains()?;
+    tokio::spawn(metrics::run(
+        inner.clone(),
+        inner.config.metrics_interval,
+        stop_rx.clone(),
+    ));
 
     let (log_tx, mut log_rx) = mpsc::channel::<LogLine>(8192);
     let hub = inner.clone();
@@ -608,6 +681,12 @@ pub async fn serve(
         Ok(Err(e)) => tracing::error!(error = %e, "router failed"),
         Err(e) => tracing::error!(error = %e, "router task panicked"),
         Ok(Ok(())) => {}
+    }
+    // The last lines of a clean stop are on disk before the process exits.
+    let writer = inner.log_writer.clone();
+    let synced = tokio::task::spawn_blocking(move || writer.sync(Duration::from_secs(5))).await;
+    if !matches!(synced, Ok(true)) {
+        tracing::warn!("the last log lines may not have been persisted");
     }
     Ok(())
 }

@@ -39,6 +39,10 @@ struct Args {
     /// Seconds between SIGTERM and SIGKILL when stopping dynos.
     #[arg(long, default_value_t = 30)]
     stop_grace_secs: u64,
+    /// Seconds between runtime-metrics lines (Heroku: 20); tests shorten it.
+    #[arg(long, default_value_t = 20, hide = true,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    metrics_interval_secs: u64,
 }
 
 #[tokio::main]
@@ -64,6 +68,7 @@ async fn main() -> anyhow::Result<()> {
     config.token = args.token;
     config.domain = args.domain;
     config.stop_grace = Duration::from_secs(args.stop_grace_secs);
+    config.metrics_interval = Duration::from_secs(args.metrics_interval_secs);
     config.max_slug_bytes = (args.max_slug_mb as usize).saturating_mul(1024 * 1024);
     config.restart = RestartPolicy {
         backoff: args

@@ -49,6 +49,13 @@ impl StatsBook {
         self.lock().remove(dyno_id);
     }
 
+    /// The sample before the latest (if any) and the latest.
+    pub fn samples(&self, dyno_id: &str) -> Option<(Option<DynoStats>, DynoStats)> {
+        let book = self.lock();
+        let s = book.get(dyno_id)?;
+        Some((s.previous.clone(), s.latest.clone()))
+    }
+
     pub fn json(&self, dyno_id: &str) -> Option<DynoStatsJson> {
         let book = self.lock();
         let s = book.get(dyno_id)?;

@@ -1,5 +1,8 @@
 //! The coordinator's state in SQLite (WAL, foreign keys on, migrations by `user_version`).
-//! This is the only module that touches rusqlite; everything it returns is plain data.
+//! This module (with `store::logs`, the persisted log rings) is the only one that touches
+//! rusqlite; everything it returns is plain data.
+
+pub mod logs;
 
 use dyno_shared::protocol::DynoState;
 use dyno_shared::{ConfigVars, Formation, FormationEntry, ProcessType, Procfile, Size};
@@ -25,7 +28,8 @@ pub enum StoreError {
 type Result<T> = std::result::Result<T, StoreError>;
 
 /// Each entry moves the schema from version i to i+1; never edit a released entry.
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE apps (
     id TEXT PRIMARY KEY,
     name TEXT NOT NULL UNIQUE,
@@ -90,7 +94,27 @@ CREATE TABLE hosts (
     first_seen INTEGER NOT NULL,
     last_seen INTEGER NOT NULL
 );
-"#];
+"#,
+    r#"
+CREATE TABLE log_drains (
+    id TEXT PRIMARY KEY,
+    app_id TEXT NOT NULL REFERENCES apps(id) ON DELETE CASCADE,
+    url TEXT NOT NULL,
+    token TEXT NOT NULL UNIQUE,
+    created_at INTEGER NOT NULL,
+    updated_at INTEGER NOT NULL,
+    UNIQUE (app_id, url)
+);
+CREATE TABLE app_features (
+    app_id TEXT NOT NULL REFERENCES apps(id) ON DELETE CASCADE,
+    name TEXT NOT NULL,
+    enabled INTEGER NOT NULL,
+    created_at INTEGER NOT NULL,
+    updated_at INTEGER NOT NULL,
+    PRIMARY KEY (app_id, name)
+);
+"#,
+];
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct AppRow {
@@ -213,6 +237,27 @@ pub struct HostRow {
     pub last_seen: i64,
 }
 
+/// A log drain of an app (`app` is its name, joined from `apps`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct DrainRow {
+    pub id: String,
+    pub app_id: String,
+    pub app: String,
+    pub url: String,
+    pub token: String,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+/// An app feature (`labs`) someone switched on or off.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FeatureRow {
+    pub name: String,
+    pub enabled: bool,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
 pub struct Store {
     conn: Connection,
 }
@@ -324,19 +369,7 @@ impl Store {
     }
 
     fn migrate(&mut self) -> Result<()> {
-        let version: i64 = self
-            .conn
-            .pragma_query_value(None, "user_version", |r| r.get(0))?;
-        if version as usize > MIGRATIONS.len() {
-            return Err(StoreError::TooNew(version));
-        }
-        for (i, sql) in MIGRATIONS.iter().enumerate().skip(version as usize) {
-            let tx = self.conn.transaction()?;
-            tx.execute_batch(sql)?;
-            tx.pragma_update(None, "user_version", (i + 1) as i64)?;
-            tx.commit()?;
-        }
-        Ok(())
+        migrate(&mut self.conn, MIGRATIONS)
     }
 
     pub fn schema_version(&self) -> Result<i64> {
@@ -357,6 +390,35 @@ impl Store {
         f(&Reader(&self.conn))
     }
 }
+
+/// Brings `conn` to the last of `migrations`, each in its own transaction.
+fn migrate(conn: &mut Connection, migrations: &[&str]) -> Result<()> {
+    let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+    if version as usize > migrations.len() {
+        return Err(StoreError::TooNew(version));
+    }
+    for (i, sql) in migrations.iter().enumerate().skip(version as usize) {
+        let tx = conn.transaction()?;
+        tx.execute_batch(sql)?;
+        tx.pragma_update(None, "user_version", (i + 1) as i64)?;
+        tx.commit()?;
+    }
+    Ok(())
+}
+
+fn drain_from_row(r: &Row) -> rusqlite::Result<DrainRow> {
+    Ok(DrainRow {
+        id: r.get(0)?,
+        app_id: r.get(1)?,
+        app: r.get(2)?,
+        url: r.get(3)?,
+        token: r.get(4)?,
+        created_at: r.get(5)?,
+        updated_at: r.get(6)?,
+    })
+}
+
+const DRAIN_SELECT: &str = "SELECT d.id, d.app_id, a.name, d.url, d.token, d.created_at, d.updated_at FROM log_drains d JOIN apps a ON a.id = d.app_id";
 
 /// Read queries, usable inside and outside transactions.
 pub struct Reader<'a>(&'a Connection);
@@ -495,6 +557,45 @@ pub trait Queries: std::ops::Deref<Target = Connection> {
         })?;
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
+
+    /// Every drain of every app, oldest first.
+    fn all_drains(&self) -> Result<Vec<DrainRow>> {
+        let mut st = self.prepare_cached(&format!("{DRAIN_SELECT} ORDER BY d.created_at, d.id"))?;
+        let rows = st.query_map([], drain_from_row)?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    fn drains(&self, app_id: &str) -> Result<Vec<DrainRow>> {
+        let mut st = self.prepare_cached(&format!(
+            "{DRAIN_SELECT} WHERE d.app_id = ?1 ORDER BY d.created_at, d.id"
+        ))?;
+        let rows = st.query_map([app_id], drain_from_row)?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    fn features(&self, app_id: &str) -> Result<Vec<FeatureRow>> {
+        let mut st = self.prepare_cached(
+            "SELECT name, enabled, created_at, updated_at FROM app_features WHERE app_id = ?1 ORDER BY name",
+        )?;
+        let rows = st.query_map([app_id], |r| {
+            Ok(FeatureRow {
+                name: r.get(0)?,
+                enabled: r.get(1)?,
+                created_at: r.get(2)?,
+                updated_at: r.get(3)?,
+            })
+        })?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    /// Names of the apps with feature `name` enabled.
+    fn apps_with_feature(&self, name: &str) -> Result<Vec<String>> {
+        let mut st = self.prepare_cached(
+            "SELECT a.name FROM app_features f JOIN apps a ON a.id = f.app_id WHERE f.name = ?1 AND f.enabled ORDER BY a.name",
+        )?;
+        let rows = st.query_map([name], |r| r.get(0))?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
 }
 
 impl Queries for Reader<'_> {}
@@ -580,6 +681,28 @@ impl Tx<'_> {
 
     pub fn delete_dyno(&self, id: &str) -> Result<()> {
         self.execute("DELETE FROM dynos WHERE id = ?1", [id])?;
+        Ok(())
+    }
+
+    pub fn insert_drain(&self, d: &DrainRow) -> Result<()> {
+        self.execute(
+            "INSERT INTO log_drains (id, app_id, url, token, created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            params![d.id, d.app_id, d.url, d.token, d.created_at, d.updated_at],
+        )?;
+        Ok(())
+    }
+
+    pub fn delete_drain(&self, id: &str) -> Result<()> {
+        self.execute("DELETE FROM log_drains WHERE id = ?1", [id])?;
+        Ok(())
+    }
+
+    pub fn set_feature(&self, app_id: &str, name: &str, enabled: bool, now: i64) -> Result<()> {
+        self.execute(
+            "INSERT INTO app_features (app_id, name, enabled, created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?4)
+             ON CONFLICT(app_id, name) DO UPDATE SET enabled = excluded.enabled, updated_at = excluded.updated_at",
+            params![app_id, name, enabled, now],
+        )?;
         Ok(())
     }
 

@@ -305,3 +305,236 @@ fn concurrent_config_changes_all_land() {
         8
     );
 }
+
+/// The body of a non-tailing `GET /apps/{app}/logs` as (process, message) pairs.
+fn log_lines(s: &Server, query: &str) -> Result<Vec<(String, String)>, (u16, Value)> {
+    let r = ureq::get(&format!("{}/apps/{query}", s.url))
+        .set("Authorization", "Bearer secret")
+        .call();
+    match r {
+        Ok(r) => Ok(r
+            .into_string()
+            .unwrap()
+            .lines()
+            .map(|l| {
+                let v: Value = serde_json::from_str(l).unwrap();
+                (
+                    v["process"].as_str().unwrap().to_string(),
+                    v["message"].as_str().unwrap().to_string(),
+                )
+            })
+            .collect()),
+        Err(ureq::Error::Status(code, r)) => Err((code, r.into_json().unwrap())),
+        Err(e) => panic!("{query}: {e}"),
+    }
+}
+
+/// A syslog receiver: each frame's message part, as they arrive over any connection.
+fn syslog_receiver() -> (u16, std::sync::mpsc::Receiver<String>) {
+    use std::io::{BufRead, Read};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(conn) = conn else { return };
+            let tx = tx.clone();
+            std::thread::spawn(move || {
+                let mut r = std::io::BufReader::new(conn);
+                loop {
+                    let mut len = Vec::new();
+                    if r.read_until(b' ', &mut len).unwrap_or(0) == 0 {
+                        return;
+                    }
+                    let len: usize = String::from_utf8_lossy(&len).trim().parse().unwrap();
+                    let mut msg = vec![0; len];
+                    r.read_exact(&mut msg).unwrap();
+                    let msg = String::from_utf8(msg).unwrap();
+                    if tx.send(msg).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (port, rx)
+}
+
+fn wait_for_frame(rx: &std::sync::mpsc::Receiver<String>, needle: &str) -> String {
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(f) if f.contains(needle) => return f,
+            Ok(_) => {}
+            Err(e) => panic!("no frame containing {needle:?}: {e}"),
+        }
+    }
+}
+
+#[test]
+fn log_grep_drains_and_features_with_their_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(dir.path());
+    s.call("POST", "/apps", Some(json!({"name": "shop"})));
+    s.upload("shop", &slug("web: w"));
+    s.call("PATCH", "/apps/shop/config-vars", Some(json!({"A": "1"})));
+
+    // grep keeps matching messages; the last N of them with `lines`.
+    let all = log_lines(&s, "shop/logs").unwrap();
+    assert!(all.len() >= 3, "{all:?}");
+    let releases = log_lines(&s, "shop/logs?grep=%5ERelease%20v%5Cd").unwrap();
+    assert_eq!(releases.len(), 2, "{releases:?}");
+    assert!(
+        releases
+            .iter()
+            .all(|(p, m)| p == "api" && m.starts_with("Release v"))
+    );
+    let last = log_lines(&s, "shop/logs?grep=Release&lines=1").unwrap();
+    assert!(last[0].1.contains("Set A config vars"), "{last:?}");
+    let (code, err) = log_lines(&s, "shop/logs?grep=a(").unwrap_err();
+    assert_eq!((code, err["id"].as_str()), (400, Some("bad_request")));
+    assert!(
+        err["message"]
+            .as_str()
+            .unwrap()
+            .contains("invalid grep pattern \"a(\""),
+        "{err}"
+    );
+    let long = "a".repeat(dyno_coordinator::loghub::MAX_GREP_BYTES + 1);
+    let (code, err) = log_lines(&s, &format!("shop/logs?grep={long}")).unwrap_err();
+    assert_eq!(code, 400);
+    assert!(err["message"].as_str().unwrap().contains("limit"), "{err}");
+    assert_eq!(log_lines(&s, "ghost/logs?grep=x").unwrap_err().0, 404);
+
+    // Invalid drain URLs: 422 naming the problem, nothing stored.
+    for (url, needle) in [
+        ("ftp://h:1", "unsupported drain scheme"),
+        ("syslog://h", "need a port"),
+        ("syslog://h:99999", "invalid port"),
+        ("https://bad host/", "spaces"),
+        ("nonsense", "no scheme"),
+    ] {
+        let (code, err) = s.call("POST", "/apps/shop/log-drains", Some(json!({"url": url})));
+        assert_eq!(
+            (code, err["id"].as_str()),
+            (422, Some("invalid_params")),
+            "{url}"
+        );
+        assert!(
+            err["message"].as_str().unwrap().contains(needle),
+            "{url}: {err}"
+        );
+    }
+    let (code, _) = s.call("POST", "/apps/shop/log-drains", Some(json!({"nope": 1})));
+    assert_eq!(code, 400);
+    assert_eq!(s.call("GET", "/apps/shop/log-drains", None).1, json!([]));
+
+    // A drain gets the app's lines from then on, as octet-counted RFC 5424 frames.
+    let (port, frames) = syslog_receiver();
+    let url = format!("syslog://127.0.0.1:{port}");
+    let (code, drain) = s.call("POST", "/apps/shop/log-drains", Some(json!({"url": url})));
+    assert_eq!(code, 201, "{drain}");
+    assert_eq!(drain["url"], url);
+    assert_eq!(drain["addon"], Value::Null);
+    let token = drain["token"].as_str().unwrap().to_string();
+    assert!(token.starts_with("d.") && token.len() == 38, "{token}");
+    let (code, err) = s.call("POST", "/apps/shop/log-drains", Some(json!({"url": url})));
+    assert_eq!((code, err["id"].as_str()), (409, Some("conflict")));
+    s.call("PATCH", "/apps/shop/config-vars", Some(json!({"B": "2"})));
+    let f = wait_for_frame(&frames, "Set B config vars");
+    assert!(f.starts_with("<45>1 20"), "{f}");
+    assert!(
+        f.contains(&format!(" {token} heroku api - - Release v")),
+        "{f}"
+    );
+
+    let (_, list) = s.call("GET", "/apps/shop/log-drains", None);
+    assert_eq!(list.as_array().unwrap().len(), 1);
+    assert_eq!(list[0]["id"], drain["id"]);
+    // Removed by URL (or id, or token); a second removal is 404.
+    let path = format!("/apps/shop/log-drains/syslog:%2F%2F127.0.0.1:{port}");
+    assert_eq!(s.call("DELETE", &path, None).0, 200);
+    assert_eq!(s.call("DELETE", &path, None).0, 404);
+    assert_eq!(s.call("GET", "/apps/shop/log-drains", None).1, json!([]));
+
+    // Features: runtime-metrics is off until switched on; unknown ones are 404.
+    let (code, features) = s.call("GET", "/apps/shop/features", None);
+    assert_eq!(code, 200);
+    assert_eq!(features[0]["name"], "runtime-metrics");
+    assert_eq!(features[0]["enabled"], false);
+    let (code, f) = s.call(
+        "PATCH",
+        "/apps/shop/features/log-runtime-metrics",
+        Some(json!({"enabled": true})),
+    );
+    assert_eq!(
+        (code, f["name"].as_str(), f["enabled"].as_bool()),
+        (200, Some("runtime-metrics"), Some(true))
+    );
+    assert_eq!(
+        s.call("GET", "/apps/shop/features/runtime-metrics", None).1["enabled"],
+        true
+    );
+    let (code, err) = s.call(
+        "PATCH",
+        "/apps/shop/features/warp-drive",
+        Some(json!({"enabled": true})),
+    );
+    assert_eq!(code, 404);
+    assert!(
+        err["message"].as_str().unwrap().contains("warp-drive"),
+        "{err}"
+    );
+    assert_eq!(
+        s.call(
+            "PATCH",
+            "/apps/shop/features/runtime-metrics",
+            Some(json!({"enabled": "yes"}))
+        )
+        .0,
+        400
+    );
+}
+
+#[test]
+fn log_history_and_drains_survive_a_restart_and_go_with_their_app() {
+    let dir = tempfile::tempdir().unwrap();
+    let (port, frames) = syslog_receiver();
+    {
+        let s = Server::start(dir.path());
+        s.call("POST", "/apps", Some(json!({"name": "keep"})));
+        s.call("POST", "/apps", Some(json!({"name": "gone"})));
+        s.call("PATCH", "/apps/keep/config-vars", Some(json!({"K": "v"})));
+        let url = format!("syslog://127.0.0.1:{port}");
+        assert_eq!(
+            s.call("POST", "/apps/keep/log-drains", Some(json!({"url": url})))
+                .0,
+            201
+        );
+        s.call("PATCH", "/apps/gone/config-vars", Some(json!({"G": "v"})));
+        assert_eq!(s.call("DELETE", "/apps/gone", None).0, 200);
+    }
+    let s = Server::start(dir.path());
+    let keep = log_lines(&s, "keep/logs").unwrap();
+    let messages: Vec<&str> = keep.iter().map(|(_, m)| m.as_str()).collect();
+    assert_eq!(
+        messages,
+        ["App created", "Release v1 created: Set K config vars"]
+    );
+    // The restarted coordinator starts the stored drain.
+    assert_eq!(
+        s.call("GET", "/apps/keep/log-drains", None)
+            .1
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+    s.call("PATCH", "/apps/keep/config-vars", Some(json!({"L": "w"})));
+    wait_for_frame(&frames, "Set L config vars");
+    // A destroyed app's lines went with it: a new app of that name starts afresh.
+    s.call("POST", "/apps", Some(json!({"name": "gone"})));
+    let gone = log_lines(&s, "gone/logs").unwrap();
+    assert_eq!(gone, [("api".to_string(), "App created".to_string())]);
+}

@@ -183,3 +183,45 @@ pub enum RunEvent {
 
 /// One streamed log item (`GET /apps/{app}/logs`, NDJSON).
 pub type LogItem = LogLine;
+
+/// `POST /apps/{app}/log-drains`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CreateLogDrain {
+    pub url: String,
+}
+
+/// A log drain, shaped like the Platform API's `log-drain`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LogDrain {
+    pub id: String,
+    /// `syslog://HOST:PORT`, `syslog+tls://HOST:PORT`, `https://...` or `http://...`.
+    pub url: String,
+    /// `d.` and a UUID; the HOSTNAME of every frame sent to this drain.
+    pub token: String,
+    pub created_at: String,
+    pub updated_at: String,
+    /// Always null: drains here are never add-on provisioned.
+    #[serde(default)]
+    pub addon: Option<serde_json::Value>,
+}
+
+/// An app feature (`labs`), shaped like the Platform API's `app-feature`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AppFeature {
+    pub id: String,
+    pub name: String,
+    pub display_name: String,
+    pub description: String,
+    pub doc_url: String,
+    pub enabled: bool,
+    /// `public`, `beta` or `alpha`.
+    pub state: String,
+    pub created_at: String,
+    pub updated_at: String,
+}
+
+/// `PATCH /apps/{app}/features/{name}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FeatureUpdate {
+    pub enabled: bool,
+}
