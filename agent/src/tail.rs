@@ -71,7 +71,8 @@ pub struct FileTail {
     saved: u64,
     saved_at: Instant,
     punched: u64,
-    watch: AsyncFd<Watch>,
+    /// `None` only once dropped.
+    watch: Option<AsyncFd<Watch>>,
     control: TailControl,
 }
 
@@ -110,7 +111,9 @@ impl FileTail {
             punched: offset - offset % BLOCK,
             // SAFETY: `Watch` owns the inotify instance, whose descriptor stays open and
             // unchanged until the AsyncFd drops it.
-            watch: unsafe { AsyncFd::register_with_interest(Watch(inotify), Interest::READABLE) }?,
+            watch: Some(unsafe {
+                AsyncFd::register_with_interest(Watch(inotify), Interest::READABLE)
+            }?),
             control,
         })
     }
@@ -185,7 +188,8 @@ impl AsyncRead for FileTail {
             if this.control.finished() {
                 continue;
             }
-            let mut guard = match this.watch.poll_read_ready(cx) {
+            let watch = this.watch.as_ref().expect("a live tail has its watch");
+            let mut guard = match watch.poll_read_ready(cx) {
                 Poll::Ready(Ok(guard)) => guard,
                 Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
                 Poll::Pending => return Poll::Pending,
@@ -202,6 +206,15 @@ impl AsyncRead for FileTail {
 impl Drop for FileTail {
     fn drop(&mut self) {
         self.checkpoint(true);
+        // Closing an inotify instance waits out an RCU grace period (~10 ms here), which would
+        // cap how fast an agent can stop dynos; a blocking-pool thread does the waiting.
+        if let Some(watch) = self.watch.take() {
+            let watch = watch.into_inner();
+            match tokio::runtime::Handle::try_current() {
+                Ok(rt) => drop(rt.spawn_blocking(move || drop(watch))),
+                Err(_) => drop(watch),
+            }
+        }
     }
 }
 
