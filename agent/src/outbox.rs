@@ -153,6 +153,7 @@ mod tests {
             exit_code: None,
             at,
             reason: None,
+            generation: 1,
         }
     }
 

@@ -155,6 +155,7 @@ impl Supervisor {
                 exit_code: None,
                 at: now_micros(),
                 reason: Some("Agent shutting down".to_string()),
+                generation: spec.generation,
             });
             return;
         }
@@ -171,6 +172,7 @@ impl Supervisor {
             exit_code: None,
             at: now_micros(),
             reason: None,
+            generation: spec.generation,
         };
         let (orders_tx, orders_rx) = watch::channel(None);
         reg.dynos.insert(
@@ -263,6 +265,7 @@ impl Supervisor {
             exit_code: None,
             at: now_micros(),
             reason: None,
+            generation: spec.generation,
         };
         let (orders_tx, orders_rx) = watch::channel(None);
         let mut reg = self.inner.lock();
@@ -314,6 +317,7 @@ impl Supervisor {
                     exit_code: None,
                     at: now_micros(),
                     reason: Some("Not running on this host".to_string()),
+                    generation: 0,
                 });
             }
         }
@@ -988,6 +992,7 @@ mod tests {
             env: Default::default(),
             size: Default::default(),
             one_off: false,
+            generation: 1,
         }
     }
 

@@ -363,6 +363,7 @@ async fn app_writes_are_gone_after_a_restart_through_the_supervisor() {
         env: Default::default(),
         size: Size::Standard1x,
         one_off: false,
+        generation: 1,
     };
     let mut listings = Vec::new();
     for _ in 0..2 {
@@ -438,6 +439,7 @@ async fn memory_over_the_quota_logs_r14_and_over_twice_the_quota_r15() {
         env: Default::default(),
         size: Size::Standard1x,
         one_off: false,
+        generation: 1,
     };
     let mut seen: Vec<(String, String)> = Vec::new();
 
@@ -587,6 +589,7 @@ async fn a_restarted_agent_adopts_running_dynos_and_resumes_their_output() {
         env: Default::default(),
         size: Size::Standard1x,
         one_off: false,
+        generation: 1,
     };
 
     let (first, outbox) = supervisor(&rt, state.path());

@@ -103,6 +103,7 @@ pub async fn session<S>(
             last_heartbeat: now_ms(),
         },
     );
+    inner.away.lock().expect("away lock").remove(&host);
     if let Err(e) = adopt(&inner, &hello, &tx) {
         tracing::error!(host, error = %e, "failed to record agent hello");
         send_error(&mut ws, format!("coordinator store failed: {e}")).await;
@@ -121,11 +122,14 @@ pub async fn session<S>(
     }
     inner.wake();
 
-    let mut silent_until = tokio::time::Instant::now() + SILENCE_TIMEOUT;
+    // A host silent long enough to be lost loses its connection too, so when it speaks again it
+    // says hello and learns which of its dynos now run elsewhere.
+    let silence = SILENCE_TIMEOUT.min(inner.config.host_lost_after);
+    let mut silent_until = tokio::time::Instant::now() + silence;
     loop {
         tokio::select! {
             () = tokio::time::sleep_until(silent_until) => {
-                tracing::warn!(host, "agent silent for {SILENCE_TIMEOUT:?}; dropping its connection");
+                tracing::warn!(host, "agent silent for {silence:?}; dropping its connection");
                 break;
             }
             out = rx.recv() => match out {
@@ -138,7 +142,7 @@ pub async fn session<S>(
             },
             frame = ws.next() => match frame {
                 Some(Ok(Message::Text(t))) => {
-                    silent_until = tokio::time::Instant::now() + SILENCE_TIMEOUT;
+                    silent_until = tokio::time::Instant::now() + silence;
                     if let Some(reply) = handle(&inner, &host, &t) {
                         let _ = ws.send(Message::text(reply.encode())).await;
                     }
@@ -164,8 +168,15 @@ pub async fn session<S>(
 
 fn disconnect(inner: &Inner, host: &str, conn_id: u64) {
     let mut agents = inner.agents.lock().expect("agents lock");
-    if agents.get(host).is_some_and(|c| c.conn_id == conn_id) {
-        agents.remove(host);
+    if agents.get(host).is_some_and(|c| c.conn_id == conn_id)
+        && let Some(c) = agents.remove(host)
+    {
+        // The host counts as lost only once it has been silent long enough from here.
+        inner
+            .away
+            .lock()
+            .expect("away lock")
+            .insert(host.to_string(), c.last_heartbeat);
         tracing::info!(host, "agent disconnected");
     }
     drop(agents);

@@ -876,7 +876,6 @@ async fn run(
     }
     let inner = api.inner.clone();
     let app = find_app(&inner, &name)?;
-    let connected = inner.connected_hosts();
     let size = req.size.unwrap_or_default();
     let now = now_ms();
     let placed = inner.store().transaction(|tx| {
@@ -886,15 +885,7 @@ async fn run(
             ))));
         };
         let dynos = tx.dynos()?;
-        let hosts: Vec<crate::manager::HostView> = tx
-            .hosts()?
-            .into_iter()
-            .map(|h| crate::manager::HostView {
-                connected: connected.contains_key(&h.name),
-                name: h.name,
-                memory_mb: h.memory_mb,
-            })
-            .collect();
+        let hosts = inner.host_views(&tx.hosts()?, now);
         let Some(host) = crate::manager::place_one(&hosts, &dynos, &app.id, "run", size) else {
             return Ok(Err(ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
@@ -1281,6 +1272,7 @@ async fn patch_feature(
 async fn hosts(State(api): State<Api>) -> ApiResult<Json<Vec<wire::Host>>> {
     let inner = &api.inner;
     let (hosts, dynos) = inner.store().read(|r| Ok((r.hosts()?, r.dynos()?)))?;
+    let live = inner.liveness(&hosts, now_ms());
     let agents = inner.agents.lock().expect("agents lock");
     let out = hosts
         .into_iter()
@@ -1293,12 +1285,10 @@ async fn hosts(State(api): State<Api>) -> ApiResult<Json<Vec<wire::Host>>> {
             wire::Host {
                 id: h.name.clone(),
                 address: h.address.clone(),
-                state: if conn.is_some() {
-                    "connected"
-                } else {
-                    "disconnected"
-                }
-                .into(),
+                state: live
+                    .get(&h.name)
+                    .map_or("lost", crate::Liveness::as_str)
+                    .into(),
                 isolation: h.isolation.clone(),
                 memory_mb: h.memory_mb,
                 allocated_mb: mine.iter().map(|d| d.size.memory_mb()).sum(),

@@ -58,6 +58,9 @@ pub struct CoordinatorConfig {
     pub stop_grace: Duration,
     /// How often the manager looks even when nothing woke it (crash cool-offs expire).
     pub reconcile_interval: Duration,
+    /// A host whose agent has not been heard from for this long is lost: its dynos are started
+    /// elsewhere. Shorter silences (an agent restart, a network blip) change nothing.
+    pub host_lost_after: Duration,
     /// Largest slug accepted, in bytes.
     pub max_slug_bytes: usize,
     /// How often runtime-metrics lines are logged for apps with the feature on.
@@ -74,9 +77,35 @@ impl CoordinatorConfig {
             restart: RestartPolicy::default(),
             stop_grace: Duration::from_secs(30),
             reconcile_interval: Duration::from_secs(1),
+            host_lost_after: Duration::from_secs(5),
             max_slug_bytes: dyno_shared::api::MAX_SLUG_BYTES,
             metrics_interval: metrics::DEFAULT_INTERVAL,
             drains: DrainOptions::default(),
+        }
+    }
+}
+
+/// After a coordinator start, agents get this long (on top of `host_lost_after`) to reconnect
+/// before their hosts count as lost: their reconnect backoff reaches 5 s.
+pub const RECONNECT_GRACE: Duration = Duration::from_secs(10);
+
+/// What the coordinator knows of a host's agent right now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Liveness {
+    /// Connected and heard from within `host_lost_after`.
+    Connected { address: String },
+    /// Not connected, but not silent long enough to be lost: a blip.
+    Away,
+    /// Silent past `host_lost_after`: its dynos run elsewhere.
+    Lost,
+}
+
+impl Liveness {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Liveness::Connected { .. } => "connected",
+            Liveness::Away => "away",
+            Liveness::Lost => "lost",
         }
     }
 }
@@ -109,6 +138,12 @@ pub struct Inner {
     /// Apps in the route table, so destroyed ones can be removed.
     routed: Mutex<HashSet<String>>,
     next_conn: AtomicU64,
+    /// When each disconnected host's agent was last heard from (unix ms).
+    away: Mutex<HashMap<String, i64>>,
+    /// Hosts already logged as lost, so each loss is logged once.
+    lost_noted: Mutex<HashSet<String>>,
+    /// Unix ms of this coordinator's start: hosts it has not heard from count from here.
+    started_at: i64,
     /// The latest resource samples of running dynos, by dyno id.
     pub stats: stats::StatsBook,
 }
@@ -203,6 +238,9 @@ impl Inner {
             unplaced: Mutex::new(HashSet::new()),
             routed: Mutex::new(HashSet::new()),
             next_conn: AtomicU64::new(1),
+            away: Mutex::new(HashMap::new()),
+            lost_noted: Mutex::new(HashSet::new()),
+            started_at: now_ms() + RECONNECT_GRACE.as_millis() as i64,
             stats: stats::StatsBook::default(),
         }))
     }
@@ -271,13 +309,64 @@ impl Inner {
         self.wake.notify_one();
     }
 
-    fn connected_hosts(&self) -> HashMap<String, String> {
-        self.agents
-            .lock()
-            .expect("agents lock")
+    /// Every known host's liveness at `now` (unix ms).
+    pub fn liveness(&self, hosts: &[store::HostRow], now: i64) -> HashMap<String, Liveness> {
+        let agents = self.agents.lock().expect("agents lock");
+        let away = self.away.lock().expect("away lock");
+        let lost_after = self.config.host_lost_after.as_millis() as i64;
+        hosts
             .iter()
-            .map(|(n, c)| (n.clone(), c.address.clone()))
+            .map(|h| {
+                let state = match agents.get(&h.name) {
+                    Some(c) if now - c.last_heartbeat < lost_after => Liveness::Connected {
+                        address: c.address.clone(),
+                    },
+                    Some(_) => Liveness::Lost,
+                    None => {
+                        let heard = away.get(&h.name).copied().unwrap_or(self.started_at);
+                        if now - heard < lost_after {
+                            Liveness::Away
+                        } else {
+                            Liveness::Lost
+                        }
+                    }
+                };
+                (h.name.clone(), state)
+            })
             .collect()
+    }
+
+    /// The views of hosts the manager and placement work from.
+    pub fn host_views(&self, hosts: &[store::HostRow], now: i64) -> Vec<HostView> {
+        let live = self.liveness(hosts, now);
+        hosts
+            .iter()
+            .map(|h| {
+                let l = live.get(&h.name);
+                HostView {
+                    name: h.name.clone(),
+                    memory_mb: h.memory_mb,
+                    connected: matches!(l, Some(Liveness::Connected { .. })),
+                    lost: matches!(l, Some(Liveness::Lost)),
+                }
+            })
+            .collect()
+    }
+
+    /// Logs each host the first time it is seen lost, and forgets the losses of hosts back.
+    fn note_lost(&self, views: &[HostView]) {
+        let mut noted = self.lost_noted.lock().expect("lost lock");
+        for h in views {
+            if h.lost && noted.insert(h.name.clone()) {
+                tracing::warn!(
+                    host = h.name,
+                    "host lost: no word from its agent for {:?}; its dynos start elsewhere",
+                    self.config.host_lost_after
+                );
+            } else if !h.lost && noted.remove(&h.name) {
+                tracing::info!(host = h.name, "lost host is back");
+            }
+        }
     }
 
     pub fn host_heartbeat(&self, name: &str) -> Option<i64> {
@@ -307,16 +396,17 @@ impl Inner {
             env: release.config.0.clone(),
             size: d.size,
             one_off: d.one_off,
+            generation: d.generation,
         }
     }
 
     /// One pass of the dyno manager: plan from the store and the connected hosts, apply the plan
     /// in one transaction, then tell the agents.
     pub fn reconcile(&self) -> Result<(), StoreError> {
-        let connected = self.connected_hosts();
         let now = now_ms();
         let mut outbox: Vec<(String, CoordinatorMsg)> = Vec::new();
         let mut logs: Vec<(String, String, String)> = Vec::new();
+        let mut finished: Vec<(String, String)> = Vec::new();
         let mut store = self.store();
         let (apps, dynos, hosts) = store.read(|r| {
             let mut apps = Vec::new();
@@ -329,13 +419,12 @@ impl Inner {
             }
             Ok((apps, r.dynos()?, r.hosts()?))
         })?;
-        let host_views: Vec<HostView> = hosts
+        let host_views = self.host_views(&hosts, now);
+        self.note_lost(&host_views);
+        let lost: HashSet<&str> = host_views
             .iter()
-            .map(|h| HostView {
-                name: h.name.clone(),
-                memory_mb: h.memory_mb,
-                connected: connected.contains_key(&h.name),
-            })
+            .filter(|h| h.lost)
+            .map(|h| h.name.as_str())
             .collect();
         let plan = manager::plan(&View {
             apps: &apps,
@@ -393,13 +482,22 @@ impl Inner {
                             else {
                                 continue;
                             };
-                            if row.state == DynoState::Crashed {
+                            if let Some(old) = row.host.as_deref().filter(|h| lost.contains(h)) {
+                                logs.push((
+                                    row.app.clone(),
+                                    row.name(),
+                                    format!("Host {old} lost; starting on {host}"),
+                                ));
+                            } else if row.state == DynoState::Crashed {
                                 logs.push((
                                     row.app.clone(),
                                     row.name(),
                                     format!("Restarting after crash ({} in a row)", row.restarts),
                                 ));
                             }
+                            row.generation += 1;
+                            row.port = None;
+                            row.up_since = None;
                             row.host = Some(host.clone());
                             row.state = DynoState::Starting;
                             row.updated_at = now;
@@ -427,6 +525,13 @@ impl Inner {
                         }
                         Action::Forget { dyno_id } => {
                             self.stats.forget(dyno_id);
+                            if let Some(d) = dynos_by_id.get(dyno_id.as_str())
+                                && d.one_off
+                                && d.state.is_running()
+                            {
+                                // Only a lost host forgets a running one-off: its client learns.
+                                finished.push((d.app.clone(), d.name()));
+                            }
                             tx.delete_dyno(dyno_id)?
                         }
                     }
@@ -437,6 +542,9 @@ impl Inner {
         drop(store);
         for (app, process, msg) in logs {
             self.system_log(&app, &process, msg);
+        }
+        for (app, name) in finished {
+            self.finish_run(&app, &name, -1);
         }
         for (host, msg) in outbox {
             if !self.send(&host, msg) {
@@ -464,8 +572,20 @@ impl Inner {
 
     /// Web dynos that are up, wanted and on a connected host, per app.
     pub fn refresh_routes(&self) -> Result<(), StoreError> {
-        let connected = self.connected_hosts();
-        let (apps, dynos) = self.store().read(|r| Ok((r.apps()?, r.dynos()?)))?;
+        let (apps, dynos, hosts) = self
+            .store()
+            .read(|r| Ok((r.apps()?, r.dynos()?, r.hosts()?)))?;
+        // Dynos of an away host keep their routes: its agent is gone for a blip, they may well
+        // still serve (the router retries elsewhere when they do not).
+        let live = self.liveness(&hosts, now_ms());
+        let addresses: HashMap<&str, &str> = hosts
+            .iter()
+            .filter(|h| !matches!(live.get(&h.name), Some(Liveness::Lost) | None))
+            .map(|h| match live.get(&h.name) {
+                Some(Liveness::Connected { address }) => (h.name.as_str(), address.as_str()),
+                _ => (h.name.as_str(), h.address.as_str()),
+            })
+            .collect();
         let mut table: BTreeMap<String, Vec<Backend>> =
             apps.iter().map(|a| (a.name.clone(), Vec::new())).collect();
         for d in &dynos {
@@ -479,7 +599,7 @@ impl Inner {
             let (Some(host), Some(port)) = (&d.host, d.port) else {
                 continue;
             };
-            let Some(address) = connected.get(host) else {
+            let Some(address) = addresses.get(host.as_str()) else {
                 continue;
             };
             let Ok(ip) = address.parse::<std::net::IpAddr>() else {
@@ -534,6 +654,10 @@ impl Inner {
             if d.host.as_deref() != Some(host) {
                 // A stale report from a host the dyno was moved off.
                 return Ok(if s.state.is_running() { stop() } else { None });
+            }
+            if s.generation != 0 && s.generation < d.generation && !s.state.is_running() {
+                // How an earlier start ended, arriving after the next start was ordered.
+                return Ok(None);
             }
             let done = !s.state.is_running();
             if done && (d.desired == Desired::Stop || d.one_off) {

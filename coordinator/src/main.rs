@@ -39,6 +39,10 @@ struct Args {
     /// Seconds between SIGTERM and SIGKILL when stopping dynos.
     #[arg(long, default_value_t = 30)]
     stop_grace_secs: u64,
+    /// Seconds without word from a host's agent before the host counts as lost and its dynos
+    /// are started elsewhere.
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    host_lost_after_secs: u64,
     /// Seconds between runtime-metrics lines (Heroku: 20); tests shorten it.
     #[arg(long, default_value_t = 20, hide = true,
           value_parser = clap::value_parser!(u64).range(1..))]
@@ -68,6 +72,7 @@ async fn main() -> anyhow::Result<()> {
     config.token = args.token;
     config.domain = args.domain;
     config.stop_grace = Duration::from_secs(args.stop_grace_secs);
+    config.host_lost_after = Duration::from_secs(args.host_lost_after_secs);
     config.metrics_interval = Duration::from_secs(args.metrics_interval_secs);
     config.max_slug_bytes = (args.max_slug_mb as usize).saturating_mul(1024 * 1024);
     config.restart = RestartPolicy {

@@ -17,7 +17,11 @@ pub struct AppView {
 pub struct HostView {
     pub name: String,
     pub memory_mb: u64,
+    /// Its agent is connected: it can take orders and new dynos.
     pub connected: bool,
+    /// Silent past the host-loss threshold: its dynos are started elsewhere. A host that is
+    /// neither connected nor lost is away for a blip, and its dynos are left as they are.
+    pub lost: bool,
 }
 
 pub struct View<'a> {
@@ -99,12 +103,21 @@ pub fn plan(view: &View) -> Plan {
         .filter(|h| h.connected)
         .map(|h| h.name.as_str())
         .collect();
+    let lost: HashSet<&str> = view
+        .hosts
+        .iter()
+        .filter(|h| h.lost)
+        .map(|h| h.name.as_str())
+        .collect();
     let mut placer = Placer::new(view);
     // Slots (app, type, idx) still held by a row, so we know what to create.
     let mut held: HashSet<(&str, &str, u32)> = HashSet::new();
 
     for d in view.dynos {
-        let running = d.state.is_running();
+        // A dyno on a lost host counts as gone: nothing can stop it there, and its agent is told
+        // to stop it if it ever comes back (its reports are then stale).
+        let on_lost_host = d.host.as_deref().is_some_and(|h| lost.contains(h));
+        let running = d.state.is_running() && !on_lost_host;
         let stop_or_forget = |plan: &mut Plan| {
             plan.actions.push(if running {
                 Action::Stop {
@@ -160,7 +173,7 @@ pub fn plan(view: &View) -> Plan {
         let due = match d.state {
             DynoState::Crashed => d.next_start_at.is_none_or(|t| t <= view.now_ms),
             DynoState::Down | DynoState::Idle => true,
-            DynoState::Starting | DynoState::Up => false,
+            DynoState::Starting | DynoState::Up => on_lost_host,
         };
         if due {
             let host = match &d.host {
@@ -337,6 +350,7 @@ mod tests {
             created_at: 0,
             updated_at: 0,
             up_since: None,
+            generation: 1,
         }
     }
 
@@ -346,6 +360,7 @@ mod tests {
                 name: format!("h{i}"),
                 memory_mb: 4096,
                 connected: true,
+                lost: false,
             })
             .collect()
     }
@@ -465,6 +480,54 @@ mod tests {
                 host: "h1".into()
             }]
         );
+    }
+
+    #[test]
+    fn dynos_of_a_lost_host_move_and_an_away_host_keeps_its_own() {
+        let up = |id: &str, idx: u32, host: &str| dyno(id, "web", idx, DynoState::Up, host);
+        let mut hs = hosts(3);
+        // h1 is away for a blip: its dyno stays, nothing is started in its place.
+        hs[0].connected = false;
+        let dynos = [up("d1", 1, "h1"), up("d2", 2, "h2")];
+        let p = run(&[app_view(&["web=2"], 1)], &dynos, &hs);
+        assert_eq!(p, Plan::default());
+        // h1 is lost: its dyno starts elsewhere under the same id, not beside web.2.
+        hs[0].lost = true;
+        let p = run(&[app_view(&["web=2"], 1)], &dynos, &hs);
+        assert_eq!(
+            p.actions,
+            vec![Action::Start {
+                dyno_id: "d1".into(),
+                host: "h3".into()
+            }]
+        );
+    }
+
+    #[test]
+    fn unwanted_dynos_of_a_lost_host_are_forgotten_not_waited_for() {
+        let mut hs = hosts(2);
+        hs[0].connected = false;
+        hs[0].lost = true;
+        let mut stopping = dyno("d1", "web", 1, DynoState::Up, "h1");
+        stopping.desired = Desired::Stop;
+        let mut one_off = dyno("d2", "run", 1, DynoState::Up, "h1");
+        one_off.one_off = true;
+        let extra = dyno("d3", "web", 3, DynoState::Up, "h1");
+        let p = run(&[app_view(&["web=1"], 1)], &[stopping, one_off, extra], &hs);
+        let forgotten: Vec<&Action> = p
+            .actions
+            .iter()
+            .filter(|a| matches!(a, Action::Forget { .. }))
+            .collect();
+        assert_eq!(forgotten.len(), 3, "{:?}", p.actions);
+        // web.1's slot is free again: a new web.1 goes to the connected host.
+        assert!(p.actions.contains(&Action::Create {
+            app_id: "a1".into(),
+            process_type: "web".into(),
+            idx: 1,
+            size: Size::Standard1x,
+            host: "h2".into()
+        }));
     }
 
     #[test]

@@ -114,6 +114,9 @@ CREATE TABLE app_features (
     PRIMARY KEY (app_id, name)
 );
 "#,
+    r#"
+ALTER TABLE dynos ADD COLUMN generation INTEGER NOT NULL DEFAULT 1;
+"#,
 ];
 
 #[derive(Debug, Clone, PartialEq)]
@@ -176,6 +179,8 @@ pub struct DynoRow {
     pub created_at: i64,
     pub updated_at: i64,
     pub up_since: Option<i64>,
+    /// Starts so far, counting this one: a report from an earlier start is stale.
+    pub generation: u32,
 }
 
 /// Who a new dyno is: everything else starts out the same for every new dyno.
@@ -217,6 +222,7 @@ impl DynoRow {
             created_at: n.now,
             updated_at: n.now,
             up_since: None,
+            generation: 1,
         }
     }
 
@@ -286,7 +292,7 @@ fn from_json<T: for<'de> serde::Deserialize<'de>>(what: &'static str, s: &str) -
     })
 }
 
-const DYNO_COLUMNS: &str = "id, app_id, app, process_type, idx, release, host, state, desired, port, size, command, one_off, exit_code, reason, restarts, next_start_at, created_at, updated_at, up_since";
+const DYNO_COLUMNS: &str = "id, app_id, app, process_type, idx, release, host, state, desired, port, size, command, one_off, exit_code, reason, restarts, next_start_at, created_at, updated_at, up_since, generation";
 
 fn dyno_from_row(r: &Row) -> Result<DynoRow> {
     let state: String = r.get(7)?;
@@ -317,6 +323,7 @@ fn dyno_from_row(r: &Row) -> Result<DynoRow> {
         created_at: r.get(17)?,
         updated_at: r.get(18)?,
         up_since: r.get(19)?,
+        generation: r.get(20)?,
     })
 }
 
@@ -656,12 +663,12 @@ impl Tx<'_> {
 
     pub fn insert_dyno(&self, d: &DynoRow) -> Result<()> {
         self.execute(
-            &format!("INSERT INTO dynos ({DYNO_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20)"),
+            &format!("INSERT INTO dynos ({DYNO_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21)"),
             params![
                 d.id, d.app_id, d.app, d.process_type, d.idx, d.release, d.host,
                 d.state.as_str(), d.desired.as_str(), d.port, d.size.as_str(), d.command,
                 d.one_off, d.exit_code, d.reason, d.restarts, d.next_start_at, d.created_at,
-                d.updated_at, d.up_since
+                d.updated_at, d.up_since, d.generation
             ],
         )?;
         Ok(())
@@ -670,10 +677,10 @@ impl Tx<'_> {
     /// Writes every mutable field of an existing dyno row.
     pub fn update_dyno(&self, d: &DynoRow) -> Result<()> {
         self.execute(
-            "UPDATE dynos SET host = ?2, state = ?3, desired = ?4, port = ?5, exit_code = ?6, reason = ?7, restarts = ?8, next_start_at = ?9, updated_at = ?10, up_since = ?11 WHERE id = ?1",
+            "UPDATE dynos SET host = ?2, state = ?3, desired = ?4, port = ?5, exit_code = ?6, reason = ?7, restarts = ?8, next_start_at = ?9, updated_at = ?10, up_since = ?11, generation = ?12 WHERE id = ?1",
             params![
                 d.id, d.host, d.state.as_str(), d.desired.as_str(), d.port, d.exit_code,
-                d.reason, d.restarts, d.next_start_at, d.updated_at, d.up_since
+                d.reason, d.restarts, d.next_start_at, d.updated_at, d.up_since, d.generation
             ],
         )?;
         Ok(())

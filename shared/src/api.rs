@@ -131,7 +131,8 @@ pub struct Host {
     pub id: String,
     pub name: String,
     pub address: String,
-    /// `connected` or `disconnected`.
+    /// `connected`; `away` (its agent dropped off less than the host-loss time ago: its dynos
+    /// are left as they are); `lost` (its dynos were started elsewhere).
     pub state: String,
     pub isolation: String,
     pub memory_mb: u64,

@@ -77,6 +77,10 @@ pub struct DynoSpec {
     pub size: Size,
     /// One-off dynos are never restarted and report `Down` with their exit code.
     pub one_off: bool,
+    /// Which start of this dyno this is (the coordinator counts starts per dyno); echoed in every
+    /// status, so a late report of an earlier start is recognised as stale. 0: not known.
+    #[serde(default)]
+    pub generation: u32,
 }
 
 impl DynoSpec {
@@ -103,6 +107,9 @@ pub struct DynoStatus {
     /// Why, in words (`Boot timeout`, `Process exited`).
     #[serde(default)]
     pub reason: Option<String>,
+    /// The `generation` of the spec this start ran; 0 when not known.
+    #[serde(default)]
+    pub generation: u32,
 }
 
 /// One sample of a running dyno's resource use, sent every few seconds (latest values only).

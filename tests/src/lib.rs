@@ -73,6 +73,8 @@ pub struct Platform {
     pub agent: Option<Child>,
     pub crash_backoff: String,
     pub agent_args: Vec<String>,
+    /// Added to the coordinator's command line on every start (`--metrics-interval-secs 1`).
+    pub coordinator_args: Vec<String>,
 }
 
 impl Platform {
@@ -87,6 +89,16 @@ impl Platform {
 
     /// `agent_args` are added to the agent's command line (`--memory-mb 65536`).
     pub fn start_with(backoff: &str, agent_args: &[&str]) -> Platform {
+        Self::start_full(backoff, agent_args, &[])
+    }
+
+    /// `coordinator_args` are added to the coordinator's command line, also when it is started
+    /// again (`--metrics-interval-secs 1`).
+    pub fn start_with_coordinator_args(coordinator_args: &[&str]) -> Platform {
+        Self::start_full("0,1,2", &[], coordinator_args)
+    }
+
+    fn start_full(backoff: &str, agent_args: &[&str], coordinator_args: &[&str]) -> Platform {
         let mut p = Platform {
             dir: tempfile::tempdir().unwrap(),
             api_port: free_port(),
@@ -96,6 +108,7 @@ impl Platform {
             agent: None,
             crash_backoff: backoff.to_string(),
             agent_args: agent_args.iter().map(|s| s.to_string()).collect(),
+            coordinator_args: coordinator_args.iter().map(|s| s.to_string()).collect(),
         };
         p.start_coordinator();
         p.start_agent();
@@ -124,6 +137,7 @@ impl Platform {
             .args(["--token", &self.token])
             .args(["--crash-backoff-secs", &self.crash_backoff])
             .args(["--stop-grace-secs", "3"])
+            .args(&self.coordinator_args)
             .env("RUST_LOG", "info")
             .stdout(self.log_file("coordinator"))
             .stderr(self.log_file("coordinator"))
@@ -189,28 +203,7 @@ impl Platform {
 
     /// Process groups whose processes work inside the agent's dyno directories.
     pub fn dyno_process_groups(&self) -> std::collections::BTreeSet<i32> {
-        let dynos = self.dir.path().join("agent/dynos");
-        let mut groups = std::collections::BTreeSet::new();
-        for e in std::fs::read_dir("/proc").unwrap().flatten() {
-            let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
-                continue;
-            };
-            let inside =
-                std::fs::read_link(format!("/proc/{pid}/cwd")).is_ok_and(|c| c.starts_with(&dynos));
-            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-            let fields: Vec<&str> = stat
-                .rsplit_once(')')
-                .map_or("", |(_, r)| r)
-                .split_whitespace()
-                .collect();
-            if inside
-                && fields.first().is_some_and(|s| *s != "Z")
-                && let Some(pgrp) = fields.get(2).and_then(|g| g.parse().ok())
-            {
-                groups.insert(pgrp);
-            }
-        }
-        groups
+        process_groups_under(&self.dir.path().join("agent/dynos"))
     }
 
     pub fn get(&self, path: &str) -> Result<Value, String> {
@@ -226,17 +219,22 @@ impl Platform {
         }
     }
 
-    /// Runs the `dyno` CLI against this platform.
-    pub fn dyno(&self, args: &[&str]) -> Output {
-        Command::new(bin("dyno"))
-            .args(args)
+    /// The `dyno` CLI set up to talk to this platform, for callers that spawn it themselves
+    /// (a `logs --tail` read while it runs).
+    pub fn dyno_command(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(bin("dyno"));
+        c.args(args)
             .env("DYNO_COORDINATOR", self.url())
             .env("DYNO_TOKEN", &self.token)
             .env("XDG_CONFIG_HOME", self.dir.path().join("config"))
             .env("HOME", self.dir.path())
-            .stdin(Stdio::null())
-            .output()
-            .expect("run dyno")
+            .stdin(Stdio::null());
+        c
+    }
+
+    /// Runs the `dyno` CLI against this platform.
+    pub fn dyno(&self, args: &[&str]) -> Output {
+        self.dyno_command(args).output().expect("run dyno")
     }
 
     /// Runs the CLI and insists it succeeds; returns stdout.
@@ -363,4 +361,29 @@ impl Drop for Platform {
             }
         }
     }
+}
+
+/// Process groups whose processes work inside `dir` (an agent's `dynos` directory).
+pub fn process_groups_under(dynos: &std::path::Path) -> std::collections::BTreeSet<i32> {
+    let mut groups = std::collections::BTreeSet::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
+            continue;
+        };
+        let inside =
+            std::fs::read_link(format!("/proc/{pid}/cwd")).is_ok_and(|c| c.starts_with(dynos));
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        let fields: Vec<&str> = stat
+            .rsplit_once(')')
+            .map_or("", |(_, r)| r)
+            .split_whitespace()
+            .collect();
+        if inside
+            && fields.first().is_some_and(|s| *s != "Z")
+            && let Some(pgrp) = fields.get(2).and_then(|g| g.parse().ok())
+        {
+            groups.insert(pgrp);
+        }
+    }
+    groups
 }

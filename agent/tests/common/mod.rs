@@ -45,6 +45,7 @@ pub fn spec(id: &str, name: &str, command: &str, slug: &str) -> DynoSpec {
         env: BTreeMap::from([("GREETING".to_string(), "hi there".to_string())]),
         size: Default::default(),
         one_off: false,
+        generation: 1,
     }
 }
 

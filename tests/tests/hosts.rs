@@ -1,0 +1,313 @@
+//! Several hosts: the platform's agent (`host-1`, 127.0.0.1) and two more agents as separate
+//! processes with their own names, state directories and loopback addresses (127.0.0.2, .3).
+//! Covers spread, a short blip, host loss and replacement, the lost host's return without
+//! duplicates, and a coordinator kill -9 that restarts nothing.
+
+use dyno_tests::{Platform, bin, process_groups_under, wait_until};
+use nix::sys::signal::{Signal, kill, killpg};
+use nix::unistd::Pid;
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+use std::process::{Child, Command};
+use std::time::{Duration, Instant};
+
+const WEB: &str = "web: dyno-probe web\nworker: dyno-probe worker\n";
+/// Seconds of silence before a host is lost, for these tests (the default is 5).
+const LOST_AFTER: u64 = 2;
+
+struct Fleet {
+    p: Platform,
+    /// host-2, host-3 (host-1 is the platform's own agent).
+    extra: BTreeMap<String, Child>,
+}
+
+impl Fleet {
+    fn start() -> Fleet {
+        let p = Platform::start_with_coordinator_args(&[
+            "--host-lost-after-secs",
+            &LOST_AFTER.to_string(),
+        ]);
+        let mut f = Fleet {
+            p,
+            extra: BTreeMap::new(),
+        };
+        for (name, addr) in [("host-2", "127.0.0.2"), ("host-3", "127.0.0.3")] {
+            f.start_host(name, addr);
+        }
+        f.wait_connected(&["host-1", "host-2", "host-3"]);
+        f
+    }
+
+    fn state_dir(&self, host: &str) -> PathBuf {
+        match host {
+            "host-1" => self.p.dir.path().join("agent"),
+            other => self.p.dir.path().join(other),
+        }
+    }
+
+    fn start_host(&mut self, name: &str, addr: &str) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.p.dir.path().join(format!("{name}.log")))
+            .unwrap();
+        let child = Command::new(bin("dyno-agent"))
+            .args(["--coordinator", &self.p.url()])
+            .args(["--token", &self.p.token])
+            .arg("--state-dir")
+            .arg(self.state_dir(name))
+            .args(["--name", name, "--address", addr, "--stop-grace-secs", "3"])
+            .env("RUST_LOG", "info")
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("start dyno-agent");
+        self.extra.insert(name.to_string(), child);
+    }
+
+    fn agent_pid(&self, host: &str) -> Pid {
+        let child = match host {
+            "host-1" => self.p.agent.as_ref(),
+            other => self.extra.get(other),
+        };
+        Pid::from_raw(child.expect("agent running").id() as i32)
+    }
+
+    fn hosts(&self) -> BTreeMap<String, serde_json::Value> {
+        self.p
+            .get("/hosts")
+            .unwrap()
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|h| (h["name"].as_str().unwrap().to_string(), h.clone()))
+            .collect()
+    }
+
+    fn wait_connected(&self, names: &[&str]) {
+        wait_until(
+            &format!("{names:?} connected"),
+            Duration::from_secs(30),
+            || {
+                let hosts = self.hosts();
+                names
+                    .iter()
+                    .all(|n| hosts.get(*n).is_some_and(|h| h["state"] == "connected"))
+                    .then_some(())
+            },
+        );
+    }
+
+    /// name -> (id, host, state) of every dyno of the app.
+    fn placement(&self, app: &str) -> BTreeMap<String, (String, String, String)> {
+        self.p
+            .dynos(app)
+            .iter()
+            .map(|d| {
+                (
+                    d["name"].as_str().unwrap().to_string(),
+                    (
+                        d["id"].as_str().unwrap().to_string(),
+                        d["host"].as_str().unwrap_or("").to_string(),
+                        d["state"].as_str().unwrap().to_string(),
+                    ),
+                )
+            })
+            .collect()
+    }
+
+    /// Process groups of dynos on each host, from their working directories.
+    fn groups(&self, host: &str) -> BTreeSet<i32> {
+        process_groups_under(&self.state_dir(host).join("dynos"))
+    }
+
+    fn all_groups(&self) -> usize {
+        ["host-1", "host-2", "host-3"]
+            .iter()
+            .map(|h| self.groups(h).len())
+            .sum()
+    }
+
+    fn coordinator_log(&self) -> String {
+        std::fs::read_to_string(self.p.dir.path().join("coordinator.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for Fleet {
+    fn drop(&mut self) {
+        for (name, child) in &mut self.extra {
+            let pid = Pid::from_raw(child.id() as i32);
+            // A stopped agent would never see the SIGTERM.
+            let _ = kill(pid, Signal::SIGCONT);
+            let _ = kill(pid, Signal::SIGTERM);
+            let deadline = Instant::now() + Duration::from_secs(15);
+            while Instant::now() < deadline && !matches!(child.try_wait(), Ok(Some(_))) {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+            for g in process_groups_under(&self.p.dir.path().join(name).join("dynos")) {
+                let _ = killpg(Pid::from_raw(g), Signal::SIGKILL);
+            }
+        }
+    }
+}
+
+fn all_up(pl: &BTreeMap<String, (String, String, String)>, n: usize) -> bool {
+    pl.len() == n && pl.values().all(|(_, _, s)| s == "up")
+}
+
+fn router_ok(f: &Fleet, app: &str) -> bool {
+    ureq::get(&format!("http://127.0.0.1:{}/", f.p.router_port))
+        .set("Host", &format!("{app}.localhost"))
+        .timeout(Duration::from_secs(5))
+        .call()
+        .is_ok_and(|r| r.status() == 200)
+}
+
+#[test]
+fn dynos_spread_survive_a_blip_move_off_a_lost_host_and_are_never_duplicated_on_its_return() {
+    let f = Fleet::start();
+    f.p.deploy("spread", WEB);
+    f.p.dyno_ok(&["ps:scale", "web=3", "-a", "spread", "--wait"]);
+    let before = f.placement("spread");
+    assert!(all_up(&before, 3), "{before:?}");
+    let hosts: BTreeSet<&str> = before.values().map(|(_, h, _)| h.as_str()).collect();
+    assert_eq!(hosts.len(), 3, "one web dyno per host: {before:?}");
+    let table = f.hosts();
+    for h in ["host-1", "host-2", "host-3"] {
+        assert_eq!(table[h]["dynos"], 1, "{h}: {}", table[h]);
+        assert_eq!(table[h]["allocated_mb"], 512, "{h}: {}", table[h]);
+    }
+
+    // A blip shorter than the loss threshold changes nothing.
+    let h3 = f.agent_pid("host-3");
+    kill(h3, Signal::SIGSTOP).unwrap();
+    std::thread::sleep(Duration::from_millis(1000));
+    kill(h3, Signal::SIGCONT).unwrap();
+    std::thread::sleep(Duration::from_secs(LOST_AFTER + 1));
+    assert_eq!(
+        f.placement("spread"),
+        before,
+        "a blip moved or restarted dynos"
+    );
+    assert_eq!(f.hosts()["host-3"]["state"], "connected");
+
+    // host-3's agent goes silent for good (its dynos keep running, as on a partitioned host).
+    let (moved_name, (moved_id, _, _)) = before
+        .iter()
+        .find(|(_, (_, h, _))| h == "host-3")
+        .map(|(n, v)| (n.clone(), v.clone()))
+        .unwrap();
+    kill(h3, Signal::SIGSTOP).unwrap();
+    let lost_at = Instant::now();
+    let after = wait_until(
+        "host-3's dyno up elsewhere",
+        Duration::from_secs(20),
+        || {
+            let pl = f.placement("spread");
+            (all_up(&pl, 3) && pl[&moved_name].1 != "host-3").then_some(pl)
+        },
+    );
+    eprintln!("replaced {moved_name} in {:?}", lost_at.elapsed());
+    assert_eq!(
+        after[&moved_name].0, moved_id,
+        "the dyno moves under its id"
+    );
+    for (name, v) in &before {
+        if *name != moved_name {
+            assert_eq!(&after[name], v, "dynos of live hosts are untouched");
+        }
+    }
+    assert_eq!(f.hosts()["host-3"]["state"], "lost");
+    let logs = f.p.dyno_ok(&["logs", "-a", "spread", "-n", "200"]);
+    assert!(
+        logs.contains(&format!(
+            "heroku[{moved_name}]: Host host-3 lost; starting on"
+        )),
+        "{logs}"
+    );
+    assert!(
+        router_ok(&f, "spread"),
+        "the router serves from the live hosts"
+    );
+    // Duplicated while host-3 is cut off: its copy still runs there.
+    assert_eq!(f.groups("host-3").len(), 1);
+
+    // host-3 comes back: the coordinator is the source of truth, its stale dyno stops.
+    kill(h3, Signal::SIGCONT).unwrap();
+    f.wait_connected(&["host-3"]);
+    wait_until(
+        "host-3's stale dyno stopped",
+        Duration::from_secs(20),
+        || f.groups("host-3").is_empty().then_some(()),
+    );
+    assert_eq!(f.all_groups(), 3, "each web dyno runs exactly once");
+    let settled = f.placement("spread");
+    assert_eq!(settled, after, "the return restarted nothing");
+    assert!(f.coordinator_log().contains("host lost"));
+}
+
+#[test]
+fn a_killed_host_is_replaced_and_a_coordinator_kill_9_restarts_nothing() {
+    let mut f = Fleet::start();
+    f.p.deploy("fleet", WEB);
+    f.p.dyno_ok(&["ps:scale", "web=2", "worker=2", "-a", "fleet", "--wait"]);
+    let before = f.placement("fleet");
+    assert!(all_up(&before, 4), "{before:?}");
+    let groups_before: Vec<BTreeSet<i32>> = ["host-1", "host-2", "host-3"]
+        .iter()
+        .map(|h| f.groups(h))
+        .collect();
+    assert_eq!(groups_before.iter().map(BTreeSet::len).sum::<usize>(), 4);
+
+    // The coordinator dies with kill -9 and comes back: the agents keep their dynos and
+    // report them; nothing restarts, nothing moves.
+    f.p.kill_coordinator();
+    std::thread::sleep(Duration::from_millis(500));
+    f.p.start_coordinator();
+    f.wait_connected(&["host-1", "host-2", "host-3"]);
+    wait_until("dynos reported again", Duration::from_secs(20), || {
+        all_up(&f.placement("fleet"), 4).then_some(())
+    });
+    // Past the loss threshold: still nothing moved.
+    std::thread::sleep(Duration::from_secs(LOST_AFTER + 1));
+    assert_eq!(f.placement("fleet"), before);
+    let groups_after: Vec<BTreeSet<i32>> = ["host-1", "host-2", "host-3"]
+        .iter()
+        .map(|h| f.groups(h))
+        .collect();
+    assert_eq!(groups_after, groups_before, "the same processes run");
+
+    // A whole host dies: its agent and its dynos.
+    let victim = ["host-2", "host-3"]
+        .into_iter()
+        .max_by_key(|h| f.groups(h).len())
+        .unwrap();
+    let on_victim: Vec<String> = before
+        .iter()
+        .filter(|(_, (_, h, _))| h == victim)
+        .map(|(n, _)| n.clone())
+        .collect();
+    assert!(!on_victim.is_empty());
+    let mut agent = f.extra.remove(victim).unwrap();
+    agent.kill().unwrap();
+    agent.wait().unwrap();
+    for g in f.groups(victim) {
+        killpg(Pid::from_raw(g), Signal::SIGKILL).unwrap();
+    }
+    let killed_at = Instant::now();
+    let after = wait_until("replacements up elsewhere", Duration::from_secs(20), || {
+        let pl = f.placement("fleet");
+        (all_up(&pl, 4) && on_victim.iter().all(|n| pl[n].1 != victim)).then_some(pl)
+    });
+    eprintln!("replaced {on_victim:?} in {:?}", killed_at.elapsed());
+    assert_eq!(f.all_groups(), 4, "four dynos run, each once: {after:?}");
+    let web_hosts: BTreeSet<&str> = after
+        .iter()
+        .filter(|(n, _)| n.starts_with("web."))
+        .map(|(_, (_, h, _))| h.as_str())
+        .collect();
+    assert_eq!(web_hosts.len(), 2, "web dynos still spread: {after:?}");
+    assert!(router_ok(&f, "fleet"));
+}
