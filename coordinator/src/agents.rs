@@ -209,6 +209,7 @@ fn adopt(
             agent_version: hello.agent_version.clone(),
             first_seen: now,
             last_seen: now,
+            drained: false,
         })?;
         for mut d in t.dynos()? {
             if d.host.as_deref() != Some(hello.name.as_str()) || reported.contains(d.id.as_str()) {

@@ -118,6 +118,8 @@ pub fn router(inner: Shared, shutdown: watch::Receiver<bool>) -> Router {
             get(get_feature).patch(patch_feature),
         )
         .route("/hosts", get(hosts))
+        .route("/hosts/{host}/drain", post(drain_host))
+        .route("/hosts/{host}/undrain", post(undrain_host))
         .route("/slugs/{id}", get(get_slug))
         .route("/agent/ws", get(agent_ws))
         .layer(DefaultBodyLimit::max(MAX_REQUEST_BYTES))
@@ -1188,13 +1190,25 @@ struct FeatureInfo {
     state: &'static str,
 }
 
-const FEATURES: &[FeatureInfo] = &[FeatureInfo {
-    name: crate::metrics::FEATURE,
-    display_name: "Runtime metrics",
-    description: "Log each dyno's load and memory use every 20 seconds",
-    doc_url: "https://devcenter.heroku.com/articles/log-runtime-metrics",
-    state: "public",
-}];
+/// Heroku's name for start-before-stop deploys of web dynos.
+pub const PREBOOT: &str = "preboot";
+
+const FEATURES: &[FeatureInfo] = &[
+    FeatureInfo {
+        name: crate::metrics::FEATURE,
+        display_name: "Runtime metrics",
+        description: "Log each dyno's load and memory use every 20 seconds",
+        doc_url: "https://devcenter.heroku.com/articles/log-runtime-metrics",
+        state: "public",
+    },
+    FeatureInfo {
+        name: PREBOOT,
+        display_name: "Preboot",
+        description: "Start new web dynos and route to them before the old ones get SIGTERM",
+        doc_url: "https://devcenter.heroku.com/articles/preboot",
+        state: "public",
+    },
+];
 
 fn feature_info(name: &str) -> ApiResult<&'static FeatureInfo> {
     let name = if name == crate::metrics::FEATURE_ALIAS {
@@ -1270,7 +1284,10 @@ async fn patch_feature(
 }
 
 async fn hosts(State(api): State<Api>) -> ApiResult<Json<Vec<wire::Host>>> {
-    let inner = &api.inner;
+    Ok(Json(host_list(&api.inner)?))
+}
+
+fn host_list(inner: &Inner) -> ApiResult<Vec<wire::Host>> {
     let (hosts, dynos) = inner.store().read(|r| Ok((r.hosts()?, r.dynos()?)))?;
     let live = inner.liveness(&hosts, now_ms());
     let agents = inner.agents.lock().expect("agents lock");
@@ -1298,11 +1315,45 @@ async fn hosts(State(api): State<Api>) -> ApiResult<Json<Vec<wire::Host>>> {
                     conn.map_or(h.last_seen, |c| c.last_heartbeat) / 1000,
                 )),
                 agent_version: h.agent_version.clone(),
+                drained: h.drained,
                 name: h.name,
             }
         })
         .collect();
-    Ok(Json(out))
+    Ok(out)
+}
+
+async fn drain_host(
+    State(api): State<Api>,
+    Path(host): Path<String>,
+) -> ApiResult<Json<wire::Host>> {
+    set_drained(&api, &host, true)
+}
+
+async fn undrain_host(
+    State(api): State<Api>,
+    Path(host): Path<String>,
+) -> ApiResult<Json<wire::Host>> {
+    set_drained(&api, &host, false)
+}
+
+/// A drained host takes no new dynos; the manager moves its dynos off one at a time, each
+/// replacement up before the old one stops.
+fn set_drained(api: &Api, host: &str, drained: bool) -> ApiResult<Json<wire::Host>> {
+    let inner = &api.inner;
+    if !inner
+        .store()
+        .transaction(|tx| tx.set_host_drained(host, drained))?
+    {
+        return Err(ApiError::not_found(format!("no host named {host:?}")));
+    }
+    tracing::info!(host, drained, "host drain changed");
+    inner.wake();
+    host_list(inner)?
+        .into_iter()
+        .find(|h| h.name == host)
+        .map(Json)
+        .ok_or_else(|| ApiError::not_found(format!("no host named {host:?}")))
 }
 
 async fn get_slug(State(api): State<Api>, Path(id): Path<String>) -> ApiResult<Response> {

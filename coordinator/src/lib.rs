@@ -348,6 +348,7 @@ impl Inner {
                     memory_mb: h.memory_mb,
                     connected: matches!(l, Some(Liveness::Connected { .. })),
                     lost: matches!(l, Some(Liveness::Lost)),
+                    drained: h.drained,
                 }
             })
             .collect()
@@ -410,10 +411,12 @@ impl Inner {
         let mut store = self.store();
         let (apps, dynos, hosts) = store.read(|r| {
             let mut apps = Vec::new();
+            let preboot: HashSet<String> = r.apps_with_feature(api::PREBOOT)?.into_iter().collect();
             for app in r.apps()? {
                 apps.push(AppView {
                     release: r.current_release(&app.id)?,
                     formation: r.formation(&app.id)?,
+                    preboot: preboot.contains(&app.name),
                     app,
                 });
             }

@@ -11,6 +11,8 @@ pub struct AppView {
     pub app: AppRow,
     pub release: Option<ReleaseRow>,
     pub formation: Formation,
+    /// Web dynos of an earlier release keep serving until their replacements are up.
+    pub preboot: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -22,6 +24,8 @@ pub struct HostView {
     /// Silent past the host-loss threshold: its dynos are started elsewhere. A host that is
     /// neither connected nor lost is away for a blip, and its dynos are left as they are.
     pub lost: bool,
+    /// Takes no new dynos; its dynos move elsewhere one at a time.
+    pub drained: bool,
 }
 
 pub struct View<'a> {
@@ -109,9 +113,18 @@ pub fn plan(view: &View) -> Plan {
         .filter(|h| h.lost)
         .map(|h| h.name.as_str())
         .collect();
+    let drained: HashSet<&str> = view
+        .hosts
+        .iter()
+        .filter(|h| h.drained)
+        .map(|h| h.name.as_str())
+        .collect();
     let mut placer = Placer::new(view);
     // Slots (app, type, idx) still held by a row, so we know what to create.
     let mut held: HashSet<(&str, &str, u32)> = HashSet::new();
+    let surge = Surge::new(view, &apps, &lost, &drained);
+    // Replacements under way per drained host: a drain moves one dyno at a time.
+    let mut moving: HashMap<&str, u32> = surge.in_flight_per_drained_host();
 
     for d in view.dynos {
         // A dyno on a lost host counts as gone: nothing can stop it there, and its agent is told
@@ -161,6 +174,41 @@ pub fn plan(view: &View) -> Plan {
             Some(e) => d.idx <= e.quantity && Some(d.release) == current && d.size == e.size,
             None => false,
         };
+        // Start-before-stop: a dyno leaving a drained host, or a web dyno of an earlier release
+        // with preboot on, serves until the dyno that takes its slot is up.
+        if running && surge.replaces_first(d) {
+            held.insert((&d.app_id, &d.process_type, d.idx));
+            match surge.successor(d) {
+                Some(n) if n.state == DynoState::Up => plan.actions.push(Action::Stop {
+                    dyno_id: d.id.clone(),
+                }),
+                Some(_) => {}
+                None => {
+                    let from = d.host.as_deref().filter(|h| drained.contains(h));
+                    if let Some(h) = from {
+                        let n = moving.entry(h).or_insert(0);
+                        if *n > 0 {
+                            continue;
+                        }
+                        *n += 1;
+                    }
+                    let e = entry.expect("replaces_first implies a formation entry");
+                    match placer.place(&d.app_id, &d.process_type, e.size) {
+                        Some(host) => plan.actions.push(Action::Create {
+                            app_id: d.app_id.clone(),
+                            process_type: d.process_type.clone(),
+                            idx: d.idx,
+                            size: e.size,
+                            host,
+                        }),
+                        None => plan
+                            .unplaced
+                            .push(format!("{} {} {}", d.app, d.name(), e.size)),
+                    }
+                }
+            }
+            continue;
+        }
         if !wanted {
             // A running dyno keeps its slot until it is down, so its replacement never overlaps it.
             if running {
@@ -177,7 +225,9 @@ pub fn plan(view: &View) -> Plan {
         };
         if due {
             let host = match &d.host {
-                Some(h) if connected.contains(h.as_str()) => Some(h.clone()),
+                Some(h) if connected.contains(h.as_str()) && !drained.contains(h.as_str()) => {
+                    Some(h.clone())
+                }
                 _ => placer.place(&d.app_id, &d.process_type, d.size),
             };
             match host {
@@ -236,6 +286,97 @@ pub fn place_one(
     Placer::new(&view).place(app_id, ptype, size)
 }
 
+/// Which running dynos are replaced start-before-stop, and by which row.
+struct Surge<'a> {
+    apps: &'a HashMap<&'a str, &'a AppView>,
+    lost: &'a HashSet<&'a str>,
+    drained: &'a HashSet<&'a str>,
+    /// Wanted rows by slot (app id, process type, index).
+    slots: HashMap<(&'a str, &'a str, u32), Vec<&'a DynoRow>>,
+}
+
+impl<'a> Surge<'a> {
+    fn new(
+        view: &'a View,
+        apps: &'a HashMap<&'a str, &'a AppView>,
+        lost: &'a HashSet<&'a str>,
+        drained: &'a HashSet<&'a str>,
+    ) -> Surge<'a> {
+        let mut slots: HashMap<(&str, &str, u32), Vec<&DynoRow>> = HashMap::new();
+        for d in view.dynos {
+            if d.desired == Desired::Run && !d.one_off {
+                slots
+                    .entry((&d.app_id, &d.process_type, d.idx))
+                    .or_default()
+                    .push(d);
+            }
+        }
+        Surge {
+            apps,
+            lost,
+            drained,
+            slots,
+        }
+    }
+
+    fn entry(&self, d: &DynoRow) -> Option<(&AppView, dyno_shared::FormationEntry)> {
+        let app = self.apps.get(d.app_id.as_str())?;
+        let t = d.process_type.parse().ok()?;
+        let e = app.formation.entries.get(&t)?;
+        (d.idx <= e.quantity).then_some((*app, *e))
+    }
+
+    /// Whether `d` is current: the release and size its slot wants, on a host it may stay on.
+    fn settled(&self, d: &DynoRow) -> bool {
+        let Some((app, e)) = self.entry(d) else {
+            return false;
+        };
+        let on = |set: &HashSet<&str>| d.host.as_deref().is_some_and(|h| set.contains(h));
+        app.release.as_ref().map(|r| r.version) == Some(d.release)
+            && d.size == e.size
+            && !on(self.drained)
+            && !on(self.lost)
+    }
+
+    /// `d` keeps its slot until a successor is up, instead of stopping first.
+    fn replaces_first(&self, d: &DynoRow) -> bool {
+        let Some((app, _)) = self.entry(d) else {
+            return false;
+        };
+        if self.settled(d) {
+            return false;
+        }
+        let on_drained = d.host.as_deref().is_some_and(|h| self.drained.contains(h));
+        on_drained || (app.preboot && d.process_type == "web")
+    }
+
+    /// The settled row that takes `d`'s slot, if one exists yet.
+    fn successor(&self, d: &DynoRow) -> Option<&'a DynoRow> {
+        self.slots
+            .get(&(d.app_id.as_str(), d.process_type.as_str(), d.idx))?
+            .iter()
+            .find(|n| n.id != d.id && self.settled(n))
+            .copied()
+    }
+
+    fn in_flight_per_drained_host(&self) -> HashMap<&'a str, u32> {
+        let mut out = HashMap::new();
+        for rows in self.slots.values() {
+            for d in rows {
+                let Some(h) = d.host.as_deref().filter(|h| self.drained.contains(h)) else {
+                    continue;
+                };
+                if d.state.is_running()
+                    && self.successor(d).is_some_and(|n| n.state != DynoState::Up)
+                {
+                    *out.entry(h).or_insert(0) += 1;
+                }
+            }
+        }
+        out
+    }
+}
+
 /// Chooses hosts: enough free memory, then the fewest dynos of the same app and type, then the
 /// most free memory. Tracks what this plan already placed.
 struct Placer {
@@ -260,7 +401,7 @@ impl Placer {
             hosts: view
                 .hosts
                 .iter()
-                .filter(|h| h.connected)
+                .filter(|h| h.connected && !h.drained)
                 .map(|h| (h.name.clone(), h.memory_mb))
                 .collect(),
             allocated,
@@ -325,6 +466,7 @@ mod tests {
                 created_at: 0,
             }),
             formation,
+            preboot: false,
         }
     }
 
@@ -361,6 +503,7 @@ mod tests {
                 memory_mb: 4096,
                 connected: true,
                 lost: false,
+                drained: false,
             })
             .collect()
     }
@@ -528,6 +671,108 @@ mod tests {
             size: Size::Standard1x,
             host: "h2".into()
         }));
+    }
+
+    fn creates(p: &Plan) -> Vec<(&str, u32, &str)> {
+        p.actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::Create {
+                    process_type,
+                    idx,
+                    host,
+                    ..
+                } => Some((process_type.as_str(), *idx, host.as_str())),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_drained_host_hands_over_one_dyno_at_a_time_start_before_stop() {
+        let mut hs = hosts(3);
+        hs[0].drained = true;
+        let app = [app_view(&["web=2", "worker=1"], 1)];
+        let web1 = dyno("d1", "web", 1, DynoState::Up, "h1");
+        let worker1 = dyno("d2", "worker", 1, DynoState::Up, "h1");
+        let web2 = dyno("d3", "web", 2, DynoState::Up, "h2");
+        let p = run(&app, &[web1.clone(), worker1.clone(), web2.clone()], &hs);
+        // One replacement, never on the drained host, nothing stopped yet.
+        assert_eq!(creates(&p), vec![("web", 1, "h3")], "{:?}", p.actions);
+        assert_eq!(p.actions.len(), 1);
+
+        // Its replacement is booting: wait, and start no second move.
+        let mut new1 = dyno("d4", "web", 1, DynoState::Starting, "h3");
+        let rows = [web1.clone(), worker1.clone(), web2.clone(), new1.clone()];
+        assert_eq!(run(&app, &rows, &hs), Plan::default());
+
+        // Up: the old one stops; the next dyno moves.
+        new1.state = DynoState::Up;
+        let rows = [web1, worker1, web2, new1];
+        let p = run(&app, &rows, &hs);
+        assert!(p.actions.contains(&Action::Stop {
+            dyno_id: "d1".into()
+        }));
+        assert_eq!(creates(&p).len(), 1, "{:?}", p.actions);
+        assert_eq!(creates(&p)[0].0, "worker");
+        assert_ne!(creates(&p)[0].2, "h1");
+    }
+
+    #[test]
+    fn preboot_starts_new_web_dynos_before_stopping_the_old_release() {
+        let mut app = app_view(&["web=2", "worker=1"], 2);
+        app.preboot = true;
+        let app = [app];
+        let old = |id: &str, t: &str, idx: u32, h: &str| {
+            let mut d = dyno(id, t, idx, DynoState::Up, h);
+            d.release = 1;
+            d
+        };
+        let rows = [
+            old("d1", "web", 1, "h1"),
+            old("d2", "web", 2, "h2"),
+            old("d3", "worker", 1, "h1"),
+        ];
+        let p = run(&app, &rows, &hosts(2));
+        // Web: new dynos first, old ones untouched. Workers restart as usual (stop first).
+        let mut c = creates(&p);
+        c.sort();
+        assert_eq!(
+            c.iter().map(|c| (c.0, c.1)).collect::<Vec<_>>(),
+            [("web", 1), ("web", 2)]
+        );
+        assert_eq!(
+            p.actions
+                .iter()
+                .filter(|a| matches!(a, Action::Stop { .. }))
+                .collect::<Vec<_>>(),
+            [&Action::Stop {
+                dyno_id: "d3".into()
+            }]
+        );
+        // web.1's replacement is up, web.2's still booting: only old web.1 stops.
+        let mut new1 = dyno("d4", "web", 1, DynoState::Up, "h2");
+        new1.release = 2;
+        let mut new2 = dyno("d5", "web", 2, DynoState::Starting, "h1");
+        new2.release = 2;
+        let rows = [
+            old("d1", "web", 1, "h1"),
+            old("d2", "web", 2, "h2"),
+            new1,
+            new2,
+        ];
+        let p = run(&app, &rows, &hosts(2));
+        assert!(p.actions.contains(&Action::Stop {
+            dyno_id: "d1".into()
+        }));
+        assert!(!p.actions.contains(&Action::Stop {
+            dyno_id: "d2".into()
+        }));
+        assert!(
+            creates(&p).iter().all(|c| c.0 == "worker"),
+            "{:?}",
+            p.actions
+        );
     }
 
     #[test]

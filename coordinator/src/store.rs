@@ -117,6 +117,12 @@ CREATE TABLE app_features (
     r#"
 ALTER TABLE dynos ADD COLUMN generation INTEGER NOT NULL DEFAULT 1;
 "#,
+    r#"
+ALTER TABLE hosts ADD COLUMN drained INTEGER NOT NULL DEFAULT 0;
+-- A slot has two rows while a replacement boots beside the dyno it replaces (drain, preboot).
+DROP INDEX dynos_app_name;
+CREATE INDEX dynos_app_slot ON dynos(app_id, process_type, idx);
+"#,
 ];
 
 #[derive(Debug, Clone, PartialEq)]
@@ -241,6 +247,8 @@ pub struct HostRow {
     pub agent_version: String,
     pub first_seen: i64,
     pub last_seen: i64,
+    /// Set by an operator (`hosts:drain`); an agent's hello never changes it.
+    pub drained: bool,
 }
 
 /// A log drain of an app (`app` is its name, joined from `apps`).
@@ -548,7 +556,7 @@ pub trait Queries: std::ops::Deref<Target = Connection> {
 
     fn hosts(&self) -> Result<Vec<HostRow>> {
         let mut st = self.prepare_cached(
-            "SELECT name, address, memory_mb, cpus, isolation, agent_version, first_seen, last_seen FROM hosts ORDER BY name",
+            "SELECT name, address, memory_mb, cpus, isolation, agent_version, first_seen, last_seen, drained FROM hosts ORDER BY name",
         )?;
         let rows = st.query_map([], |r| {
             Ok(HostRow {
@@ -560,6 +568,7 @@ pub trait Queries: std::ops::Deref<Target = Connection> {
                 agent_version: r.get(5)?,
                 first_seen: r.get(6)?,
                 last_seen: r.get(7)?,
+                drained: r.get(8)?,
             })
         })?;
         Ok(rows.collect::<rusqlite::Result<_>>()?)
@@ -720,6 +729,15 @@ impl Tx<'_> {
             params![h.name, h.address, h.memory_mb as i64, h.cpus, h.isolation, h.agent_version, h.first_seen, h.last_seen],
         )?;
         Ok(())
+    }
+
+    /// Returns false when no host has that name.
+    pub fn set_host_drained(&self, name: &str, drained: bool) -> Result<bool> {
+        let n = self.execute(
+            "UPDATE hosts SET drained = ?2 WHERE name = ?1",
+            params![name, drained],
+        )?;
+        Ok(n == 1)
     }
 }
 

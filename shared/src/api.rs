@@ -141,6 +141,9 @@ pub struct Host {
     pub dynos: u32,
     pub last_heartbeat: Option<String>,
     pub agent_version: String,
+    /// Takes no new dynos and moves its dynos elsewhere (`hosts:drain`).
+    #[serde(default)]
+    pub drained: bool,
 }
 
 /// `PATCH /apps/{app}/config-vars`: a value sets, `null` unsets.

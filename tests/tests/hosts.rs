@@ -311,3 +311,174 @@ fn a_killed_host_is_replaced_and_a_coordinator_kill_9_restarts_nothing() {
     assert_eq!(web_hosts.len(), 2, "web dynos still spread: {after:?}");
     assert!(router_ok(&f, "fleet"));
 }
+
+fn api(f: &Fleet, method: &str, path: &str, body: &str) -> serde_json::Value {
+    let r = ureq::request(method, &format!("{}{path}", f.p.url()))
+        .set("Authorization", &format!("Bearer {}", f.p.token))
+        .set("Content-Type", "application/json")
+        .send_string(body)
+        .unwrap_or_else(|e| panic!("{method} {path}: {e}"));
+    r.into_json().unwrap()
+}
+
+/// Requests to the app through the router from a background thread until stopped:
+/// (answered 200, anything else with what it was).
+struct Load {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<(u64, Vec<String>)>>,
+}
+
+impl Load {
+    fn start(f: &Fleet, app: &str) -> Load {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let url = format!("http://127.0.0.1:{}/", f.p.router_port);
+        let host = format!("{app}.localhost");
+        let flag = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let mut ok = 0;
+            let mut failed = Vec::new();
+            while !flag.load(std::sync::atomic::Ordering::Relaxed) {
+                match ureq::get(&url)
+                    .set("Host", &host)
+                    .timeout(Duration::from_secs(10))
+                    .call()
+                {
+                    Ok(r) if r.status() == 200 => ok += 1,
+                    Ok(r) => failed.push(format!("status {}", r.status())),
+                    Err(e) => failed.push(e.to_string()),
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            (ok, failed)
+        });
+        Load {
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    fn finish(mut self) -> (u64, Vec<String>) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.thread.take().unwrap().join().unwrap()
+    }
+}
+
+#[test]
+fn a_drained_host_hands_its_dynos_over_without_a_failed_request() {
+    let f = Fleet::start();
+    f.p.deploy("drain", WEB);
+    f.p.dyno_ok(&["ps:scale", "web=2", "worker=1", "-a", "drain", "--wait"]);
+    let before = f.placement("drain");
+    let victim = before["web.1"].1.clone();
+    let leaving: BTreeSet<String> = before
+        .iter()
+        .filter(|(_, (_, h, _))| *h == victim)
+        .map(|(n, _)| n.clone())
+        .collect();
+
+    let load = Load::start(&f, "drain");
+    std::thread::sleep(Duration::from_millis(300));
+    let host = api(&f, "POST", &format!("/hosts/{victim}/drain"), "");
+    assert_eq!(host["drained"], true, "{host}");
+    let after = wait_until(&format!("{victim} empty"), Duration::from_secs(40), || {
+        let pl = f.placement("drain");
+        (all_up(&pl, 3) && pl.values().all(|(_, h, _)| *h != victim)).then_some(pl)
+    });
+    wait_until("old dynos gone", Duration::from_secs(20), || {
+        f.groups(&victim).is_empty().then_some(())
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    let (ok, failed) = load.finish();
+    assert!(ok > 20, "the load ran: {ok}");
+    assert!(
+        failed.is_empty(),
+        "failed requests during the drain: {failed:?}"
+    );
+    assert_eq!(f.all_groups(), 3);
+    for name in &leaving {
+        assert_ne!(
+            after[name].0, before[name].0,
+            "{name}: a new dyno took its slot"
+        );
+    }
+    let hosts = f.hosts();
+    assert_eq!(hosts[&victim]["drained"], true);
+    assert_eq!(hosts[&victim]["dynos"], 0);
+
+    // Drained: new dynos go elsewhere. Undrained: it takes them again.
+    f.p.dyno_ok(&["ps:scale", "web=4", "-a", "drain", "--wait"]);
+    assert!(
+        f.placement("drain").values().all(|(_, h, _)| *h != victim),
+        "a drained host took a dyno"
+    );
+    let host = api(&f, "POST", &format!("/hosts/{victim}/undrain"), "");
+    assert_eq!(host["drained"], false);
+    f.p.dyno_ok(&["ps:scale", "web=5", "-a", "drain", "--wait"]);
+    assert_eq!(
+        f.placement("drain")["web.5"].1,
+        victim,
+        "spread to the emptiest host"
+    );
+}
+
+#[test]
+fn preboot_replaces_web_dynos_without_a_failed_request() {
+    let f = Fleet::start();
+    f.p.deploy("pre", WEB);
+    f.p.dyno_ok(&["ps:scale", "web=2", "-a", "pre", "--wait"]);
+    let feature = api(
+        &f,
+        "PATCH",
+        "/apps/pre/features/preboot",
+        r#"{"enabled":true}"#,
+    );
+    assert_eq!(feature["enabled"], true);
+    let before = f.placement("pre");
+
+    let load = Load::start(&f, "pre");
+    std::thread::sleep(Duration::from_millis(300));
+    f.p.dyno_ok(&["config:set", "COLOR=blue", "-a", "pre"]);
+    let release =
+        f.p.json(&["releases", "-a", "pre"])
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|r| r["version"].as_u64())
+            .max()
+            .unwrap();
+    wait_until("web on the new release", Duration::from_secs(40), || {
+        let d = f.p.dynos("pre");
+        (d.len() == 2
+            && d.iter()
+                .all(|d| d["state"] == "up" && d["release"].as_u64() == Some(release)))
+        .then_some(())
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    let (ok, failed) = load.finish();
+    assert!(ok > 20, "the load ran: {ok}");
+    assert!(
+        failed.is_empty(),
+        "failed requests during the deploy: {failed:?}"
+    );
+    let after = f.placement("pre");
+    for name in ["web.1", "web.2"] {
+        assert_ne!(after[name].0, before[name].0, "{name} was replaced");
+    }
+    // Each old dyno got SIGTERM only once its replacement was up.
+    let logs = f.p.logs("pre");
+    let lines: Vec<&str> = logs.lines().collect();
+    for name in ["web.1", "web.2"] {
+        let up = lines
+            .iter()
+            .rposition(|l| l.contains(&format!("heroku[{name}]")) && l.contains("to up"))
+            .expect("the new dyno came up");
+        let stop = lines
+            .iter()
+            .position(|l| l.contains(&format!("heroku[{name}]")) && l.contains("SIGTERM"))
+            .expect("the old dyno was stopped");
+        assert!(
+            up < stop,
+            "{name}: stopped before its replacement was up:\n{logs}"
+        );
+    }
+}
