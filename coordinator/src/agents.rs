@@ -4,7 +4,7 @@
 use crate::store::{Desired, HostRow, Queries};
 use crate::{AgentConn, Inner, Shared, now_ms};
 use dyno_shared::protocol::{
-    AgentMsg, CoordinatorMsg, DynoState, HEARTBEAT_INTERVAL_MS, Hello, MAX_FRAME_BYTES,
+    AgentMsg, CoordinatorMsg, DynoState, DynoStatus, HEARTBEAT_INTERVAL_MS, Hello, MAX_FRAME_BYTES,
     PROTOCOL_VERSION,
 };
 use futures_util::{SinkExt, StreamExt};
@@ -27,6 +27,9 @@ pub fn ws_config() -> WebSocketConfig {
     WebSocketConfig::default()
         .max_message_size(Some(MAX_FRAME_BYTES))
         .max_frame_size(Some(MAX_FRAME_BYTES))
+        // The 128 KiB default is allocated per connection up front: 128 MB for 1,000 agents.
+        // Frames are small; a bigger one grows the buffer as it arrives.
+        .read_buffer_size(16 * 1024)
 }
 
 async fn send_error<S: AsyncRead + AsyncWrite + Unpin>(
@@ -192,10 +195,13 @@ fn adopt(
     tx: &mpsc::UnboundedSender<CoordinatorMsg>,
 ) -> Result<(), crate::StoreError> {
     let now = now_ms();
-    for s in &hello.dynos {
-        if let Some(msg) = inner.apply_status(&hello.name, s)? {
-            let _ = tx.send(msg);
-        }
+    let batch: Vec<(String, DynoStatus)> = hello
+        .dynos
+        .iter()
+        .map(|s| (hello.name.clone(), s.clone()))
+        .collect();
+    for (_, msg) in inner.apply_statuses(&batch)? {
+        let _ = tx.send(msg);
     }
     let reported: HashSet<&str> = hello.dynos.iter().map(|s| s.dyno_id.as_str()).collect();
     let mut finished = Vec::new();
@@ -254,16 +260,8 @@ fn handle(inner: &Inner, host: &str, text: &str) -> Option<CoordinatorMsg> {
             None
         }
         AgentMsg::DynoState(s) => {
-            let reply = match inner.apply_status(host, &s) {
-                Ok(r) => r,
-                Err(e) => {
-                    tracing::error!(host, dyno = s.dyno_id, error = %e, "failed to record dyno state");
-                    None
-                }
-            };
-            let _ = inner.refresh_routes();
-            inner.wake();
-            reply
+            inner.queue_status(host, s);
+            None
         }
         AgentMsg::Logs { lines } => {
             inner.ingest_logs(lines);

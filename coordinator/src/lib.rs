@@ -138,6 +138,9 @@ pub struct Inner {
     /// Apps in the route table, so destroyed ones can be removed.
     routed: Mutex<HashSet<String>>,
     next_conn: AtomicU64,
+    /// Agents' dyno reports waiting for the status applier (host, status), in arrival order.
+    statuses: Mutex<Vec<(String, DynoStatus)>>,
+    status_ready: Notify,
     /// When each disconnected host's agent was last heard from (unix ms).
     away: Mutex<HashMap<String, i64>>,
     /// Hosts already logged as lost, so each loss is logged once.
@@ -238,6 +241,8 @@ impl Inner {
             unplaced: Mutex::new(HashSet::new()),
             routed: Mutex::new(HashSet::new()),
             next_conn: AtomicU64::new(1),
+            statuses: Mutex::new(Vec::new()),
+            status_ready: Notify::new(),
             away: Mutex::new(HashMap::new()),
             lost_noted: Mutex::new(HashSet::new()),
             started_at: now_ms() + RECONNECT_GRACE.as_millis() as i64,
@@ -630,75 +635,112 @@ impl Inner {
         Ok(())
     }
 
-    /// Applies an agent's report of one dyno. Returns a message for the agent when the dyno is
-    /// one the coordinator no longer wants.
-    fn apply_status(
+    /// Queues an agent's report of one dyno for the status applier, which applies everything
+    /// queued in one transaction: a flood of reports costs one commit, not one each.
+    pub fn queue_status(&self, host: &str, s: DynoStatus) {
+        self.statuses
+            .lock()
+            .expect("statuses lock")
+            .push((host.to_string(), s));
+        self.status_ready.notify_one();
+    }
+
+    /// Applies what `queue_status` collected, then tells agents about dynos no longer wanted.
+    pub fn apply_queued_statuses(&self) -> Result<(), StoreError> {
+        let batch = std::mem::take(&mut *self.statuses.lock().expect("statuses lock"));
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let replies = self.apply_statuses(&batch)?;
+        for (host, msg) in replies {
+            self.send(&host, msg);
+        }
+        self.refresh_routes()?;
+        self.wake();
+        Ok(())
+    }
+
+    /// Applies agents' reports of dynos (host, status) in one transaction, in order. Returns
+    /// messages for agents whose dynos the coordinator no longer wants.
+    fn apply_statuses(
         &self,
-        host: &str,
-        s: &DynoStatus,
-    ) -> Result<Option<CoordinatorMsg>, StoreError> {
+        batch: &[(String, DynoStatus)],
+    ) -> Result<Vec<(String, CoordinatorMsg)>, StoreError> {
         let grace_ms = self.config.stop_grace.as_millis() as u64;
-        let stop = || {
-            Some(CoordinatorMsg::StopDyno {
-                dyno_id: s.dyno_id.clone(),
-                grace_ms,
-            })
-        };
         let now = now_ms();
         let policy = &self.config.restart;
-        let mut finished_run: Option<(String, String, i32)> = None;
-        if !s.state.is_running() {
-            self.stats.forget(&s.dyno_id);
+        let mut finished_runs: Vec<(String, String, i32)> = Vec::new();
+        for (_, s) in batch {
+            if !s.state.is_running() {
+                self.stats.forget(&s.dyno_id);
+            }
         }
-        let reply = self.store().transaction(|tx| {
-            let Some(mut d) = tx.dyno(&s.dyno_id)? else {
-                return Ok(if s.state.is_running() { stop() } else { None });
-            };
-            if d.host.as_deref() != Some(host) {
-                // A stale report from a host the dyno was moved off.
-                return Ok(if s.state.is_running() { stop() } else { None });
-            }
-            if s.generation != 0 && s.generation < d.generation && !s.state.is_running() {
-                // How an earlier start ended, arriving after the next start was ordered.
-                return Ok(None);
-            }
-            let done = !s.state.is_running();
-            if done && (d.desired == Desired::Stop || d.one_off) {
-                if d.one_off {
-                    finished_run = Some((d.app.clone(), d.name(), s.exit_code.unwrap_or(-1)));
+        let replies = self.store().transaction(|tx| {
+            let mut replies = Vec::new();
+            for (host, s) in batch {
+                let stop = || {
+                    (
+                        host.clone(),
+                        CoordinatorMsg::StopDyno {
+                            dyno_id: s.dyno_id.clone(),
+                            grace_ms,
+                        },
+                    )
+                };
+                let Some(mut d) = tx.dyno(&s.dyno_id)? else {
+                    if s.state.is_running() {
+                        replies.push(stop());
+                    }
+                    continue;
+                };
+                if d.host.as_deref() != Some(host.as_str()) {
+                    // A stale report from a host the dyno was moved off.
+                    if s.state.is_running() {
+                        replies.push(stop());
+                    }
+                    continue;
                 }
-                tx.delete_dyno(&d.id)?;
-                return Ok(None);
-            }
-            let previous = d.state;
-            d.state = s.state;
-            d.updated_at = now;
-            if s.port.is_some() {
-                d.port = s.port;
-            }
-            d.exit_code = s.exit_code;
-            d.reason = s.reason.clone();
-            match s.state {
-                DynoState::Up if previous != DynoState::Up => d.up_since = Some(now),
-                DynoState::Crashed => {
-                    d.restarts = policy.count_after_crash(d.restarts, d.up_since, now);
-                    d.next_start_at = Some(now + policy.delay(d.restarts).as_millis() as i64);
-                    d.up_since = None;
+                if s.generation != 0 && s.generation < d.generation && !s.state.is_running() {
+                    // How an earlier start ended, arriving after the next start was ordered.
+                    continue;
                 }
-                DynoState::Down | DynoState::Idle => d.up_since = None,
-                _ => {}
+                let done = !s.state.is_running();
+                if done && (d.desired == Desired::Stop || d.one_off) {
+                    if d.one_off {
+                        finished_runs.push((d.app.clone(), d.name(), s.exit_code.unwrap_or(-1)));
+                    }
+                    tx.delete_dyno(&d.id)?;
+                    continue;
+                }
+                let previous = d.state;
+                d.state = s.state;
+                d.updated_at = now;
+                if s.port.is_some() {
+                    d.port = s.port;
+                }
+                d.exit_code = s.exit_code;
+                d.reason = s.reason.clone();
+                match s.state {
+                    DynoState::Up if previous != DynoState::Up => d.up_since = Some(now),
+                    DynoState::Crashed => {
+                        d.restarts = policy.count_after_crash(d.restarts, d.up_since, now);
+                        d.next_start_at = Some(now + policy.delay(d.restarts).as_millis() as i64);
+                        d.up_since = None;
+                    }
+                    DynoState::Down | DynoState::Idle => d.up_since = None,
+                    _ => {}
+                }
+                tx.update_dyno(&d)?;
+                if s.state.is_running() && d.desired == Desired::Stop {
+                    replies.push(stop());
+                }
             }
-            tx.update_dyno(&d)?;
-            Ok(if s.state.is_running() && d.desired == Desired::Stop {
-                stop()
-            } else {
-                None
-            })
+            Ok(replies)
         })?;
-        if let Some((app, name, code)) = finished_run {
+        for (app, name, code) in finished_runs {
             self.finish_run(&app, &name, code);
         }
-        Ok(reply)
+        Ok(replies)
     }
 
     fn finish_run(&self, app: &str, name: &str, code: i32) {
@@ -777,6 +819,23 @@ pub async fn serve(
         Some(log_tx),
         wait_for(stop_rx.clone()),
     ));
+
+    let applier = inner.clone();
+    let mut applier_stop = stop_rx.clone();
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                _ = applier.status_ready.notified() => {}
+                _ = applier_stop.changed() => break,
+            }
+            let a = applier.clone();
+            match tokio::task::spawn_blocking(move || a.apply_queued_statuses()).await {
+                Ok(Err(e)) => tracing::error!(error = %e, "failed to record dyno states"),
+                Err(e) => tracing::error!(error = %e, "status applier panicked"),
+                Ok(Ok(())) => {}
+            }
+        }
+    });
 
     let manager = inner.clone();
     let mut manager_stop = stop_rx.clone();

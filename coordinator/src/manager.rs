@@ -380,30 +380,42 @@ impl<'a> Surge<'a> {
 /// Chooses hosts: enough free memory, then the fewest dynos of the same app and type, then the
 /// most free memory. Tracks what this plan already placed.
 struct Placer {
+    /// Candidate hosts: name and memory capacity.
     hosts: Vec<(String, u64)>,
-    allocated: HashMap<String, u64>,
-    same_type: HashMap<(String, String, String), u32>,
+    /// MB allocated per candidate host, by index into `hosts`.
+    allocated: Vec<u64>,
+    /// Dynos per candidate host (by index) of each app and process type.
+    same_type: HashMap<(String, String), Vec<u32>>,
 }
 
 impl Placer {
     fn new(view: &View) -> Placer {
-        let mut allocated = HashMap::new();
-        let mut same_type = HashMap::new();
+        let hosts: Vec<(String, u64)> = view
+            .hosts
+            .iter()
+            .filter(|h| h.connected && !h.drained)
+            .map(|h| (h.name.clone(), h.memory_mb))
+            .collect();
+        let index: HashMap<&str, usize> = hosts
+            .iter()
+            .enumerate()
+            .map(|(i, (name, _))| (name.as_str(), i))
+            .collect();
+        let mut allocated = vec![0; hosts.len()];
+        let mut same_type: HashMap<(String, String), Vec<u32>> = HashMap::new();
         for d in view.dynos {
-            if let (Some(h), true) = (&d.host, d.desired == Desired::Run) {
-                *allocated.entry(h.clone()).or_insert(0) += d.size.memory_mb();
-                *same_type
-                    .entry((h.clone(), d.app_id.clone(), d.process_type.clone()))
-                    .or_insert(0) += 1;
+            let Some(&i) = d.host.as_deref().and_then(|h| index.get(h)) else {
+                continue;
+            };
+            if d.desired == Desired::Run {
+                allocated[i] += d.size.memory_mb();
+                same_type
+                    .entry((d.app_id.clone(), d.process_type.clone()))
+                    .or_insert_with(|| vec![0; hosts.len()])[i] += 1;
             }
         }
         Placer {
-            hosts: view
-                .hosts
-                .iter()
-                .filter(|h| h.connected && !h.drained)
-                .map(|h| (h.name.clone(), h.memory_mb))
-                .collect(),
+            hosts,
             allocated,
             same_type,
         }
@@ -411,29 +423,24 @@ impl Placer {
 
     fn place(&mut self, app_id: &str, ptype: &str, size: Size) -> Option<String> {
         let need = size.memory_mb();
-        let best = self
+        let n = self.hosts.len();
+        let same = self
+            .same_type
+            .entry((app_id.to_string(), ptype.to_string()))
+            .or_insert_with(|| vec![0; n]);
+        let (_, _, best) = self
             .hosts
             .iter()
-            .filter_map(|(name, cap)| {
-                let used = self.allocated.get(name).copied().unwrap_or(0);
-                let free = cap.saturating_sub(used);
-                (free >= need).then(|| {
-                    let same = self
-                        .same_type
-                        .get(&(name.clone(), app_id.to_string(), ptype.to_string()))
-                        .copied()
-                        .unwrap_or(0);
-                    (same, std::cmp::Reverse(free), name.clone())
-                })
+            .enumerate()
+            .filter_map(|(i, (name, cap))| {
+                let free = cap.saturating_sub(self.allocated[i]);
+                (free >= need).then_some((same[i], std::cmp::Reverse(free), (name.as_str(), i)))
             })
             .min()?;
-        let name = best.2;
-        *self.allocated.entry(name.clone()).or_insert(0) += need;
-        *self
-            .same_type
-            .entry((name.clone(), app_id.to_string(), ptype.to_string()))
-            .or_insert(0) += 1;
-        Some(name)
+        let i = best.1;
+        self.allocated[i] += need;
+        same[i] += 1;
+        Some(self.hosts[i].0.clone())
     }
 }
 
