@@ -130,21 +130,41 @@ pub enum Command {
         #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
         command: Vec<String>,
     },
-    /// Show an app's logs
-    Logs {
-        /// Lines of history (1-1500)
-        #[arg(short = 'n', long = "num", default_value_t = 100,
-              value_parser = clap::value_parser!(u32).range(1..=1500))]
-        num: u32,
-        /// Keep streaming new lines
-        #[arg(short = 't', long)]
-        tail: bool,
-        /// Only this dyno (web.1) or process type (web)
-        #[arg(short = 'd', long)]
-        dyno: Option<String>,
-        /// Only this source: app, system (heroku) or router
-        #[arg(short = 's', long)]
-        source: Option<String>,
+    /// Show an app's logs: history, then with --tail live lines, every dyno merged
+    Logs(LogsArgs),
+    /// List an app's log drains
+    Drains,
+    /// Forward an app's logs to a syslog:// (syslog+tls://) or https:// receiver
+    #[command(name = "drains:add")]
+    DrainsAdd {
+        /// syslog://HOST:PORT, syslog+tls://HOST:PORT or https://HOST/PATH
+        url: String,
+    },
+    /// Stop forwarding an app's logs to a drain
+    #[command(name = "drains:remove")]
+    DrainsRemove {
+        /// The drain's URL or token (d.…), as `dyno drains` shows them
+        url_or_token: String,
+    },
+    /// List an app's features and whether each is enabled
+    Labs,
+    /// Enable a feature, e.g. runtime-metrics
+    #[command(name = "labs:enable")]
+    LabsEnable {
+        /// Feature name, as `dyno labs` lists it
+        feature: String,
+    },
+    /// Disable a feature
+    #[command(name = "labs:disable")]
+    LabsDisable {
+        /// Feature name, as `dyno labs` lists it
+        feature: String,
+    },
+    /// Show what a feature does and whether it is enabled
+    #[command(name = "labs:info")]
+    LabsInfo {
+        /// Feature name, as `dyno labs` lists it
+        feature: String,
     },
     /// List the hosts running agents
     Hosts,
@@ -156,6 +176,29 @@ pub enum Command {
         #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
         argv: Vec<String>,
     },
+}
+
+#[derive(Debug, Args, Clone, PartialEq, Eq)]
+pub struct LogsArgs {
+    /// Lines of history (1-1500)
+    #[arg(short = 'n', long = "num", default_value_t = 100,
+          value_parser = clap::value_parser!(u32).range(1..=1500))]
+    pub num: u32,
+    /// Keep streaming new lines
+    #[arg(short = 't', long)]
+    pub tail: bool,
+    /// Only this dyno (web.1) or process type (web)
+    #[arg(short = 'd', long, conflicts_with = "ps")]
+    pub dyno: Option<String>,
+    /// Only the dynos of this process type (web)
+    #[arg(short = 'p', long, value_name = "TYPE")]
+    pub ps: Option<String>,
+    /// Only this source: app, system (heroku) or router
+    #[arg(short = 's', long)]
+    pub source: Option<String>,
+    /// Only lines whose message matches this regular expression (Rust regex syntax)
+    #[arg(long, value_name = "REGEX")]
+    pub grep: Option<String>,
 }
 
 #[derive(Debug, Args, Clone)]

@@ -2,7 +2,7 @@
 
 use dyno_shared::LogLine;
 use dyno_shared::Size;
-use dyno_shared::api::{App, Dyno, FormationItem, Host, Release};
+use dyno_shared::api::{App, AppFeature, Dyno, FormationItem, Host, LogDrain, Release};
 use dyno_shared::time::{ago, parse_iso, ps_time, rfc3339_micros};
 use std::collections::BTreeMap;
 
@@ -272,27 +272,97 @@ pub fn hosts(hosts: &[Host], now: i64) -> String {
     )
 }
 
-/// foreman's palette: one colour per process name.
+/// `=== shop Drains` and `URL (TOKEN)` per drain, as `heroku drains` prints them.
+pub fn drains(app: &str, drains: &[LogDrain]) -> String {
+    if drains.is_empty() {
+        return format!("No drains on {app}; add one with `dyno drains:add URL -a {app}`.\n");
+    }
+    let mut out = format!("=== {app} Drains\n");
+    for d in drains {
+        out.push_str(&format!("{} ({})\n", d.url, d.token));
+    }
+    out
+}
+
+/// `=== shop App Features` and `[+] name  description` per feature (`[ ]` when disabled), as
+/// `heroku labs` prints them.
+pub fn features(app: &str, features: &[AppFeature]) -> String {
+    let mut out = format!("=== {app} App Features\n");
+    if features.is_empty() {
+        out.push_str("No features available.\n");
+        return out;
+    }
+    let rows: Vec<Vec<String>> = features
+        .iter()
+        .map(|f| {
+            vec![
+                if f.enabled { "[+]" } else { "[ ]" }.to_string(),
+                f.name.clone(),
+                f.description.clone(),
+            ]
+        })
+        .collect();
+    out.push_str(&columns(&rows));
+    out
+}
+
+/// `heroku labs:info`: the feature's name as a header, then its description, docs and state.
+pub fn feature_info(f: &AppFeature) -> String {
+    format!(
+        "=== {}\n{}",
+        f.name,
+        columns(&[
+            vec!["Description:".into(), f.description.clone()],
+            vec!["Docs:".into(), f.doc_url.clone()],
+            vec!["Enabled:".into(), f.enabled.to_string()],
+            vec!["State:".into(), f.state.clone()],
+        ])
+    )
+}
+
+/// foreman's palette, in the order it hands colours out.
 const PALETTE: [&str; 12] = [
     "36", "33", "32", "35", "31", "34", "96", "93", "92", "95", "91", "94",
 ];
 
-/// A stable colour for a process name (FNV-1a, so it is the same on every run).
-pub fn colour_of(process: &str) -> &'static str {
-    let mut h: u32 = 0x811c_9dc5;
-    for b in process.bytes() {
-        h ^= b as u32;
-        h = h.wrapping_mul(0x0100_0193);
-    }
-    PALETTE[h as usize % PALETTE.len()]
+/// Colours per process as foreman gives them: the next palette entry to each process the first
+/// time it shows up, so the first dozen processes of a tail all differ.
+#[derive(Debug, Default)]
+pub struct Colours {
+    assigned: Vec<String>,
 }
 
-/// `LogLine::render()` with the `SOURCE[PROCESS]:` prefix coloured when `colour` is set.
-pub fn log_line(line: &LogLine, colour: bool) -> String {
-    let rendered = line.render();
-    if !colour {
-        return rendered;
+impl Colours {
+    /// The ANSI SGR code of `process`, assigning one if it is new.
+    pub fn of(&mut self, process: &str) -> &'static str {
+        let i = match self.assigned.iter().position(|p| p == process) {
+            Some(i) => i,
+            None => {
+                self.assigned.push(process.to_string());
+                self.assigned.len() - 1
+            }
+        };
+        PALETTE[i % PALETTE.len()]
     }
+}
+
+/// Whether log lines get colours: only on a terminal, never for `--json`, and not when
+/// `NO_COLOR` is set to anything but the empty string (no-color.org).
+pub fn use_colour(
+    json: bool,
+    stdout_is_terminal: bool,
+    no_color: Option<&std::ffi::OsStr>,
+) -> bool {
+    !json && stdout_is_terminal && no_color.is_none_or(|v| v.is_empty())
+}
+
+/// `LogLine::render()` with the `SOURCE[PROCESS]:` prefix in the ANSI colour `colour` (an SGR
+/// code such as `36`) when one is given.
+pub fn log_line(line: &LogLine, colour: Option<&str>) -> String {
+    let rendered = line.render();
+    let Some(colour) = colour else {
+        return rendered;
+    };
     let time = rfc3339_micros(line.at);
     let Some(rest) = rendered
         .strip_prefix(time.as_str())
@@ -302,8 +372,7 @@ pub fn log_line(line: &LogLine, colour: bool) -> String {
     };
     match rest.find("]: ") {
         Some(end) => format!(
-            "{time} \x1b[{}m{}\x1b[0m{}",
-            colour_of(&line.process),
+            "{time} \x1b[{colour}m{}\x1b[0m{}",
             &rest[..end + 2],
             &rest[end + 2..]
         ),
@@ -315,6 +384,7 @@ pub fn log_line(line: &LogLine, colour: bool) -> String {
 mod tests {
     use super::*;
     use dyno_shared::LogSource;
+    use std::collections::BTreeSet;
 
     const NOW: i64 = 1_795_446_826; // 2026-11-23T15:13:46Z
 
@@ -465,18 +535,127 @@ run.1 (standard-1x): up 2026/11/23 15:12:46 +0000 (~ 1m ago): bash
             process: "web.1".into(),
             message: "a]: b".into(),
         };
-        assert_eq!(log_line(&l, false), l.render());
-        let c = colour_of("web.1");
         assert_eq!(
-            log_line(&l, true),
-            format!("2026-11-23T15:13:46.677020+00:00 \x1b[{c}mapp[web.1]:\x1b[0m a]: b")
+            log_line(&l, None),
+            "2026-11-23T15:13:46.677020+00:00 app[web.1]: a]: b"
         );
-        assert_eq!(colour_of("web.1"), colour_of("web.1"));
-        let distinct: std::collections::BTreeSet<_> =
-            ["web.1", "web.2", "worker.1", "router", "api"]
-                .iter()
-                .map(|p| colour_of(p))
-                .collect();
-        assert!(distinct.len() > 1);
+        assert_eq!(
+            log_line(&l, Some("36")),
+            "2026-11-23T15:13:46.677020+00:00 \x1b[36mapp[web.1]:\x1b[0m a]: b"
+        );
+        let system = LogLine {
+            source: LogSource::System,
+            process: "api".into(),
+            message: "Deploy v2".into(),
+            ..l.clone()
+        };
+        assert_eq!(
+            log_line(&system, Some("33")),
+            "2026-11-23T15:13:46.677020+00:00 \x1b[33mheroku[api]:\x1b[0m Deploy v2"
+        );
+    }
+
+    #[test]
+    fn colours_are_handed_out_in_order_of_appearance() {
+        let mut c = Colours::default();
+        let first: Vec<&str> = ["web.1", "web.2", "worker.1", "router"]
+            .iter()
+            .map(|p| c.of(p))
+            .collect();
+        assert_eq!(first, ["36", "33", "32", "35"]);
+        // A process keeps its colour.
+        assert_eq!(c.of("web.2"), "33");
+        assert_eq!(c.of("web.1"), "36");
+        // Twelve processes get twelve colours; the thirteenth starts the palette again.
+        for i in 5..=12 {
+            c.of(&format!("run.{i}"));
+        }
+        let distinct: BTreeSet<&str> = (5..=12)
+            .map(|i| c.of(&format!("run.{i}")))
+            .chain(first.iter().copied())
+            .collect();
+        assert_eq!(distinct.len(), 12);
+        assert_eq!(c.of("run.13"), "36");
+    }
+
+    #[test]
+    fn colour_only_on_a_terminal_without_no_color() {
+        use std::ffi::OsStr;
+        assert!(use_colour(false, true, None));
+        assert!(!use_colour(false, false, None), "piped");
+        assert!(!use_colour(true, true, None), "--json");
+        assert!(!use_colour(false, true, Some(OsStr::new("1"))));
+        // no-color.org: an empty NO_COLOR does not count.
+        assert!(use_colour(false, true, Some(OsStr::new(""))));
+    }
+
+    fn drain(url: &str, token: &str) -> LogDrain {
+        LogDrain {
+            id: "ld-1".into(),
+            url: url.into(),
+            token: token.into(),
+            created_at: "2026-11-23T15:13:46Z".into(),
+            updated_at: "2026-11-23T15:13:46Z".into(),
+            addon: None,
+        }
+    }
+
+    #[test]
+    fn drains_list_url_and_token() {
+        assert_eq!(
+            drains(
+                "shop",
+                &[
+                    drain("syslog://logs.example.com:514", "d.1"),
+                    drain("https://user:pw@example.com/logs", "d.2"),
+                ]
+            ),
+            "=== shop Drains\n\
+             syslog://logs.example.com:514 (d.1)\n\
+             https://user:pw@example.com/logs (d.2)\n"
+        );
+        assert_eq!(
+            drains("shop", &[]),
+            "No drains on shop; add one with `dyno drains:add URL -a shop`.\n"
+        );
+    }
+
+    fn feature(name: &str, enabled: bool) -> AppFeature {
+        AppFeature {
+            id: format!("feature-{name}"),
+            name: name.into(),
+            display_name: name.into(),
+            description: format!("What {name} does"),
+            doc_url: format!("https://example.com/{name}"),
+            enabled,
+            state: "public".into(),
+            created_at: "2026-11-23T15:13:46Z".into(),
+            updated_at: "2026-11-23T15:13:46Z".into(),
+        }
+    }
+
+    #[test]
+    fn features_show_enabled_marks_and_info() {
+        assert_eq!(
+            features(
+                "shop",
+                &[feature("runtime-metrics", true), feature("x", false)]
+            ),
+            "=== shop App Features\n\
+             [+]  runtime-metrics  What runtime-metrics does\n\
+             [ ]  x                What x does\n"
+        );
+        assert_eq!(
+            features("shop", &[]),
+            "=== shop App Features\nNo features available.\n"
+        );
+        assert_eq!(
+            feature_info(&feature("runtime-metrics", false)),
+            "=== runtime-metrics\n\
+             Description:  What runtime-metrics does\n\
+             Docs:         https://example.com/runtime-metrics\n\
+             Enabled:      false\n\
+             State:        public\n"
+        );
     }
 }

@@ -3,6 +3,8 @@
 mod apps;
 mod config;
 pub mod deploy;
+mod drains;
+mod labs;
 mod logs;
 pub mod ps;
 mod run;
@@ -121,12 +123,14 @@ pub fn run(cli: Cli) -> Result<i32> {
             verbose,
             command,
         } => run::run(&ctx, size.as_deref(), &env, verbose, &command),
-        Command::Logs {
-            num,
-            tail,
-            dyno,
-            source,
-        } => logs::logs(&ctx, num, tail, dyno.as_deref(), source.as_deref()),
+        Command::Logs(args) => logs::logs(&ctx, &args),
+        Command::Drains => drains::list(&ctx),
+        Command::DrainsAdd { url } => drains::add(&ctx, &url),
+        Command::DrainsRemove { url_or_token } => drains::remove(&ctx, &url_or_token),
+        Command::Labs => labs::list(&ctx),
+        Command::LabsEnable { feature } => labs::set(&ctx, &feature, true),
+        Command::LabsDisable { feature } => labs::set(&ctx, &feature, false),
+        Command::LabsInfo { feature } => labs::info(&ctx, &feature),
         Command::Hosts => apps::hosts(&ctx),
         Command::Up(_) | Command::Exec { .. } => unreachable!("handled above"),
     }

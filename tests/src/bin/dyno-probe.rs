@@ -17,6 +17,7 @@ modes:
   env            print KEY=VALUE lines, sorted
   ignore-term    ignore SIGTERM and sleep forever
   spam N         print N numbered lines as fast as possible
+  count MS [WORD]  print `WORD N` (N = 1, 2, ...; WORD defaults to count) every MS ms
   report         print one JSON object describing the dyno's view of the system";
 
 /// A tiny JSON value: enough for the probe's answers without a serde dependency.
@@ -143,6 +144,13 @@ fn main() {
             }
             let _ = out.flush();
         }
+        "count" => {
+            let ms: u64 = rest
+                .first()
+                .and_then(|s| s.parse().ok())
+                .unwrap_or_else(|| die_usage("count needs MS"));
+            count(ms, rest.get(1).map_or("count", String::as_str));
+        }
         "report" => say(&report().render()),
         "" => die_usage("no mode given"),
         other => die_usage(&format!("unknown mode {other:?}")),
@@ -155,6 +163,16 @@ fn worker() -> ! {
         n += 1;
         say(&format!("worker tick {n}"));
         std::thread::sleep(Duration::from_secs(1));
+    }
+}
+
+/// Each line waits for the one before it: a dyno whose output blocks falls behind for good.
+fn count(ms: u64, word: &str) -> ! {
+    let mut n: u64 = 0;
+    loop {
+        n += 1;
+        say(&format!("{word} {n}"));
+        std::thread::sleep(Duration::from_millis(ms));
     }
 }
 
