@@ -27,6 +27,9 @@ pub const BACKOFF_MIN: Duration = Duration::from_millis(100);
 pub const BACKOFF_MAX: Duration = Duration::from_secs(5);
 /// Log lines wait at most this long before they are sent.
 pub const LOG_FLUSH_INTERVAL: Duration = Duration::from_millis(50);
+/// How long the sender waits after the first line of a quiet spell, so the lines written with it
+/// share its frame: this much added delay buys batches of hundreds under load.
+pub const LOG_COALESCE: Duration = Duration::from_millis(2);
 /// Most `Logs` frames sent per flush, so heartbeats and states are not starved by a flood.
 const MAX_LOG_FRAMES_PER_FLUSH: usize = 16;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -365,10 +368,13 @@ where
                 send(&mut sink, &AgentMsg::Heartbeat { at: dyno_shared::time::now_micros() }).await?;
             }
             () = outbox.logs_ready() => {
+                tokio::time::sleep(LOG_COALESCE).await;
                 send_logs(&mut sink, outbox, MAX_LOG_FRAMES_PER_FLUSH).await?;
+                outbox.wake_if_logs_left();
             }
             _ = log_flush.tick() => {
                 send_logs(&mut sink, outbox, MAX_LOG_FRAMES_PER_FLUSH).await?;
+                outbox.wake_if_logs_left();
             }
             _ = stats.tick() => {
                 // Samples are only worth their latest value: a failed send drops them.

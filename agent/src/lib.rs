@@ -142,7 +142,7 @@ pub async fn run(
     let runtime: Arc<dyn Runtime> = match config.isolation {
         Isolation::None => Arc::new(PlainRuntime::new()),
         #[cfg(target_os = "linux")]
-        Isolation::Linux => Arc::new(linux::LinuxRuntime::new()?),
+        Isolation::Linux => Arc::new(linux::LinuxRuntime::new(&config.state_dir)?),
         #[cfg(not(target_os = "linux"))]
         Isolation::Linux => return Err(AgentError::Isolation),
     };
@@ -194,6 +194,7 @@ pub async fn run(
     } else {
         supervisor.shutdown(config.stop_grace).await;
     }
+    runtime.tidy();
     let _ = finish_tx.send(true);
     match tokio::time::timeout(FINAL_FLUSH_TIMEOUT, &mut conn).await {
         Ok(Ok(())) => {}

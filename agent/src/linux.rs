@@ -123,6 +123,16 @@ pub struct LinuxRuntime {
     memory_quota_bytes: Option<u64>,
 }
 
+/// The parent cgroup of an agent's dynos: `dyno-` and 12 hex digits of its state directory's
+/// canonical path.
+pub fn cgroup_parent_for(state_dir: &Path) -> String {
+    use sha2::{Digest, Sha256};
+    let path = std::fs::canonicalize(state_dir).unwrap_or_else(|_| state_dir.to_path_buf());
+    let digest = Sha256::digest(path.as_os_str().as_encoded_bytes());
+    let hex: String = digest.iter().take(6).map(|b| format!("{b:02x}")).collect();
+    format!("{}-{hex}", crate::cgroup::DEFAULT_PARENT)
+}
+
 impl LinuxRuntime {
     /// Whether this host can run isolated dynos: root, and the cgroup controllers we need.
     pub fn check() -> Result<Cgroups, LinuxError> {
@@ -135,8 +145,15 @@ impl LinuxRuntime {
 
     /// The host's cgroups and this binary as the helper. Dyno cgroups an earlier agent left are
     /// adopted or cleaned up by the agent (`Runtime::clean_leftovers`).
-    pub fn new() -> Result<LinuxRuntime, LinuxError> {
-        let cgroups = LinuxRuntime::check()?;
+    ///
+    /// The agent's cgroups live under `dyno-SCOPE`, SCOPE naming its state directory: another
+    /// agent on the same machine (tests, several hosts on one box) never sees them as leftovers.
+    pub fn new(state_dir: &Path) -> Result<LinuxRuntime, LinuxError> {
+        LinuxRuntime::check()?;
+        let cgroups = Cgroups::new(
+            crate::cgroup::Hierarchy::detect()?,
+            cgroup_parent_for(state_dir),
+        );
         let helper = std::env::current_exe().map_err(LinuxError::Exe)?;
         Ok(LinuxRuntime {
             cgroups,
@@ -445,6 +462,10 @@ impl Runtime for LinuxRuntime {
             }),
             detach_output: Some(control),
         })
+    }
+
+    fn tidy(&self) {
+        self.cgroups.remove_parent_if_empty();
     }
 
     fn clean_leftovers(&self, keep: &HashSet<String>) {
@@ -883,6 +904,19 @@ fn drop_bounding_set() -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn each_state_dir_gets_its_own_cgroup_parent() {
+        let a = cgroup_parent_for(Path::new("/var/lib/dyno-agent"));
+        let b = cgroup_parent_for(Path::new("/var/lib/dyno-agent-2"));
+        assert_ne!(a, b);
+        assert_eq!(a, cgroup_parent_for(Path::new("/var/lib/dyno-agent")));
+        assert!(
+            a.starts_with("dyno-") && a.len() == "dyno-".len() + 12,
+            "{a}"
+        );
+        assert!(a.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'-'));
+    }
 
     #[test]
     fn the_dyno_id_comes_from_the_supervisors_layout() {

@@ -92,9 +92,11 @@ impl Outbox {
     pub fn push_log(&self, line: LogLine) {
         let mut inner = self.lock();
         inner.logs.push(line);
-        let full_batch = inner.logs.len() >= BATCH_MAX_LINES;
+        // The first line after the buffer emptied wakes the sender (it then waits a moment for
+        // company); later ones only when a batch is full.
+        let n = inner.logs.len();
         drop(inner);
-        if full_batch {
+        if n == 1 || n == BATCH_MAX_LINES {
             self.logs_ready.notify_one();
         }
     }
@@ -117,7 +119,14 @@ impl Outbox {
         self.states_ready.notified().await
     }
 
-    /// Completes when a full batch of log lines is waiting.
+    /// Lines still waiting after a send: the sender comes back for them after its other work.
+    pub fn wake_if_logs_left(&self) {
+        if !self.lock().logs.is_empty() {
+            self.logs_ready.notify_one();
+        }
+    }
+
+    /// Completes when log lines arrived in an empty buffer, or a full batch is waiting.
     pub async fn logs_ready(&self) {
         self.logs_ready.notified().await
     }

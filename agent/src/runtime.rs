@@ -153,6 +153,10 @@ pub trait Runtime: Send + Sync {
     fn clean_leftovers(&self, keep: &std::collections::HashSet<String>) {
         let _ = keep;
     }
+
+    /// The agent is exiting and its dynos are stopped or left to the next agent: remove what
+    /// the runtime holds for itself that nothing uses any more.
+    fn tidy(&self) {}
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -5,7 +5,7 @@ use anyhow::Result;
 use dyno_shared::api::ErrorBody;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use std::io::{BufRead, BufReader};
+use std::io::{BufReader, Read};
 use std::time::Duration;
 
 pub const DEFAULT_COORDINATOR: &str = "http://127.0.0.1:7070";
@@ -42,10 +42,21 @@ pub fn normalize_url(raw: &str) -> Result<String> {
 
 impl Client {
     pub fn new(base: &str, token: Option<String>) -> Result<Client> {
+        Client::with_timeouts(base, token, Duration::from_secs(5), Duration::from_secs(60))
+    }
+
+    /// A client whose ordinary requests give up sooner (the console polls and must notice a
+    /// coordinator that stopped answering).
+    pub fn with_timeouts(
+        base: &str,
+        token: Option<String>,
+        connect: Duration,
+        read: Duration,
+    ) -> Result<Client> {
         let base = normalize_url(base)?;
         let agent = ureq::AgentBuilder::new()
-            .timeout_connect(Duration::from_secs(5))
-            .timeout_read(Duration::from_secs(60))
+            .timeout_connect(connect)
+            .timeout_read(read)
             .timeout_write(Duration::from_secs(120))
             .build();
         let stream_agent = ureq::AgentBuilder::new()
@@ -62,6 +73,10 @@ impl Client {
 
     pub fn base(&self) -> &str {
         &self.base
+    }
+
+    pub fn token(&self) -> Option<&str> {
+        self.token.as_deref()
     }
 
     fn request(&self, agent: &ureq::Agent, method: &str, path: &str) -> ureq::Request {
@@ -122,7 +137,7 @@ impl Client {
         path: &str,
         query: &[(&str, &str)],
         body: Option<&serde_json::Value>,
-    ) -> Result<Box<dyn BufRead + Send>> {
+    ) -> Result<BufReader<Box<dyn Read + Send>>> {
         let mut req = self.request(&self.stream_agent, method, path);
         for (k, v) in query {
             req = req.query(k, v);
@@ -132,7 +147,7 @@ impl Client {
             None => req.call(),
         };
         let resp = result.map_err(|e| self.error(e))?;
-        Ok(Box::new(BufReader::new(resp.into_reader())))
+        Ok(BufReader::with_capacity(64 * 1024, resp.into_reader()))
     }
 
     /// `GET /healthz`, which needs no token.

@@ -820,6 +820,14 @@ fn ndjson(rx: mpsc::Receiver<Bytes>) -> Response {
     resp
 }
 
+/// Most bytes of log lines in one chunk of a logs stream.
+const LOG_CHUNK_BYTES: usize = 64 * 1024;
+
+fn append_json_line<T: serde::Serialize>(buf: &mut Vec<u8>, v: &T) {
+    serde_json::to_writer(&mut *buf, v).expect("wire types serialize");
+    buf.push(b'\n');
+}
+
 fn json_line<T: serde::Serialize>(v: &T) -> Bytes {
     let mut s = serde_json::to_vec(v).expect("wire types serialize");
     s.push(b'\n');
@@ -1032,41 +1040,81 @@ async fn logs(
         grep,
     };
     let (history, mut live) = api.inner.logs.subscribe(&name, n, &filter);
-    let (tx, rx) = mpsc::channel::<Bytes>(1024);
+    let (tx, rx) = mpsc::channel::<Bytes>(64);
     let stop = api.stop.clone();
     let tail = q.tail;
     tokio::spawn(async move {
+        // Lines go out in chunks of whatever is waiting (up to LOG_CHUNK_BYTES): one write per
+        // line cannot keep up with a flood, one per chunk can.
+        let mut chunk: Vec<u8> = Vec::with_capacity(LOG_CHUNK_BYTES);
         for line in history {
-            if tx.send(json_line(&line)).await.is_err() {
+            append_json_line(&mut chunk, &line);
+            if chunk.len() >= LOG_CHUNK_BYTES
+                && tx
+                    .send(Bytes::from(std::mem::take(&mut chunk)))
+                    .await
+                    .is_err()
+            {
                 return;
             }
+        }
+        if !chunk.is_empty()
+            && tx
+                .send(Bytes::from(std::mem::take(&mut chunk)))
+                .await
+                .is_err()
+        {
+            return;
         }
         if !tail {
             return;
         }
+        let lagged = |n: u64| LogLine {
+            at: dyno_shared::time::now_micros(),
+            app: name.clone(),
+            source: LogSource::System,
+            process: "logplex".into(),
+            message: format!(
+                "Error L10 (output buffer overflow) -> this tail fell behind and lost {n} lines"
+            ),
+        };
+        use tokio::sync::broadcast::error::{RecvError, TryRecvError};
         let stopped = wait_for(stop);
         tokio::pin!(stopped);
         loop {
-            let line = tokio::select! {
+            let first = tokio::select! {
                 r = live.recv() => r,
                 _ = &mut stopped => return,
                 _ = tx.closed() => return,
             };
-            let line = match line {
-                Ok(l) if filter.matches(&l) => l,
-                Ok(_) => continue,
-                Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => LogLine {
-                    at: dyno_shared::time::now_micros(),
-                    app: name.clone(),
-                    source: LogSource::System,
-                    process: "logplex".into(),
-                    message: format!(
-                        "Error L10 (output buffer overflow) -> this tail fell behind and lost {n} lines"
-                    ),
-                },
-                Err(_) => return,
-            };
-            if tx.send(json_line(&line)).await.is_err() {
+            match first {
+                Ok(l) if filter.matches(&l) => append_json_line(&mut chunk, &l),
+                Ok(_) => {}
+                Err(RecvError::Lagged(n)) => append_json_line(&mut chunk, &lagged(n)),
+                Err(RecvError::Closed) => return,
+            }
+            let mut closed = false;
+            while chunk.len() < LOG_CHUNK_BYTES {
+                match live.try_recv() {
+                    Ok(l) if filter.matches(&l) => append_json_line(&mut chunk, &l),
+                    Ok(_) => {}
+                    Err(TryRecvError::Lagged(n)) => append_json_line(&mut chunk, &lagged(n)),
+                    Err(TryRecvError::Empty) => break,
+                    Err(TryRecvError::Closed) => {
+                        closed = true;
+                        break;
+                    }
+                }
+            }
+            if !chunk.is_empty()
+                && tx
+                    .send(Bytes::from(std::mem::take(&mut chunk)))
+                    .await
+                    .is_err()
+            {
+                return;
+            }
+            if closed {
                 return;
             }
         }

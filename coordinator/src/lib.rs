@@ -341,6 +341,26 @@ impl Inner {
             .collect()
     }
 
+    /// When the next host would turn lost if it stays silent (unix ms), so the manager runs
+    /// then rather than at its next tick.
+    fn next_loss_at(&self) -> Option<i64> {
+        let lost_after = self.config.host_lost_after.as_millis() as i64;
+        let agents = self.agents.lock().expect("agents lock");
+        let away = self.away.lock().expect("away lock");
+        let noted = self.lost_noted.lock().expect("lost lock");
+        agents
+            .values()
+            .map(|c| c.last_heartbeat)
+            .chain(
+                away.iter()
+                    .filter(|(h, _)| !noted.contains(*h))
+                    .map(|(_, &t)| t),
+            )
+            .map(|t| t + lost_after)
+            .filter(|&t| t >= now_ms())
+            .min()
+    }
+
     /// The views of hosts the manager and placement work from.
     pub fn host_views(&self, hosts: &[store::HostRow], now: i64) -> Vec<HostView> {
         let live = self.liveness(hosts, now);
@@ -756,16 +776,20 @@ impl Inner {
 
     /// Lines for an attached one-off dyno also go to its client.
     pub fn ingest_logs(&self, lines: Vec<LogLine>) {
-        let runs = self.runs.lock().expect("runs lock");
-        for line in lines {
-            if line.source == LogSource::App
-                && let Some(tx) = runs.get(&(line.app.clone(), line.process.clone()))
-            {
-                // A client that cannot keep up loses lines here; the dyno never waits on it.
-                let _ = tx.try_send(RunEvent::Line { line: line.clone() });
+        {
+            let runs = self.runs.lock().expect("runs lock");
+            if !runs.is_empty() {
+                for line in &lines {
+                    if line.source == LogSource::App
+                        && let Some(tx) = runs.get(&(line.app.clone(), line.process.clone()))
+                    {
+                        // A client that cannot keep up loses lines here; the dyno never waits.
+                        let _ = tx.try_send(RunEvent::Line { line: line.clone() });
+                    }
+                }
             }
-            self.logs.push(line);
         }
+        self.logs.push_all(lines);
     }
 }
 
@@ -842,9 +866,16 @@ pub async fn serve(
     let manager_task = tokio::spawn(async move {
         let mut tick = tokio::time::interval(manager.config.reconcile_interval);
         loop {
+            let loss = manager
+                .next_loss_at()
+                .map_or(Duration::from_secs(3600), |t| {
+                    // A millisecond late, so the host is past the threshold when we look.
+                    Duration::from_millis((t - now_ms()).max(0) as u64 + 1)
+                });
             tokio::select! {
                 _ = tick.tick() => {}
                 _ = manager.wake.notified() => {}
+                _ = tokio::time::sleep(loss) => {}
                 _ = manager_stop.changed() => break,
             }
             let m = manager.clone();
@@ -858,6 +889,13 @@ pub async fn serve(
 
     let app = api::router(inner.clone(), stop_rx.clone());
     tracing::info!(api = %api.local_addr().map_err(CoordinatorError::Serve)?, router_port = inner.router_port, "coordinator listening");
+    use axum::serve::ListenerExt;
+    // Without TCP_NODELAY a log line written alone waits for the client's delayed ACK (~40 ms).
+    let api = api.tap_io(|tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!(error = %e, "failed to set TCP_NODELAY");
+        }
+    });
     axum::serve(api, app.into_make_service_with_connect_info::<SocketAddr>())
         .with_graceful_shutdown(wait_for(stop_rx))
         .await

@@ -22,7 +22,7 @@ pub const PERSIST_QUEUE_LINES: usize = 16_384;
 /// The log writer commits what arrived within this long of the first line of a batch.
 pub const PERSIST_FLUSH: Duration = Duration::from_millis(150);
 /// Most lines the log writer commits in one transaction.
-pub const PERSIST_BATCH_LINES: usize = 4096;
+pub const PERSIST_BATCH_LINES: usize = PERSIST_QUEUE_LINES;
 
 /// Something that gets every line after the ring: called under the hub's lock, so every sink
 /// sees each app's lines in ring order. It must only queue, never wait.
@@ -114,13 +114,28 @@ impl LogHub {
         }
     }
 
+    /// Pushes a batch under one lock.
+    pub fn push_all(&self, lines: Vec<LogLine>) {
+        let mut apps = self.apps.lock().expect("log hub lock");
+        for line in lines {
+            Self::push_locked(&mut apps, &self.sinks, line);
+        }
+    }
+
     pub fn push(&self, line: LogLine) {
         let mut apps = self.apps.lock().expect("log hub lock");
-        let app = apps.entry(line.app.clone()).or_insert_with(AppLog::new);
+        Self::push_locked(&mut apps, &self.sinks, line);
+    }
+
+    fn push_locked(apps: &mut HashMap<String, AppLog>, sinks: &[Arc<dyn LogSink>], line: LogLine) {
+        if !apps.contains_key(&line.app) {
+            apps.insert(line.app.clone(), AppLog::new());
+        }
+        let app = apps.get_mut(&line.app).expect("inserted above");
         if app.ring.len() == RING_LINES {
             app.ring.pop_front();
         }
-        for sink in &self.sinks {
+        for sink in sinks {
             sink.line(&line);
         }
         app.ring.push_back(line.clone());
@@ -211,6 +226,34 @@ impl LogSink for LogWriter {
     }
 }
 
+/// Drops the lines of `ops` that the store would trim away at once: all but the last `keep` of
+/// each app, and any before a `Forget` of their app. Under a flood this bounds the disk work to
+/// the ring's size per flush, whatever the rate.
+fn compact(ops: &mut Vec<LogOp>, keep: usize) {
+    let mut kept: HashMap<&str, usize> = HashMap::new();
+    let mut forgotten: std::collections::HashSet<&str> = std::collections::HashSet::new();
+    let mut wanted = vec![false; ops.len()];
+    for (i, op) in ops.iter().enumerate().rev() {
+        wanted[i] = match op {
+            LogOp::Forget(app) => {
+                forgotten.insert(app);
+                true
+            }
+            LogOp::Line(l) if forgotten.contains(l.app.as_str()) => false,
+            LogOp::Line(l) => {
+                let n = kept.entry(&l.app).or_insert(0);
+                *n += 1;
+                *n <= keep
+            }
+        };
+    }
+    let mut i = 0;
+    ops.retain(|_| {
+        i += 1;
+        wanted[i - 1]
+    });
+}
+
 fn write_loop(mut store: LogStore, rx: Receiver<WriterMsg>, dropped: Arc<AtomicU64>) {
     let mut batch: Vec<LogOp> = Vec::new();
     let mut waiters = Vec::new();
@@ -234,6 +277,7 @@ fn write_loop(mut store: LogStore, rx: Receiver<WriterMsg>, dropped: Arc<AtomicU
                 Err(RecvTimeoutError::Disconnected) => open = false,
             }
         }
+        compact(&mut batch, RING_LINES);
         if !batch.is_empty()
             && let Err(e) = store.apply(&batch, RING_LINES)
         {
@@ -303,6 +347,26 @@ mod tests {
                 .0
                 .is_empty()
         );
+    }
+
+    #[test]
+    fn compaction_keeps_the_last_lines_per_app_and_nothing_before_a_forget() {
+        let mut ops: Vec<LogOp> = Vec::new();
+        for i in 0..5 {
+            ops.push(LogOp::Line(line("a", "web.1", &format!("a{i}"))));
+            ops.push(LogOp::Line(line("b", "web.1", &format!("b{i}"))));
+        }
+        ops.push(LogOp::Forget("b".into()));
+        ops.push(LogOp::Line(line("b", "web.1", "b-new")));
+        compact(&mut ops, 2);
+        let left: Vec<String> = ops
+            .iter()
+            .map(|op| match op {
+                LogOp::Line(l) => l.message.clone(),
+                LogOp::Forget(app) => format!("forget {app}"),
+            })
+            .collect();
+        assert_eq!(left, ["a3", "a4", "forget b", "b-new"]);
     }
 
     #[test]

@@ -206,8 +206,20 @@ fn decode<T: for<'de> Deserialize<'de>>(text: &str) -> Result<T, DecodeError> {
     Ok(serde_json::from_str(text)?)
 }
 
+/// The body of a `logs` frame, parsed directly: the tagged enum would buffer every line of
+/// the frame into an intermediate tree first, the agent protocol's hottest path.
+#[derive(Deserialize)]
+struct LogsFrame {
+    lines: Vec<LogLine>,
+}
+
 impl AgentMsg {
     pub fn decode(text: &str) -> Result<Self, DecodeError> {
+        // Agents put the tag first; any other spelling takes the general path.
+        if text.starts_with(r#"{"type":"logs","#) && text.len() <= MAX_FRAME_BYTES {
+            let frame: LogsFrame = serde_json::from_str(text)?;
+            return Ok(AgentMsg::Logs { lines: frame.lines });
+        }
         decode(text)
     }
     pub fn encode(&self) -> String {
@@ -227,6 +239,29 @@ impl CoordinatorMsg {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn logs_frames_decode_on_the_fast_path_and_the_general_one() {
+        let line = LogLine {
+            at: 1,
+            app: "shop".into(),
+            source: crate::LogSource::App,
+            process: "web.1".into(),
+            message: "hi".into(),
+        };
+        let m = AgentMsg::Logs {
+            lines: vec![line.clone(), line],
+        };
+        let text = m.encode();
+        assert!(text.starts_with(r#"{"type":"logs","#), "{text}");
+        assert_eq!(AgentMsg::decode(&text).unwrap(), m);
+        // Tag last: the general path.
+        let body = &text[r#"{"type":"logs","#.len()..text.len() - 1];
+        let tag_last = format!(r#"{{{body},"type":"logs"}}"#);
+        assert_eq!(AgentMsg::decode(&tag_last).unwrap(), m);
+        // A malformed logs frame is an error, not a panic.
+        assert!(AgentMsg::decode(r#"{"type":"logs","lines":[{"at":"x"}]}"#).is_err());
+    }
 
     #[test]
     fn round_trips_and_ignores_unknown_fields() {

@@ -286,6 +286,18 @@ impl Cgroups {
         &self.hierarchy
     }
 
+    /// Removes the parent cgroup where no dyno cgroup is left in it (the kernel refuses to remove
+    /// a non-empty one, so kept dynos keep theirs).
+    pub fn remove_parent_if_empty(&self) {
+        let dirs = match &self.hierarchy {
+            Hierarchy::V2 { root } => vec![root.join(&self.parent)],
+            Hierarchy::V1(mounts) => v1::V1Cgroup::new(mounts, &self.parent).dirs(),
+        };
+        for dir in dirs {
+            let _ = fs::remove_dir(&dir);
+        }
+    }
+
     /// The dyno's cgroup, without touching the filesystem.
     pub fn cgroup(&self, name: &str) -> Result<Cgroup> {
         if !valid_name(name) {

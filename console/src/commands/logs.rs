@@ -1,13 +1,13 @@
 //! `logs`: the app's merged log, history then (with `--tail`) live lines, optionally filtered by
 //! dyno or process type, source and a regular expression.
 
-use super::{Ctx, emit_line};
+use super::Ctx;
 use crate::cli::LogsArgs;
 use crate::error::{ApiError, usage};
 use crate::output::{Colours, log_line, use_colour};
 use anyhow::{Context, Result, bail};
 use dyno_shared::{DynoName, LogLine, LogSource, ProcessType};
-use std::io::{BufRead, IsTerminal};
+use std::io::{BufRead, IsTerminal, Write};
 
 /// The coordinator compiles `grep` with this limit too; checking here refuses a pattern before
 /// anything is sent.
@@ -147,16 +147,34 @@ pub fn logs(ctx: &Ctx, args: &LogsArgs) -> Result<i32> {
         std::env::var_os("NO_COLOR").as_deref(),
     );
     let mut printer = Printer::new(ctx.json(), colour);
-    for raw in reader.lines() {
-        let raw = raw.context("the log stream broke off")?;
-        if raw.trim().is_empty() {
-            continue;
+    let mut reader = reader;
+    // Written in blocks, flushed whenever the stream has nothing more waiting: a flood costs a
+    // write per block, a trickle shows each line at once.
+    let mut out = std::io::BufWriter::with_capacity(64 * 1024, std::io::stdout().lock());
+    let mut raw = String::new();
+    loop {
+        raw.clear();
+        if reader
+            .read_line(&mut raw)
+            .context("the log stream broke off")?
+            == 0
+        {
+            break;
         }
-        match serde_json::from_str::<LogLine>(&raw) {
-            Ok(line) => emit_line(&printer.format(&line)?)?,
-            Err(e) => eprintln!("warning: skipping a malformed log line ({e}): {raw}"),
+        if !raw.trim().is_empty() {
+            match serde_json::from_str::<LogLine>(&raw) {
+                Ok(line) => writeln!(out, "{}", printer.format(&line)?)?,
+                Err(e) => eprintln!(
+                    "warning: skipping a malformed log line ({e}): {}",
+                    raw.trim_end()
+                ),
+            }
+        }
+        if reader.buffer().is_empty() {
+            out.flush()?;
         }
     }
+    out.flush()?;
     if query.tail {
         bail!("the coordinator closed the log stream");
     }
