@@ -314,13 +314,18 @@ async fn destroy_app(
     Ok(Json(out))
 }
 
+/// The Procfile type that runs before a release goes live (Heroku's release phase).
+fn release_type() -> dyno_shared::ProcessType {
+    crate::RELEASE_TYPE.parse().expect("a valid process type")
+}
+
 fn release_json(r: &ReleaseRow, current: u32) -> wire::Release {
     wire::Release {
         version: r.version,
         description: r.description.clone(),
         slug: r.slug.clone(),
         created_at: iso_secs(r.created_at / 1000),
-        status: "succeeded".into(),
+        status: r.status.clone(),
         current: r.version == current,
         process_types: r
             .procfile
@@ -336,14 +341,29 @@ struct ReleaseQuery {
     description: Option<String>,
 }
 
+/// `POST /apps/{app}/releases`: a slug tarball deploys; a JSON body `{"release": N}` rolls back
+/// (the Platform API's shape), making a new release from vN's slug, Procfile and config.
 async fn create_release(
     State(api): State<Api>,
     Path(name): Path<String>,
     Query(q): Query<ReleaseQuery>,
+    headers: axum::http::HeaderMap,
     b: Result<Bytes, BytesRejection>,
 ) -> ApiResult<(StatusCode, Json<wire::Release>)> {
     let inner = api.inner.clone();
     let app = find_app(&inner, &name)?;
+    let is_json = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if is_json {
+        let req: wire::Rollback = body(b)?;
+        let release = rollback(&inner, &app, &req)?;
+        return Ok((
+            StatusCode::CREATED,
+            Json(release_json(&release, release.version)),
+        ));
+    }
     let slug = b.map_err(|e| rejected(e, "slug", inner.config.max_slug_bytes))?;
     let description = q.description.unwrap_or_default();
     if description.len() > 1024 {
@@ -381,6 +401,66 @@ async fn create_release(
     ))
 }
 
+/// A new release with vN's slug, Procfile and config (which becomes the app's config again).
+/// Its release phase does not run: vN's already ran.
+fn rollback(inner: &Inner, app: &AppRow, req: &wire::Rollback) -> ApiResult<ReleaseRow> {
+    let target: u32 = match &req.release {
+        serde_json::Value::Number(n) => n.as_u64().and_then(|n| u32::try_from(n).ok()),
+        serde_json::Value::String(s) => s.trim_start_matches('v').parse().ok(),
+        _ => None,
+    }
+    .ok_or_else(|| {
+        ApiError::invalid(format!(
+            "invalid release {}: expected a version number such as 3 or \"v3\"",
+            req.release
+        ))
+    })?;
+    let now = now_ms();
+    let release = inner.store().transaction(|tx| {
+        let Some(old) = tx.release(&app.id, target)? else {
+            return Ok(Err(ApiError::not_found(format!(
+                "app {} has no release v{target}",
+                app.name
+            ))));
+        };
+        if old.status != "succeeded" || old.slug.is_none() {
+            return Ok(Err(ApiError::invalid(format!(
+                "v{target} cannot be rolled back to: it {}",
+                if old.slug.is_none() {
+                    "has no slug"
+                } else {
+                    "never went live"
+                }
+            ))));
+        }
+        let release = ReleaseRow {
+            version: tx.last_version(&app.id)? + 1,
+            description: format!("Rollback to v{target}"),
+            created_at: now,
+            status: "succeeded".into(),
+            ..old
+        };
+        tx.insert_release(&release)?;
+        tx.set_config(&app.id, &release.config)?;
+        let mut formation = tx.formation(&app.id)?;
+        formation
+            .entries
+            .retain(|t, _| release.procfile.processes.contains_key(t) && *t != release_type());
+        tx.set_formation(&app.id, &formation)?;
+        Ok(Ok(release))
+    })??;
+    inner.system_log(
+        &app.name,
+        "api",
+        format!(
+            "Release v{} created: Rollback to v{target}",
+            release.version
+        ),
+    );
+    inner.wake();
+    Ok(release)
+}
+
 /// Records release vN+1 from the current one with a new slug/Procfile and/or config, and keeps
 /// the formation in step with the Procfile (a first deploy with a `web` type gets web=1, as Heroku).
 fn new_release(
@@ -403,9 +483,9 @@ fn new_release(
         };
         let current = tx.current_release(&app.id)?;
         let first_slug = current.as_ref().is_none_or(|r| r.slug.is_none()) && slug.is_some();
-        let release = ReleaseRow {
+        let mut release = ReleaseRow {
             app_id: app.id.clone(),
-            version: current.as_ref().map_or(1, |r| r.version + 1),
+            version: tx.last_version(&app.id)? + 1,
             description: description.clone(),
             slug: slug
                 .clone()
@@ -419,16 +499,27 @@ fn new_release(
                 None => tx.config(&app.id)?,
             },
             created_at: now,
+            status: "succeeded".into(),
         };
+        if release.slug.is_some() && release.procfile.command(&release_type()).is_some() {
+            // Live only once its release phase exits 0.
+            release.status = "pending".into();
+        }
         tx.insert_release(&release)?;
         if let Some(c) = &config {
             tx.set_config(&app.id, c)?;
         }
         let mut formation = tx.formation(&app.id)?;
+        // `release` is the release phase, never a formation type.
         formation
             .entries
-            .retain(|t, _| release.procfile.processes.contains_key(t));
-        for t in release.procfile.processes.keys() {
+            .retain(|t, _| release.procfile.processes.contains_key(t) && *t != release_type());
+        for t in release
+            .procfile
+            .processes
+            .keys()
+            .filter(|t| **t != release_type())
+        {
             let quantity = u32::from(first_slug && t.is_web());
             formation
                 .entries
@@ -450,6 +541,9 @@ fn new_release(
             release.version, release.description
         ),
     );
+    if release.status == "pending" {
+        inner.start_release_phase(app, &release)?;
+    }
     inner.wake();
     Ok(release)
 }
@@ -460,7 +554,11 @@ async fn list_releases(
 ) -> ApiResult<Json<Vec<wire::Release>>> {
     let app = find_app(&api.inner, &name)?;
     let releases = api.inner.store().read(|r| r.releases(&app.id))?;
-    let current = releases.last().map_or(0, |r| r.version);
+    let current = releases
+        .iter()
+        .rev()
+        .find(|r| r.status == "succeeded")
+        .map_or(0, |r| r.version);
     Ok(Json(
         releases.iter().map(|r| release_json(r, current)).collect(),
     ))

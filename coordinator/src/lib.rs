@@ -85,6 +85,9 @@ impl CoordinatorConfig {
     }
 }
 
+/// The Procfile process type of the release phase.
+pub const RELEASE_TYPE: &str = "release";
+
 /// After a coordinator start, agents get this long (on top of `host_lost_after`) to reconnect
 /// before their hosts count as lost: their reconnect backoff reaches 5 s.
 pub const RECONNECT_GRACE: Duration = Duration::from_secs(10);
@@ -433,6 +436,7 @@ impl Inner {
         let mut outbox: Vec<(String, CoordinatorMsg)> = Vec::new();
         let mut logs: Vec<(String, String, String)> = Vec::new();
         let mut finished: Vec<(String, String)> = Vec::new();
+        let mut lost_phases: Vec<(String, String, u32)> = Vec::new();
         let mut store = self.store();
         let (apps, dynos, hosts) = store.read(|r| {
             let mut apps = Vec::new();
@@ -559,6 +563,9 @@ impl Inner {
                             {
                                 // Only a lost host forgets a running one-off: its client learns.
                                 finished.push((d.app.clone(), d.name()));
+                                if d.process_type == RELEASE_TYPE {
+                                    lost_phases.push((d.app_id.clone(), d.app.clone(), d.release));
+                                }
                             }
                             tx.delete_dyno(dyno_id)?
                         }
@@ -573,6 +580,15 @@ impl Inner {
         }
         for (app, name) in finished {
             self.finish_run(&app, &name, -1);
+        }
+        for (app_id, app, version) in lost_phases {
+            self.finish_release_phase(
+                &app_id,
+                &app,
+                version,
+                "was lost with its host".into(),
+                false,
+            )?;
         }
         for (host, msg) in outbox {
             if !self.send(&host, msg) {
@@ -690,6 +706,8 @@ impl Inner {
         let now = now_ms();
         let policy = &self.config.restart;
         let mut finished_runs: Vec<(String, String, i32)> = Vec::new();
+        // Release phases that ended: (app id, app, version, exit code).
+        let mut phases: Vec<(String, String, u32, Option<i32>)> = Vec::new();
         for (_, s) in batch {
             if !s.state.is_running() {
                 self.stats.forget(&s.dyno_id);
@@ -728,6 +746,9 @@ impl Inner {
                 if done && (d.desired == Desired::Stop || d.one_off) {
                     if d.one_off {
                         finished_runs.push((d.app.clone(), d.name(), s.exit_code.unwrap_or(-1)));
+                        if d.process_type == RELEASE_TYPE {
+                            phases.push((d.app_id.clone(), d.app.clone(), d.release, s.exit_code));
+                        }
                     }
                     tx.delete_dyno(&d.id)?;
                     continue;
@@ -760,7 +781,103 @@ impl Inner {
         for (app, name, code) in finished_runs {
             self.finish_run(&app, &name, code);
         }
+        for (app_id, app, version, code) in phases {
+            let how = match code {
+                Some(c) => format!("exited with status {c}"),
+                None => "was stopped".to_string(),
+            };
+            self.finish_release_phase(&app_id, &app, version, how, code == Some(0))?;
+        }
         Ok(replies)
+    }
+
+    /// Runs a pending release's `release` command as a one-off dyno (`release.N` for vN); the
+    /// release goes live if it exits 0 and fails otherwise, leaving the running one live.
+    pub fn start_release_phase(
+        &self,
+        app: &store::AppRow,
+        release: &store::ReleaseRow,
+    ) -> Result<(), StoreError> {
+        let command = release
+            .procfile
+            .command(&RELEASE_TYPE.parse().expect("a valid process type"))
+            .unwrap_or_default()
+            .to_string();
+        let now = now_ms();
+        let row = self.store().transaction(|tx| {
+            let dynos = tx.dynos()?;
+            let hosts = self.host_views(&tx.hosts()?, now);
+            let size = dyno_shared::Size::default();
+            let Some(host) = manager::place_one(&hosts, &dynos, &app.id, RELEASE_TYPE, size) else {
+                return Ok(None);
+            };
+            let row = DynoRow::new(store::NewDyno {
+                id: new_id("d-"),
+                app,
+                process_type: RELEASE_TYPE.to_string(),
+                idx: release.version,
+                release: release.version,
+                host,
+                size,
+                command: command.clone(),
+                one_off: true,
+                now,
+            });
+            tx.insert_dyno(&row)?;
+            Ok(Some(row))
+        })?;
+        let Some(row) = row else {
+            return self.finish_release_phase(
+                &app.id,
+                &app.name,
+                release.version,
+                "no connected host has room for the release phase".into(),
+                false,
+            );
+        };
+        self.system_log(
+            &app.name,
+            &row.name(),
+            format!("Release phase of v{}: running `{command}`", release.version),
+        );
+        let host = row.host.clone().unwrap_or_default();
+        // Not sent: the host went away; the manager forgets the dyno once the host is lost,
+        // which fails the release.
+        self.send(
+            &host,
+            CoordinatorMsg::StartDyno(self.spec_for(&row, release)),
+        );
+        Ok(())
+    }
+
+    /// Settles a pending release by how its release phase ended.
+    fn finish_release_phase(
+        &self,
+        app_id: &str,
+        app: &str,
+        version: u32,
+        how: String,
+        ok: bool,
+    ) -> Result<(), StoreError> {
+        let status = if ok { "succeeded" } else { "failed" };
+        let live = self.store().transaction(|tx| {
+            tx.set_release_status(app_id, version, status)?;
+            Ok(tx.current_release(app_id)?.map(|r| r.version))
+        })?;
+        let message = if ok {
+            format!("Release v{version} is live: its release phase {how}")
+        } else {
+            let live = live.map_or("no release".to_string(), |v| format!("v{v}"));
+            format!("Release v{version} failed: its release phase {how}; {live} stays live")
+        };
+        if ok {
+            tracing::info!(app, version, "release phase succeeded");
+        } else {
+            tracing::warn!(app, version, how, "release phase failed");
+        }
+        self.system_log(app, "api", message);
+        self.wake();
+        Ok(())
     }
 
     fn finish_run(&self, app: &str, name: &str, code: i32) {

@@ -471,6 +471,7 @@ mod tests {
                 procfile,
                 config: ConfigVars::default(),
                 created_at: 0,
+                status: "succeeded".into(),
             }),
             formation,
             preboot: false,

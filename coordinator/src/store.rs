@@ -123,6 +123,10 @@ ALTER TABLE hosts ADD COLUMN drained INTEGER NOT NULL DEFAULT 0;
 DROP INDEX dynos_app_name;
 CREATE INDEX dynos_app_slot ON dynos(app_id, process_type, idx);
 "#,
+    r#"
+-- pending while its release phase runs; only a succeeded release is ever current.
+ALTER TABLE releases ADD COLUMN status TEXT NOT NULL DEFAULT 'succeeded';
+"#,
 ];
 
 #[derive(Debug, Clone, PartialEq)]
@@ -143,6 +147,8 @@ pub struct ReleaseRow {
     pub procfile: Procfile,
     pub config: ConfigVars,
     pub created_at: i64,
+    /// `pending` (its release phase runs), `succeeded` or `failed`.
+    pub status: String,
 }
 
 /// What the coordinator wants of a dyno.
@@ -346,6 +352,7 @@ fn release_from_row(r: &Row) -> Result<ReleaseRow> {
         procfile: from_json("releases.procfile", &procfile)?,
         config: from_json("releases.config", &config)?,
         created_at: r.get(6)?,
+        status: r.get(7)?,
     })
 }
 
@@ -476,7 +483,7 @@ pub trait Queries: std::ops::Deref<Target = Connection> {
 
     fn releases(&self, app_id: &str) -> Result<Vec<ReleaseRow>> {
         let mut st = self.prepare_cached(
-            "SELECT app_id, version, description, slug, procfile, config, created_at FROM releases WHERE app_id = ?1 ORDER BY version",
+            "SELECT app_id, version, description, slug, procfile, config, created_at, status FROM releases WHERE app_id = ?1 ORDER BY version",
         )?;
         let mut rows = st.query([app_id])?;
         let mut out = Vec::new();
@@ -488,9 +495,29 @@ pub trait Queries: std::ops::Deref<Target = Connection> {
 
     fn current_release(&self, app_id: &str) -> Result<Option<ReleaseRow>> {
         let mut st = self.prepare_cached(
-            "SELECT app_id, version, description, slug, procfile, config, created_at FROM releases WHERE app_id = ?1 ORDER BY version DESC LIMIT 1",
+            "SELECT app_id, version, description, slug, procfile, config, created_at, status FROM releases WHERE app_id = ?1 AND status = 'succeeded' ORDER BY version DESC LIMIT 1",
         )?;
         let mut rows = st.query([app_id])?;
+        match rows.next()? {
+            Some(r) => Ok(Some(release_from_row(r)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// The highest version of any status: the next release takes the one after it.
+    fn last_version(&self, app_id: &str) -> Result<u32> {
+        Ok(self.query_row(
+            "SELECT COALESCE(MAX(version), 0) FROM releases WHERE app_id = ?1",
+            [app_id],
+            |r| r.get(0),
+        )?)
+    }
+
+    fn release(&self, app_id: &str, version: u32) -> Result<Option<ReleaseRow>> {
+        let mut st = self.prepare_cached(
+            "SELECT app_id, version, description, slug, procfile, config, created_at, status FROM releases WHERE app_id = ?1 AND version = ?2",
+        )?;
+        let mut rows = st.query(params![app_id, version])?;
         match rows.next()? {
             Some(r) => Ok(Some(release_from_row(r)?)),
             None => Ok(None),
@@ -643,8 +670,16 @@ impl Tx<'_> {
         let procfile = serde_json::to_string(&r.procfile).expect("procfile serializes");
         let config = serde_json::to_string(&r.config).expect("config serializes");
         self.execute(
-            "INSERT INTO releases (app_id, version, description, slug, procfile, config, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-            params![r.app_id, r.version, r.description, r.slug, procfile, config, r.created_at],
+            "INSERT INTO releases (app_id, version, description, slug, procfile, config, created_at, status) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            params![r.app_id, r.version, r.description, r.slug, procfile, config, r.created_at, r.status],
+        )?;
+        Ok(())
+    }
+
+    pub fn set_release_status(&self, app_id: &str, version: u32, status: &str) -> Result<()> {
+        self.execute(
+            "UPDATE releases SET status = ?3 WHERE app_id = ?1 AND version = ?2",
+            params![app_id, version, status],
         )?;
         Ok(())
     }
@@ -769,6 +804,7 @@ mod tests {
                 procfile: Procfile::parse("web: x").unwrap(),
                 config: ConfigVars::default(),
                 created_at: 2,
+                status: "succeeded".into(),
             })?;
             let f = Formation::default()
                 .apply(

@@ -185,6 +185,12 @@ pub enum RunEvent {
     Error { message: String },
 }
 
+/// `POST /apps/{app}/releases` with JSON: roll back to a release (`3`, `"3"` or `"v3"`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Rollback {
+    pub release: serde_json::Value,
+}
+
 /// One streamed log item (`GET /apps/{app}/logs`, NDJSON).
 pub type LogItem = LogLine;
 

@@ -1,0 +1,112 @@
+//! Releases: the release phase gates a release, a failing one leaves the running release live,
+//! and a rollback makes a new release from an old one.
+
+use dyno_tests::{Platform, wait_until};
+use std::time::Duration;
+
+const GOOD: &str = "web: dyno-probe web\nrelease: dyno-probe echo migrated the database\n";
+const BAD: &str = "web: dyno-probe web\nrelease: dyno-probe exit 3\n";
+
+/// version -> (status, current) of every release.
+fn releases(p: &Platform, app: &str) -> Vec<(u64, String, bool)> {
+    p.json(&["releases", "-a", app])
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r["version"].as_u64().unwrap(),
+                r["status"].as_str().unwrap().to_string(),
+                r["current"].as_bool().unwrap(),
+            )
+        })
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect()
+}
+
+fn redeploy(p: &Platform, app: &str, procfile: &str) {
+    let dir = p.app_dir(app, procfile);
+    p.dyno_ok(&["deploy", dir.to_str().unwrap(), "-a", app]);
+}
+
+#[test]
+fn the_release_phase_gates_releases_and_rollback_brings_an_old_one_back() {
+    let p = Platform::start();
+    p.deploy("rel", GOOD);
+    // v1 goes live only after its release phase: then web.1 starts on it.
+    wait_until("v1 live", Duration::from_secs(30), || {
+        (releases(&p, "rel") == [(1, "succeeded".to_string(), true)]).then_some(())
+    });
+    p.wait_up("rel", &["web.1"]);
+    let logs = p.logs("rel");
+    assert!(
+        logs.contains("app[release.1]: migrated the database"),
+        "{logs}"
+    );
+    assert!(logs.contains("Release v1 is live"), "{logs}");
+    assert!(
+        p.dynos("rel")
+            .iter()
+            .all(|d| d["process_type"] != "release"),
+        "the release phase's dyno is gone"
+    );
+    let web = p.dyno_ids("rel")["web.1"].clone();
+
+    // A failing release phase: v2 fails, v1 stays live, its dyno untouched.
+    redeploy(&p, "rel", BAD);
+    wait_until("v2 failed", Duration::from_secs(30), || {
+        releases(&p, "rel")
+            .iter()
+            .any(|r| r.0 == 2 && r.1 == "failed")
+            .then_some(())
+    });
+    assert_eq!(
+        releases(&p, "rel"),
+        [
+            (1, "succeeded".to_string(), true),
+            (2, "failed".to_string(), false)
+        ]
+    );
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(p.dyno_ids("rel")["web.1"], web, "the running release stays");
+    assert_eq!(p.dynos("rel")[0]["release"], 1);
+    let logs = p.logs("rel");
+    assert!(
+        logs.contains("Release v2 failed: its release phase exited with status 3; v1 stays live"),
+        "{logs}"
+    );
+
+    // A config change is a release too: v3 runs v1's release phase and goes live.
+    p.dyno_ok(&["config:set", "COLOR=blue", "-a", "rel"]);
+    wait_until("v3 live on web.1", Duration::from_secs(30), || {
+        let d = p.dynos("rel");
+        (d.len() == 1 && d[0]["release"] == 3 && d[0]["state"] == "up").then_some(())
+    });
+
+    // Rollback to v1: v4 has v1's config again (no COLOR), and the dynos move to it.
+    let r: serde_json::Value = ureq::post(&format!("{}/apps/rel/releases", p.url()))
+        .set("Authorization", &format!("Bearer {}", p.token))
+        .send_json(serde_json::json!({"release": "v1"}))
+        .unwrap()
+        .into_json()
+        .unwrap();
+    assert_eq!(r["version"], 4);
+    assert_eq!(r["description"], "Rollback to v1");
+    wait_until("v4 live on web.1", Duration::from_secs(30), || {
+        let d = p.dynos("rel");
+        (d.len() == 1 && d[0]["release"] == 4 && d[0]["state"] == "up").then_some(())
+    });
+    let config = p.json(&["config", "-a", "rel"]);
+    assert!(config.get("COLOR").is_none(), "{config}");
+    // A failed release or a missing one cannot be rolled back to.
+    for (target, code) in [("2", 422), ("9", 404)] {
+        match ureq::post(&format!("{}/apps/rel/releases", p.url()))
+            .set("Authorization", &format!("Bearer {}", p.token))
+            .send_json(serde_json::json!({ "release": target }))
+        {
+            Err(ureq::Error::Status(c, _)) => assert_eq!(c, code, "rollback to {target}"),
+            other => panic!("rollback to {target}: {other:?}"),
+        }
+    }
+}
