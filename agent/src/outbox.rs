@@ -163,6 +163,7 @@ mod tests {
             at,
             reason: None,
             generation: 1,
+            healthy: true,
         }
     }
 

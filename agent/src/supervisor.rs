@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use dyno_shared::logline::{LogLine, LogSource};
-use dyno_shared::protocol::{DynoSpec, DynoState, DynoStats, DynoStatus};
+use dyno_shared::protocol::{DynoSpec, DynoState, DynoStats, DynoStatus, HealthCheck};
 use dyno_shared::time::now_micros;
 use futures_util::future::BoxFuture;
 use tokio::sync::watch;
@@ -156,6 +156,7 @@ impl Supervisor {
                 at: now_micros(),
                 reason: Some("Agent shutting down".to_string()),
                 generation: spec.generation,
+                healthy: true,
             });
             return;
         }
@@ -173,6 +174,7 @@ impl Supervisor {
             at: now_micros(),
             reason: None,
             generation: spec.generation,
+            healthy: true,
         };
         let (orders_tx, orders_rx) = watch::channel(None);
         reg.dynos.insert(
@@ -266,6 +268,7 @@ impl Supervisor {
             at: now_micros(),
             reason: None,
             generation: spec.generation,
+            healthy: true,
         };
         let (orders_tx, orders_rx) = watch::channel(None);
         let mut reg = self.inner.lock();
@@ -318,6 +321,7 @@ impl Supervisor {
                     at: now_micros(),
                     reason: Some("Not running on this host".to_string()),
                     generation: 0,
+                    healthy: true,
                 });
             }
         }
@@ -468,6 +472,19 @@ impl DynoTask {
         });
     }
 
+    /// Reports whether the dyno passes its health check; the coordinator routes only to those
+    /// that do.
+    fn set_healthy(&self, healthy: bool) {
+        self.inner.update(
+            &self.spec.dyno_id,
+            |s| {
+                s.healthy = healthy;
+                s.at = now_micros();
+            },
+            true,
+        );
+    }
+
     fn change_state(&mut self, to: DynoState) {
         self.system(format!(
             "State changed from {} to {}",
@@ -596,7 +613,23 @@ impl DynoTask {
         stats_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut quota = self.spec.size.memory_mb() * MIB;
         let mut r15_logged = false;
+        let check = match &self.spec.check {
+            Some(c) if !self.spec.one_off => Some(c.clone()),
+            _ => self.spec.is_web().then(HealthCheck::default_web),
+        };
+        let check_interval =
+            Duration::from_millis(check.as_ref().map_or(60_000, |c| c.interval_ms));
+        let mut check_due = Instant::now() + check_interval;
+        let mut check_run: Option<CheckRun> = None;
+        let mut strikes = 0u32;
+        let app_dir = self
+            .inner
+            .config
+            .dynos_dir
+            .join(&self.spec.dyno_id)
+            .join("app");
         let (state, result, reason) = loop {
+            let watching = check.is_some() && self.state == DynoState::Up;
             let booting = self.state == DynoState::Starting && port.is_some();
             tokio::select! {
                 result = &mut exit => {
@@ -615,7 +648,46 @@ impl DynoTask {
                         return None;
                     }
                 },
-                () = port_accepting(port), if booting => self.change_state(DynoState::Up),
+                () = port_accepting(port), if booting => {
+                    self.change_state(DynoState::Up);
+                    check_due = Instant::now() + check_interval;
+                }
+                () = tokio::time::sleep_until(check_due), if watching && check_run.is_none() => {
+                    let c = check.clone().expect("watching implies a check");
+                    check_run = Some(Box::pin(run_check(c, port, app_dir.clone())));
+                }
+                outcome = poll_check(&mut check_run) => {
+                    check_run = None;
+                    check_due = Instant::now() + check_interval;
+                    let c = check.as_ref().expect("a check ran");
+                    match outcome {
+                        Ok(()) => {
+                            if strikes > 0 {
+                                self.system("Health check passed again");
+                                self.set_healthy(true);
+                            }
+                            strikes = 0;
+                        }
+                        Err(why) => {
+                            strikes += 1;
+                            if strikes == 1 {
+                                self.set_healthy(false);
+                            }
+                            self.system(format!(
+                                "Health check failed ({strikes} of {}): {why}",
+                                c.failures
+                            ));
+                            if strikes >= c.failures {
+                                self.system(format!(
+                                    "Dyno unresponsive: {strikes} failed health checks in a row; stopping it with SIGKILL"
+                                ));
+                                signal(&*group, DynoSignal::Kill);
+                                let result = (&mut exit).await;
+                                break (DynoState::Crashed, result, "Health check failed".to_string());
+                            }
+                        }
+                    }
+                }
                 _ = stats_tick.tick() => {
                     if let Some(usage) = group.stats() {
                         quota = usage.memory_quota_bytes;
@@ -850,6 +922,81 @@ async fn ordered(orders: &mut watch::Receiver<Option<Order>>) -> Order {
 }
 
 /// Completes once something accepts TCP connections on 127.0.0.1:`port`.
+type CheckRun = std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), String>> + Send>>;
+
+/// The running check's outcome; never completes while none runs.
+async fn poll_check(run: &mut Option<CheckRun>) -> Result<(), String> {
+    match run {
+        Some(f) => f.await,
+        None => std::future::pending().await,
+    }
+}
+
+/// One health check: `$PORT` accepts (or answers `GET path` below 500), or the heartbeat file
+/// under the dyno's `/app` was touched recently, all within the check's timeout.
+async fn run_check(check: HealthCheck, port: Option<u16>, app_dir: PathBuf) -> Result<(), String> {
+    let timeout = Duration::from_millis(check.timeout_ms);
+    if let Some(file) = &check.file {
+        let path = app_dir.join(file.trim_start_matches('/'));
+        let modified = tokio::fs::metadata(&path)
+            .await
+            .and_then(|m| m.modified())
+            .map_err(|e| format!("heartbeat file /app/{file}: {e}"))?;
+        let age = modified.elapsed().unwrap_or_default();
+        return if age <= timeout {
+            Ok(())
+        } else {
+            Err(format!(
+                "heartbeat file /app/{file} last touched {:.1} s ago",
+                age.as_secs_f64()
+            ))
+        };
+    }
+    let Some(port) = port else {
+        return Ok(());
+    };
+    let probe = async {
+        let mut conn = tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .map_err(|e| format!("$PORT {port} refused the connection: {e}"))?;
+        let Some(path) = &check.path else {
+            return Ok(());
+        };
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let request = format!(
+            "GET {path} HTTP/1.1\r\nHost: localhost\r\nUser-Agent: dyno-health-check\r\nConnection: close\r\n\r\n"
+        );
+        conn.write_all(request.as_bytes())
+            .await
+            .map_err(|e| format!("GET {path}: {e}"))?;
+        let mut head = [0u8; 12];
+        conn.read_exact(&mut head)
+            .await
+            .map_err(|e| format!("GET {path}: no answer ({e})"))?;
+        let status: u16 = std::str::from_utf8(&head[9..12])
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .filter(|_| head.starts_with(b"HTTP/1."))
+            .ok_or_else(|| format!("GET {path}: not an HTTP answer"))?;
+        if status < 500 {
+            Ok(())
+        } else {
+            Err(format!("GET {path} answered {status}"))
+        }
+    };
+    let what = match &check.path {
+        Some(path) => format!("GET {path}"),
+        None => format!("$PORT {port}"),
+    };
+    match tokio::time::timeout(timeout, probe).await {
+        Ok(r) => r,
+        Err(_) => Err(format!(
+            "{what}: no answer within {:.1} s",
+            timeout.as_secs_f64()
+        )),
+    }
+}
+
 async fn port_accepting(port: Option<u16>) {
     let Some(port) = port else {
         return std::future::pending().await;
@@ -993,6 +1140,7 @@ mod tests {
             size: Default::default(),
             one_off: false,
             generation: 1,
+            check: None,
         }
     }
 

@@ -364,6 +364,7 @@ async fn app_writes_are_gone_after_a_restart_through_the_supervisor() {
         size: Size::Standard1x,
         one_off: false,
         generation: 1,
+        check: None,
     };
     let mut listings = Vec::new();
     for _ in 0..2 {
@@ -440,6 +441,7 @@ async fn memory_over_the_quota_logs_r14_and_over_twice_the_quota_r15() {
         size: Size::Standard1x,
         one_off: false,
         generation: 1,
+        check: None,
     };
     let mut seen: Vec<(String, String)> = Vec::new();
 
@@ -590,6 +592,7 @@ async fn a_restarted_agent_adopts_running_dynos_and_resumes_their_output() {
         size: Size::Standard1x,
         one_off: false,
         generation: 1,
+        check: None,
     };
 
     let (first, outbox) = supervisor(&rt, state.path());

@@ -67,6 +67,7 @@ async fn agent(url: String, token: String, i: usize, started: Arc<AtomicU64>) {
                             at: now_micros(),
                             reason: None,
                             generation: spec.generation,
+                            healthy: true,
                         };
                         vec![status(DynoState::Starting), status(DynoState::Up)]
                     }
@@ -79,6 +80,7 @@ async fn agent(url: String, token: String, i: usize, started: Arc<AtomicU64>) {
                         at: now_micros(),
                         reason: Some("Stopped".into()),
                         generation: 0,
+                        healthy: true,
                     }],
                     _ => Vec::new(),
                 };

@@ -168,6 +168,54 @@ pub enum Command {
     },
     /// List the hosts running agents
     Hosts,
+    /// Take no new dynos on a host and move its dynos elsewhere, one at a time
+    #[command(name = "hosts:drain")]
+    HostsDrain {
+        /// The host's name, as `dyno hosts` lists it
+        host: String,
+    },
+    /// Let a drained host take dynos again
+    #[command(name = "hosts:undrain")]
+    HostsUndrain {
+        /// The host's name, as `dyno hosts` lists it
+        host: String,
+    },
+    /// Make a new release from an earlier one (default: the last live one before the current)
+    #[command(name = "releases:rollback")]
+    ReleasesRollback {
+        /// The release to go back to, e.g. v3
+        version: Option<String>,
+    },
+    /// List an app's health checks
+    Checks,
+    /// Set a process type's health check: a PATH to GET on $PORT (web) or --file (heartbeat)
+    #[command(name = "checks:set")]
+    ChecksSet {
+        /// Process type, e.g. web
+        process_type: String,
+        /// Path a web dyno must answer below 500 (default: $PORT must accept connections)
+        path: Option<String>,
+        /// Heartbeat file under /app a worker must touch more often than --timeout
+        #[arg(long)]
+        file: Option<String>,
+        /// Seconds between checks (default 5)
+        #[arg(long)]
+        interval: Option<f64>,
+        /// Seconds a check may take (for --file: the heartbeat's maximum age; default 2)
+        #[arg(long)]
+        timeout: Option<f64>,
+        /// Failures in a row before the dyno is killed and replaced (default 3)
+        #[arg(long)]
+        failures: Option<u32>,
+    },
+    /// Remove a process type's health check (web dynos keep the default $PORT check)
+    #[command(name = "checks:unset")]
+    ChecksUnset {
+        /// Process type, e.g. web
+        process_type: String,
+    },
+    /// Open the full-screen operator console (apps, dynos, hosts, logs; keys: ?)
+    Console(ConsoleArgs),
     /// Bring up a coordinator, an agent and the sample app on this machine
     Up(UpArgs),
     /// Internal to `up`: clear the signal mask, then exec ARGV
@@ -209,6 +257,13 @@ pub struct WaitArgs {
     /// Give up waiting after this many seconds
     #[arg(long, value_name = "SECS", default_value_t = 120)]
     pub wait_timeout: u64,
+}
+
+#[derive(Debug, Args, Clone, Default)]
+pub struct ConsoleArgs {
+    /// Look only: hide and disable every action (scale, restart, stop, drain, config)
+    #[arg(long)]
+    pub read_only: bool,
 }
 
 #[derive(Debug, Args, Clone)]

@@ -9,6 +9,7 @@ pub mod error;
 pub mod output;
 pub mod shell;
 pub mod slug;
+pub mod tui;
 pub mod up;
 pub mod wait;
 

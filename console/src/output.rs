@@ -2,7 +2,7 @@
 
 use dyno_shared::LogLine;
 use dyno_shared::Size;
-use dyno_shared::api::{App, AppFeature, Dyno, FormationItem, Host, LogDrain, Release};
+use dyno_shared::api::{App, AppFeature, Check, Dyno, FormationItem, Host, LogDrain, Release};
 use dyno_shared::time::{ago, parse_iso, ps_time, rfc3339_micros};
 use std::collections::BTreeMap;
 
@@ -246,7 +246,11 @@ pub fn hosts(hosts: &[Host], now: i64) -> String {
             vec![
                 h.name.clone(),
                 h.address.clone(),
-                h.state.clone(),
+                if h.drained {
+                    format!("{} (drained)", h.state)
+                } else {
+                    h.state.clone()
+                },
                 h.isolation.clone(),
                 format!("{}/{} MB", h.allocated_mb, h.memory_mb),
                 h.dynos.to_string(),
@@ -270,6 +274,42 @@ pub fn hosts(hosts: &[Host], now: i64) -> String {
         ],
         &rows,
     )
+}
+
+/// One line about a check: `GET /health every 5s, 2s timeout, 3 failures`.
+pub fn check_summary(c: &Check) -> String {
+    let what = match (c.path.as_deref(), c.file.as_deref()) {
+        (Some(p), _) => format!("GET {p} below 500"),
+        (None, Some(f)) => format!(
+            "/app/{} touched within {}s",
+            f.trim_start_matches('/'),
+            c.timeout_secs
+        ),
+        (None, None) => "$PORT accepts".to_string(),
+    };
+    format!(
+        "{what} every {}s, {}s timeout, {} failures in a row to restart",
+        c.interval_secs, c.timeout_secs, c.failures
+    )
+}
+
+/// `=== shop Checks` and a line per process type.
+pub fn checks(app: &str, checks: &[Check]) -> String {
+    let mut out = format!("=== {app} Checks\n");
+    if checks.is_empty() {
+        out.push_str(&format!(
+            "No checks; set one with `dyno checks:set web /health -a {app}`.\n"
+        ));
+    }
+    for c in checks {
+        out.push_str(&format!(
+            "{}: {}{}\n",
+            c.process_type,
+            check_summary(c),
+            if c.default { " (default)" } else { "" }
+        ));
+    }
+    out
 }
 
 /// `=== shop Drains` and `URL (TOKEN)` per drain, as `heroku drains` prints them.
@@ -409,6 +449,7 @@ mod tests {
             restarts: 0,
             exit_code: None,
             one_off,
+            healthy: true,
             stats: None,
         }
     }

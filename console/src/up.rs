@@ -439,9 +439,21 @@ fn start_and_serve(
     println!();
 
     let tty = std::io::stdout().is_terminal();
-    if tty && !args.no_console {
-        // The interactive console is not built yet: the dyno table stands in for it.
-        eprintln!("(the interactive console is not available yet; showing the dyno table)");
+    if tty && !args.no_console && std::io::stdin().is_terminal() {
+        // The console owns the screen; the platform's children and signals are checked on
+        // every turn of its loop. Quitting it stops the platform, as Ctrl-C does.
+        crate::tui::run(
+            crate::tui::Options {
+                coordinator: api_url.clone(),
+                token: Some(token.clone()),
+                read_only: false,
+                app: (!args.no_sample).then(|| SAMPLE_APP.to_string()),
+                own_signals: false,
+                frame_log: None,
+            },
+            &mut || platform.check(),
+        )?;
+        return Err(Stop::Signal(Signal::SIGINT).into());
     }
     let every = if tty {
         Duration::from_secs(5)

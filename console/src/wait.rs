@@ -71,6 +71,7 @@ mod tests {
             restarts: 0,
             exit_code: exit,
             one_off: false,
+            healthy: true,
             stats: None,
         }
     }

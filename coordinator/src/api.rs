@@ -12,10 +12,10 @@ use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get, post};
+use axum::routing::{delete, get, post, put};
 use axum::{Json, Router};
 use dyno_shared::api::{self as wire, MAX_REQUEST_BYTES, RunEvent};
-use dyno_shared::protocol::{CoordinatorMsg, DynoState};
+use dyno_shared::protocol::{CoordinatorMsg, DynoState, HealthCheck};
 use dyno_shared::scale::{ScaleArg, ScaleOp, parse_scale_args};
 use dyno_shared::time::iso_secs;
 use dyno_shared::{
@@ -116,6 +116,11 @@ pub fn router(inner: Shared, shutdown: watch::Receiver<bool>) -> Router {
         .route(
             "/apps/{app}/features/{feature}",
             get(get_feature).patch(patch_feature),
+        )
+        .route("/apps/{app}/checks", get(list_checks))
+        .route(
+            "/apps/{app}/checks/{ptype}",
+            put(set_check).delete(delete_check),
         )
         .route("/hosts", get(hosts))
         .route("/hosts/{host}/drain", post(drain_host))
@@ -703,6 +708,7 @@ fn dyno_json(inner: &Inner, d: &DynoRow) -> wire::Dyno {
         restarts: d.restarts,
         exit_code: d.exit_code,
         one_off: d.one_off,
+        healthy: d.healthy,
         // A sample outlives its dyno's run only until the final state arrives; never show it
         // for a dyno that is not running.
         stats: d
@@ -1024,7 +1030,7 @@ async fn run(
         Ok(Ok((row, release)))
     })?;
     let (row, release) = placed?;
-    let mut spec = inner.spec_for(&row, &release);
+    let mut spec = inner.spec_for(&row, &release, &Default::default());
     spec.env.extend(req.env);
     let (ev_tx, mut ev_rx) = mpsc::channel::<RunEvent>(4096);
     let key = (app.name.clone(), row.name());
@@ -1467,6 +1473,109 @@ fn host_list(inner: &Inner) -> ApiResult<Vec<wire::Host>> {
         })
         .collect();
     Ok(out)
+}
+
+fn check_json(process_type: &str, c: &HealthCheck, default: bool) -> wire::Check {
+    wire::Check {
+        process_type: process_type.to_string(),
+        kind: match (&c.path, &c.file) {
+            (Some(_), _) => "http",
+            (None, Some(_)) => "file",
+            (None, None) => "tcp",
+        }
+        .to_string(),
+        path: c.path.clone(),
+        file: c.file.clone(),
+        interval_secs: c.interval_ms as f64 / 1000.0,
+        timeout_secs: c.timeout_ms as f64 / 1000.0,
+        failures: c.failures,
+        default,
+    }
+}
+
+/// The app's checks: the configured ones, and the default `$PORT` check of a web type without one.
+async fn list_checks(
+    State(api): State<Api>,
+    Path(name): Path<String>,
+) -> ApiResult<Json<Vec<wire::Check>>> {
+    let app = find_app(&api.inner, &name)?;
+    let (checks, release) = api
+        .inner
+        .store()
+        .read(|r| Ok((r.checks()?, r.current_release(&app.id)?)))?;
+    let mut out: Vec<wire::Check> = checks
+        .iter()
+        .filter(|((a, _), _)| *a == app.id)
+        .map(|((_, t), c)| check_json(t, c, false))
+        .collect();
+    let has_web = release.is_some_and(|r| r.procfile.processes.keys().any(|t| t.is_web()));
+    if has_web && !out.iter().any(|c| c.process_type == "web") {
+        out.push(check_json("web", &HealthCheck::default_web(), true));
+    }
+    out.sort_by(|a, b| a.process_type.cmp(&b.process_type));
+    Ok(Json(out))
+}
+
+/// `PUT /apps/{app}/checks/{type}`: applies to the type's dynos as they (re)start.
+async fn set_check(
+    State(api): State<Api>,
+    Path((name, ptype)): Path<(String, String)>,
+    b: Result<Bytes, BytesRejection>,
+) -> ApiResult<Json<wire::Check>> {
+    let req: wire::CheckUpdate = body(b)?;
+    let t: dyno_shared::ProcessType = ptype.parse().map_err(ApiError::invalid)?;
+    let secs = |s: f64, what: &str| -> ApiResult<u64> {
+        if s.is_finite() && s > 0.0 {
+            Ok((s * 1000.0).round() as u64)
+        } else {
+            Err(ApiError::invalid(format!(
+                "{what} must be a positive number of seconds"
+            )))
+        }
+    };
+    let check = HealthCheck {
+        path: req.path,
+        file: req.file,
+        interval_ms: secs(req.interval_secs.unwrap_or(5.0), "interval")?,
+        timeout_ms: secs(req.timeout_secs.unwrap_or(2.0), "timeout")?,
+        failures: req.failures.unwrap_or(3),
+    };
+    check.validate().map_err(ApiError::invalid)?;
+    if check.path.is_some() && !t.is_web() {
+        return Err(ApiError::invalid(format!(
+            "{t} dynos have no $PORT: give them a heartbeat file instead of a path"
+        )));
+    }
+    let app = find_app(&api.inner, &name)?;
+    api.inner
+        .store()
+        .transaction(|tx| tx.set_check(&app.id, t.as_str(), &check))?;
+    api.inner.system_log(
+        &app.name,
+        "api",
+        format!("Health check of {t} set; it applies as its dynos restart"),
+    );
+    Ok(Json(check_json(t.as_str(), &check, false)))
+}
+
+async fn delete_check(
+    State(api): State<Api>,
+    Path((name, ptype)): Path<(String, String)>,
+) -> ApiResult<Json<wire::Check>> {
+    let app = find_app(&api.inner, &name)?;
+    let removed = api.inner.store().transaction(|tx| {
+        let check = tx.checks()?.remove(&(app.id.clone(), ptype.clone()));
+        if check.is_some() {
+            tx.delete_check(&app.id, &ptype)?;
+        }
+        Ok(check)
+    })?;
+    match removed {
+        Some(c) => Ok(Json(check_json(&ptype, &c, false))),
+        None => Err(ApiError::not_found(format!(
+            "app {name} has no check for {ptype}"
+        ))),
+    }
 }
 
 async fn drain_host(

@@ -14,7 +14,7 @@ pub mod store;
 use drains::{DrainOptions, DrainSpec, Drains};
 use dyno_router::{Backend, RouteTable, RouterConfig};
 use dyno_shared::api::RunEvent;
-use dyno_shared::protocol::{CoordinatorMsg, DynoSpec, DynoState, DynoStatus};
+use dyno_shared::protocol::{CoordinatorMsg, DynoSpec, DynoState, DynoStatus, HealthCheck};
 use dyno_shared::{LogLine, LogSource};
 use loghub::{LogHub, LogWriter};
 use manager::{Action, AppView, HostView, RestartPolicy, View};
@@ -413,7 +413,13 @@ impl Inner {
         }
     }
 
-    fn spec_for(&self, d: &DynoRow, release: &store::ReleaseRow) -> DynoSpec {
+    /// What an agent needs to start `d` of `release`, with its process type's check if any.
+    fn spec_for(
+        &self,
+        d: &DynoRow,
+        release: &store::ReleaseRow,
+        checks: &HashMap<(String, String), HealthCheck>,
+    ) -> DynoSpec {
         DynoSpec {
             dyno_id: d.id.clone(),
             app: d.app.clone(),
@@ -426,6 +432,13 @@ impl Inner {
             size: d.size,
             one_off: d.one_off,
             generation: d.generation,
+            check: (!d.one_off)
+                .then(|| {
+                    checks
+                        .get(&(d.app_id.clone(), d.process_type.clone()))
+                        .cloned()
+                })
+                .flatten(),
         }
     }
 
@@ -438,7 +451,7 @@ impl Inner {
         let mut finished: Vec<(String, String)> = Vec::new();
         let mut lost_phases: Vec<(String, String, u32)> = Vec::new();
         let mut store = self.store();
-        let (apps, dynos, hosts) = store.read(|r| {
+        let (apps, dynos, hosts, checks) = store.read(|r| {
             let mut apps = Vec::new();
             let preboot: HashSet<String> = r.apps_with_feature(api::PREBOOT)?.into_iter().collect();
             for app in r.apps()? {
@@ -449,7 +462,7 @@ impl Inner {
                     app,
                 });
             }
-            Ok((apps, r.dynos()?, r.hosts()?))
+            Ok((apps, r.dynos()?, r.hosts()?, r.checks()?))
         })?;
         let host_views = self.host_views(&hosts, now);
         self.note_lost(&host_views);
@@ -503,7 +516,7 @@ impl Inner {
                             tx.insert_dyno(&row)?;
                             outbox.push((
                                 host.clone(),
-                                CoordinatorMsg::StartDyno(self.spec_for(&row, release)),
+                                CoordinatorMsg::StartDyno(self.spec_for(&row, release, &checks)),
                             ));
                         }
                         Action::Start { dyno_id, host } => {
@@ -528,6 +541,7 @@ impl Inner {
                                 ));
                             }
                             row.generation += 1;
+                            row.healthy = true;
                             row.port = None;
                             row.up_since = None;
                             row.host = Some(host.clone());
@@ -537,7 +551,7 @@ impl Inner {
                             tx.update_dyno(&row)?;
                             outbox.push((
                                 host.clone(),
-                                CoordinatorMsg::StartDyno(self.spec_for(&row, &release)),
+                                CoordinatorMsg::StartDyno(self.spec_for(&row, &release, &checks)),
                             ));
                         }
                         Action::Stop { dyno_id } => {
@@ -637,6 +651,7 @@ impl Inner {
                 || d.one_off
                 || d.desired != Desired::Run
                 || d.state != DynoState::Up
+                || !d.healthy
             {
                 continue;
             }
@@ -761,6 +776,7 @@ impl Inner {
                 }
                 d.exit_code = s.exit_code;
                 d.reason = s.reason.clone();
+                d.healthy = s.healthy || !s.state.is_running();
                 match s.state {
                     DynoState::Up if previous != DynoState::Up => d.up_since = Some(now),
                     DynoState::Crashed => {
@@ -845,7 +861,7 @@ impl Inner {
         // which fails the release.
         self.send(
             &host,
-            CoordinatorMsg::StartDyno(self.spec_for(&row, release)),
+            CoordinatorMsg::StartDyno(self.spec_for(&row, release, &HashMap::new())),
         );
         Ok(())
     }

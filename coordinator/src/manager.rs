@@ -501,6 +501,7 @@ mod tests {
             updated_at: 0,
             up_since: None,
             generation: 1,
+            healthy: true,
         }
     }
 

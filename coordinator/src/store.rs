@@ -4,10 +4,10 @@
 
 pub mod logs;
 
-use dyno_shared::protocol::DynoState;
+use dyno_shared::protocol::{DynoState, HealthCheck};
 use dyno_shared::{ConfigVars, Formation, FormationEntry, ProcessType, Procfile, Size};
 use rusqlite::{Connection, OptionalExtension, Row, Transaction, params};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 
 #[derive(Debug, thiserror::Error)]
@@ -126,6 +126,13 @@ CREATE INDEX dynos_app_slot ON dynos(app_id, process_type, idx);
     r#"
 -- pending while its release phase runs; only a succeeded release is ever current.
 ALTER TABLE releases ADD COLUMN status TEXT NOT NULL DEFAULT 'succeeded';
+ALTER TABLE dynos ADD COLUMN healthy INTEGER NOT NULL DEFAULT 1;
+CREATE TABLE checks (
+    app_id TEXT NOT NULL REFERENCES apps(id) ON DELETE CASCADE,
+    process_type TEXT NOT NULL,
+    spec TEXT NOT NULL,
+    PRIMARY KEY (app_id, process_type)
+);
 "#,
 ];
 
@@ -193,6 +200,8 @@ pub struct DynoRow {
     pub up_since: Option<i64>,
     /// Starts so far, counting this one: a report from an earlier start is stale.
     pub generation: u32,
+    /// False while its agent reports it failing its health check: out of the router.
+    pub healthy: bool,
 }
 
 /// Who a new dyno is: everything else starts out the same for every new dyno.
@@ -235,6 +244,7 @@ impl DynoRow {
             updated_at: n.now,
             up_since: None,
             generation: 1,
+            healthy: true,
         }
     }
 
@@ -306,7 +316,7 @@ fn from_json<T: for<'de> serde::Deserialize<'de>>(what: &'static str, s: &str) -
     })
 }
 
-const DYNO_COLUMNS: &str = "id, app_id, app, process_type, idx, release, host, state, desired, port, size, command, one_off, exit_code, reason, restarts, next_start_at, created_at, updated_at, up_since, generation";
+const DYNO_COLUMNS: &str = "id, app_id, app, process_type, idx, release, host, state, desired, port, size, command, one_off, exit_code, reason, restarts, next_start_at, created_at, updated_at, up_since, generation, healthy";
 
 fn dyno_from_row(r: &Row) -> Result<DynoRow> {
     let state: String = r.get(7)?;
@@ -338,6 +348,7 @@ fn dyno_from_row(r: &Row) -> Result<DynoRow> {
         updated_at: r.get(18)?,
         up_since: r.get(19)?,
         generation: r.get(20)?,
+        healthy: r.get(21)?,
     })
 }
 
@@ -502,6 +513,18 @@ pub trait Queries: std::ops::Deref<Target = Connection> {
             Some(r) => Ok(Some(release_from_row(r)?)),
             None => Ok(None),
         }
+    }
+
+    /// Every configured health check: (app id, process type) -> check.
+    fn checks(&self) -> Result<HashMap<(String, String), HealthCheck>> {
+        let mut st = self.prepare_cached("SELECT app_id, process_type, spec FROM checks")?;
+        let mut rows = st.query([])?;
+        let mut out = HashMap::new();
+        while let Some(r) = rows.next()? {
+            let spec: String = r.get(2)?;
+            out.insert((r.get(0)?, r.get(1)?), from_json("checks.spec", &spec)?);
+        }
+        Ok(out)
     }
 
     /// The highest version of any status: the next release takes the one after it.
@@ -707,12 +730,12 @@ impl Tx<'_> {
 
     pub fn insert_dyno(&self, d: &DynoRow) -> Result<()> {
         self.execute(
-            &format!("INSERT INTO dynos ({DYNO_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21)"),
+            &format!("INSERT INTO dynos ({DYNO_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22)"),
             params![
                 d.id, d.app_id, d.app, d.process_type, d.idx, d.release, d.host,
                 d.state.as_str(), d.desired.as_str(), d.port, d.size.as_str(), d.command,
                 d.one_off, d.exit_code, d.reason, d.restarts, d.next_start_at, d.created_at,
-                d.updated_at, d.up_since, d.generation
+                d.updated_at, d.up_since, d.generation, d.healthy
             ],
         )?;
         Ok(())
@@ -721,10 +744,11 @@ impl Tx<'_> {
     /// Writes every mutable field of an existing dyno row.
     pub fn update_dyno(&self, d: &DynoRow) -> Result<()> {
         self.execute(
-            "UPDATE dynos SET host = ?2, state = ?3, desired = ?4, port = ?5, exit_code = ?6, reason = ?7, restarts = ?8, next_start_at = ?9, updated_at = ?10, up_since = ?11, generation = ?12 WHERE id = ?1",
+            "UPDATE dynos SET host = ?2, state = ?3, desired = ?4, port = ?5, exit_code = ?6, reason = ?7, restarts = ?8, next_start_at = ?9, updated_at = ?10, up_since = ?11, generation = ?12, healthy = ?13 WHERE id = ?1",
             params![
                 d.id, d.host, d.state.as_str(), d.desired.as_str(), d.port, d.exit_code,
-                d.reason, d.restarts, d.next_start_at, d.updated_at, d.up_since, d.generation
+                d.reason, d.restarts, d.next_start_at, d.updated_at, d.up_since, d.generation,
+                d.healthy
             ],
         )?;
         Ok(())
@@ -764,6 +788,24 @@ impl Tx<'_> {
             params![h.name, h.address, h.memory_mb as i64, h.cpus, h.isolation, h.agent_version, h.first_seen, h.last_seen],
         )?;
         Ok(())
+    }
+
+    pub fn set_check(&self, app_id: &str, process_type: &str, check: &HealthCheck) -> Result<()> {
+        let spec = serde_json::to_string(check).expect("checks serialize");
+        self.execute(
+            "INSERT INTO checks (app_id, process_type, spec) VALUES (?1, ?2, ?3)
+             ON CONFLICT(app_id, process_type) DO UPDATE SET spec = excluded.spec",
+            params![app_id, process_type, spec],
+        )?;
+        Ok(())
+    }
+
+    /// Returns false when there was none.
+    pub fn delete_check(&self, app_id: &str, process_type: &str) -> Result<bool> {
+        Ok(self.execute(
+            "DELETE FROM checks WHERE app_id = ?1 AND process_type = ?2",
+            params![app_id, process_type],
+        )? == 1)
     }
 
     /// Returns false when no host has that name.

@@ -104,6 +104,9 @@ pub struct Dyno {
     pub restarts: u32,
     pub exit_code: Option<i32>,
     pub one_off: bool,
+    /// False while it fails its health check (it is out of the router meanwhile).
+    #[serde(default = "yes")]
+    pub healthy: bool,
     /// The latest resource sample of a running dyno, once its agent sent one.
     #[serde(default)]
     pub stats: Option<DynoStatsJson>,
@@ -185,6 +188,41 @@ pub enum RunEvent {
     Error { message: String },
 }
 
+/// A process type's health check (`GET /apps/{app}/checks`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Check {
+    #[serde(rename = "type")]
+    pub process_type: String,
+    /// `tcp` ($PORT accepts), `http` (GET path answers below 500) or `file` (heartbeat file).
+    pub kind: String,
+    #[serde(default)]
+    pub path: Option<String>,
+    #[serde(default)]
+    pub file: Option<String>,
+    pub interval_secs: f64,
+    pub timeout_secs: f64,
+    /// Failures in a row before the dyno is killed and replaced.
+    pub failures: u32,
+    /// The check every web dyno gets when none is set.
+    #[serde(default)]
+    pub default: bool,
+}
+
+/// `PUT /apps/{app}/checks/{type}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct CheckUpdate {
+    #[serde(default)]
+    pub path: Option<String>,
+    #[serde(default)]
+    pub file: Option<String>,
+    #[serde(default)]
+    pub interval_secs: Option<f64>,
+    #[serde(default)]
+    pub timeout_secs: Option<f64>,
+    #[serde(default)]
+    pub failures: Option<u32>,
+}
+
 /// `POST /apps/{app}/releases` with JSON: roll back to a release (`3`, `"3"` or `"v3"`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Rollback {
@@ -234,4 +272,8 @@ pub struct AppFeature {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FeatureUpdate {
     pub enabled: bool,
+}
+
+fn yes() -> bool {
+    true
 }

@@ -81,6 +81,73 @@ pub struct DynoSpec {
     /// status, so a late report of an earlier start is recognised as stale. 0: not known.
     #[serde(default)]
     pub generation: u32,
+    /// How the agent watches the dyno once it is up (`checks:set`). Web dynos without one get
+    /// [`HealthCheck::default_web`].
+    #[serde(default)]
+    pub check: Option<HealthCheck>,
+}
+
+/// A responsiveness check the agent runs on an up dyno every `interval_ms`. One failure takes a
+/// web dyno out of the router; `failures` in a row kill it (and the manager restarts it).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HealthCheck {
+    /// Web: `GET path` on `$PORT` must answer below 500 within `timeout_ms`. Without a path
+    /// (and without `file`), `$PORT` must accept a connection.
+    #[serde(default)]
+    pub path: Option<String>,
+    /// Worker heartbeat: this file under `/app` must have been modified within `timeout_ms`.
+    #[serde(default)]
+    pub file: Option<String>,
+    pub interval_ms: u64,
+    pub timeout_ms: u64,
+    pub failures: u32,
+}
+
+impl HealthCheck {
+    /// Every web dyno's check unless one is set: `$PORT` accepts, every 5 s, 3 strikes.
+    pub fn default_web() -> HealthCheck {
+        HealthCheck {
+            path: None,
+            file: None,
+            interval_ms: 5_000,
+            timeout_ms: 2_000,
+            failures: 3,
+        }
+    }
+
+    /// Why this check cannot work, if it cannot.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.path.is_some() && self.file.is_some() {
+            return Err("a check has a path (web) or a file (worker heartbeat), not both".into());
+        }
+        if let Some(p) = &self.path
+            && (!p.starts_with('/') || p.len() > 1024 || p.bytes().any(|b| b <= b' ' || b == 0x7f))
+        {
+            return Err(format!(
+                "invalid check path {p:?}: it must start with / and hold no spaces or control characters"
+            ));
+        }
+        if let Some(f) = &self.file
+            && (f.is_empty()
+                || f.len() > 1024
+                || f.split('/').any(|c| c == "..")
+                || f.contains('\0'))
+        {
+            return Err(format!(
+                "invalid heartbeat file {f:?}: a path under /app without `..`"
+            ));
+        }
+        if !(100..=3_600_000).contains(&self.interval_ms) {
+            return Err("interval must be between 0.1 s and 1 hour".into());
+        }
+        if !(100..=3_600_000).contains(&self.timeout_ms) {
+            return Err("timeout must be between 0.1 s and 1 hour".into());
+        }
+        if !(1..=100).contains(&self.failures) {
+            return Err("failures must be between 1 and 100".into());
+        }
+        Ok(())
+    }
 }
 
 impl DynoSpec {
@@ -110,6 +177,13 @@ pub struct DynoStatus {
     /// The `generation` of the spec this start ran; 0 when not known.
     #[serde(default)]
     pub generation: u32,
+    /// False while an up dyno fails its health check: the router leaves it out.
+    #[serde(default = "healthy_default")]
+    pub healthy: bool,
+}
+
+fn healthy_default() -> bool {
+    true
 }
 
 /// One sample of a running dyno's resource use, sent every few seconds (latest values only).
@@ -172,6 +246,8 @@ pub enum AgentMsg {
     },
 }
 
+// StartDyno is most of the traffic and is built to be sent at once: boxing it saves nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum CoordinatorMsg {

@@ -46,6 +46,7 @@ pub fn spec(id: &str, name: &str, command: &str, slug: &str) -> DynoSpec {
         size: Default::default(),
         one_off: false,
         generation: 1,
+        check: None,
     }
 }
 

@@ -4,6 +4,7 @@ mod apps;
 mod config;
 pub mod deploy;
 mod drains;
+mod fleet;
 mod labs;
 mod logs;
 pub mod ps;
@@ -55,6 +56,14 @@ impl Ctx {
         Client::new(&url, token)
     }
 
+    /// The `-a` app if one was given, validated.
+    pub fn app_opt(&self) -> Result<Option<String>> {
+        match self.global.app.as_deref().filter(|a| !a.is_empty()) {
+            Some(raw) => app_name(raw).map(Some),
+            None => Ok(None),
+        }
+    }
+
     /// The `-a` app, validated.
     pub fn app(&self) -> Result<String> {
         let raw = self
@@ -87,6 +96,30 @@ pub fn emit_line(text: &str) -> Result<()> {
 
 pub fn emit_json<T: Serialize>(value: &T) -> Result<()> {
     emit_line(&serde_json::to_string_pretty(value)?)
+}
+
+/// `dyno console`: the full-screen console on this terminal.
+fn console(ctx: &Ctx, args: &crate::cli::ConsoleArgs) -> Result<i32> {
+    use std::io::IsTerminal;
+    if !std::io::stdout().is_terminal() || !std::io::stdin().is_terminal() {
+        return Err(usage(
+            "dyno console needs a terminal; for scripts use `dyno ps`, `dyno logs` and --json",
+        ));
+    }
+    let app = ctx.app_opt()?;
+    let client = ctx.client()?;
+    crate::tui::run(
+        crate::tui::Options {
+            coordinator: client.base().to_string(),
+            token: client.token().map(str::to_string),
+            read_only: args.read_only,
+            app,
+            own_signals: true,
+            frame_log: std::env::var_os("DYNO_CONSOLE_FRAME_LOG").map(Into::into),
+        },
+        &mut || Ok(()),
+    )?;
+    Ok(0)
 }
 
 /// Runs a parsed command line; the result is the process's exit code.
@@ -132,6 +165,30 @@ pub fn run(cli: Cli) -> Result<i32> {
         Command::LabsDisable { feature } => labs::set(&ctx, &feature, false),
         Command::LabsInfo { feature } => labs::info(&ctx, &feature),
         Command::Hosts => apps::hosts(&ctx),
+        Command::HostsDrain { host } => fleet::drain(&ctx, &host, true),
+        Command::HostsUndrain { host } => fleet::drain(&ctx, &host, false),
+        Command::ReleasesRollback { version } => fleet::rollback(&ctx, version.as_deref()),
+        Command::Checks => fleet::checks(&ctx),
+        Command::ChecksSet {
+            process_type,
+            path,
+            file,
+            interval,
+            timeout,
+            failures,
+        } => fleet::set_check(
+            &ctx,
+            &fleet::CheckArgs {
+                process_type: &process_type,
+                path: path.as_deref(),
+                file: file.as_deref(),
+                interval,
+                timeout,
+                failures,
+            },
+        ),
+        Command::ChecksUnset { process_type } => fleet::unset_check(&ctx, &process_type),
+        Command::Console(args) => console(&ctx, &args),
         Command::Up(_) | Command::Exec { .. } => unreachable!("handled above"),
     }
 }

@@ -8,12 +8,13 @@ use std::time::Duration;
 
 const USAGE: &str = "usage: dyno-probe MODE [ARGS]
 modes:
-  web            HTTP server on $PORT (GET /, /sleep?ms=N, /exit?code=N)
+  web            HTTP server on $PORT (GET /, /sleep?ms=N, /exit?code=N, /hang: never answer again)
   worker         print `worker tick N` every second
   sleep SECS     sleep, then exit 0
   exit CODE      print `exiting with CODE` and exit with it
   now            print the wall clock in ns (start benchmarks)
   echo ARGS...   print the arguments joined by spaces
+  heartbeat FILE SECS  touch FILE every 200 ms for SECS seconds, then hang
   env            print KEY=VALUE lines, sorted
   ignore-term    ignore SIGTERM and sleep forever
   spam N         print N numbered lines as fast as possible
@@ -117,6 +118,27 @@ fn main() {
             std::process::exit(code);
         }
         "echo" => say(&rest.join(" ")),
+        // Touches FILE (under the working directory) every 200 ms for SECS seconds, then stops
+        // touching it but keeps running: a worker whose loop hung.
+        "heartbeat" => {
+            let (Some(file), Some(secs)) = (
+                rest.first(),
+                rest.get(1).and_then(|s| s.parse::<f64>().ok()),
+            ) else {
+                die_usage("heartbeat needs FILE SECS");
+            };
+            let until = std::time::Instant::now() + Duration::from_secs_f64(secs);
+            while std::time::Instant::now() < until {
+                if let Err(e) = std::fs::write(file, b"beat") {
+                    eprintln!("dyno-probe: cannot touch {file}: {e}");
+                }
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            say("heartbeat stopped; hanging");
+            loop {
+                std::thread::sleep(Duration::from_secs(3600));
+            }
+        }
         // The wall clock in ns as early as main runs: start-latency benchmarks read it.
         "now" => say(&std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -187,6 +209,8 @@ fn ignore_term() -> ! {
         std::thread::sleep(Duration::from_secs(3600));
     }
 }
+
+static HUNG: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
 fn web() {
     let port = std::env::var("PORT").unwrap_or_else(|_| "5000".into());
@@ -326,6 +350,14 @@ fn serve(stream: TcpStream, port: &str) -> std::io::Result<()> {
         ];
         let mut status = "200 OK";
         let mut exit_code = None;
+        // After GET /hang the process stays up and accepting but never answers again: a hung app.
+        if path == "/hang" {
+            say("hanging: no more answers");
+            HUNG.store(true, std::sync::atomic::Ordering::SeqCst);
+        }
+        while HUNG.load(std::sync::atomic::Ordering::SeqCst) {
+            std::thread::sleep(Duration::from_secs(3600));
+        }
         match path.as_str() {
             "/sleep" => {
                 let ms: u64 = query_param(&req.target, "ms")
