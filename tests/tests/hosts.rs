@@ -378,8 +378,14 @@ fn a_drained_host_hands_its_dynos_over_without_a_failed_request() {
 
     let load = Load::start(&f, "drain");
     std::thread::sleep(Duration::from_millis(300));
-    let host = api(&f, "POST", &format!("/hosts/{victim}/drain"), "");
+    let host = f.p.json(&["hosts:drain", &victim]);
     assert_eq!(host["drained"], true, "{host}");
+    assert!(f.p.dyno_ok(&["hosts"]).contains("connected (drained)"));
+    assert_eq!(
+        f.p.dyno(&["hosts:drain", "no such host"]).status.code(),
+        Some(2)
+    );
+    assert_eq!(f.p.dyno(&["hosts:drain", "ghost"]).status.code(), Some(1));
     let after = wait_until(&format!("{victim} empty"), Duration::from_secs(40), || {
         let pl = f.placement("drain");
         (all_up(&pl, 3) && pl.values().all(|(_, h, _)| *h != victim)).then_some(pl)

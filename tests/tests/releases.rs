@@ -99,6 +99,12 @@ fn the_release_phase_gates_releases_and_rollback_brings_an_old_one_back() {
     });
     let config = p.json(&["config", "-a", "rel"]);
     assert!(config.get("COLOR").is_none(), "{config}");
+    // The CLI without a version: the last live release before the current one (v3).
+    let out = p.dyno_ok(&["releases:rollback", "-a", "rel"]);
+    assert!(out.contains("Rolling back rel to v3... done, v5"), "{out}");
+    assert_eq!(p.json(&["config", "-a", "rel"])["COLOR"], "blue");
+    let bad = p.dyno(&["releases:rollback", "version-three", "-a", "rel"]);
+    assert_eq!(bad.status.code(), Some(2));
     // A failed release or a missing one cannot be rolled back to.
     for (target, code) in [("2", 422), ("9", 404)] {
         match ureq::post(&format!("{}/apps/rel/releases", p.url()))
