@@ -204,6 +204,7 @@ impl Fleet {
                 crash_backoff: String::new(),
                 agent_args: Vec::new(),
                 coordinator_args: Vec::new(),
+                listen_ip: "127.0.0.1".into(),
             },
         };
         // Not `Platform::start_coordinator`: it adds test settings. Only addresses, the state

@@ -142,6 +142,7 @@ fn main() -> anyhow::Result<()> {
         crash_backoff: "0,1,2".into(),
         agent_args: Vec::new(),
         coordinator_args: Vec::new(),
+        listen_ip: "127.0.0.1".into(),
     };
     p.start_coordinator();
     let pid = p.coordinator.as_ref().expect("coordinator").id();

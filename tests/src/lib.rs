@@ -75,6 +75,9 @@ pub struct Platform {
     pub agent_args: Vec<String>,
     /// Added to the coordinator's command line on every start (`--metrics-interval-secs 1`).
     pub coordinator_args: Vec<String>,
+    /// The address the coordinator's API listens on: 127.0.0.1, or 0.0.0.0 when agents in
+    /// network namespaces must reach it.
+    pub listen_ip: String,
 }
 
 impl Platform {
@@ -98,7 +101,22 @@ impl Platform {
         Self::start_full("0,1,2", &[], coordinator_args)
     }
 
+    /// Like `start_with_coordinator_args`, with the API on `listen_ip` (0.0.0.0 lets agents in
+    /// network namespaces reach it through their veth pairs).
+    pub fn start_listening(listen_ip: &str, coordinator_args: &[&str]) -> Platform {
+        Self::start_on(listen_ip, "0,1,2", &[], coordinator_args)
+    }
+
     fn start_full(backoff: &str, agent_args: &[&str], coordinator_args: &[&str]) -> Platform {
+        Self::start_on("127.0.0.1", backoff, agent_args, coordinator_args)
+    }
+
+    fn start_on(
+        listen_ip: &str,
+        backoff: &str,
+        agent_args: &[&str],
+        coordinator_args: &[&str],
+    ) -> Platform {
         let mut p = Platform {
             dir: tempfile::tempdir().unwrap(),
             api_port: free_port(),
@@ -109,6 +127,7 @@ impl Platform {
             crash_backoff: backoff.to_string(),
             agent_args: agent_args.iter().map(|s| s.to_string()).collect(),
             coordinator_args: coordinator_args.iter().map(|s| s.to_string()).collect(),
+            listen_ip: listen_ip.to_string(),
         };
         p.start_coordinator();
         p.start_agent();
@@ -130,7 +149,7 @@ impl Platform {
 
     pub fn start_coordinator(&mut self) {
         let child = Command::new(bin("dyno-coordinator"))
-            .args(["--listen", &format!("127.0.0.1:{}", self.api_port)])
+            .args(["--listen", &format!("{}:{}", self.listen_ip, self.api_port)])
             .args(["--router", &format!("127.0.0.1:{}", self.router_port)])
             .arg("--state-dir")
             .arg(self.dir.path().join("coordinator"))

@@ -1,35 +1,137 @@
-//! Several hosts: the platform's agent (`host-1`, 127.0.0.1) and two more agents as separate
-//! processes with their own names, state directories and loopback addresses (127.0.0.2, .3).
-//! Covers spread, a short blip, host loss and replacement, the lost host's return without
-//! duplicates, and a coordinator kill -9 that restarts nothing.
+//! Several hosts: the platform's agent (`host-1`, 127.0.0.1) and two more agents, each in its own
+//! network namespace with a veth pair to this one and its own address (as root), or else as
+//! separate processes on loopback addresses (127.0.0.2, .3). Covers spread, a short blip, a
+//! partitioned host's loss and return without duplicates, a coordinator kill -9 that restarts
+//! nothing, a killed host replaced, drain and preboot under load.
 
 use dyno_tests::{Platform, bin, process_groups_under, wait_until};
 use nix::sys::signal::{Signal, kill, killpg};
 use nix::unistd::Pid;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
-use std::process::{Child, Command};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 const WEB: &str = "web: dyno-probe web\nworker: dyno-probe worker\n";
 /// Seconds of silence before a host is lost, for these tests (the default is 5).
 const LOST_AFTER: u64 = 2;
 
+static NEXT_NET: AtomicU32 = AtomicU32::new(0);
+
+/// A network namespace joined to this one by a veth pair: `host_ip` here, `ns_ip` inside.
+struct NetNs {
+    name: String,
+    veth: String,
+    host_ip: String,
+    ns_ip: String,
+}
+
+fn ip(args: &[&str]) -> bool {
+    Command::new("ip")
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+impl NetNs {
+    /// None when this process cannot make namespaces (not root, no `ip`).
+    fn create() -> Option<NetNs> {
+        if !nix::unistd::geteuid().is_root() {
+            return None;
+        }
+        let k = NEXT_NET.fetch_add(1, Ordering::Relaxed);
+        let pid = std::process::id();
+        // One /30 per namespace in 10.201.B.0/24, B from the pid so parallel test binaries differ.
+        let b = pid % 250;
+        let net = NetNs {
+            name: format!("dyno-t{pid}-{k}"),
+            veth: format!("dv{}x{k}", pid % 100_000),
+            host_ip: format!("10.201.{b}.{}", 4 * k + 1),
+            ns_ip: format!("10.201.{b}.{}", 4 * k + 2),
+        };
+        let ok = ip(&["netns", "add", &net.name])
+            && ip(&[
+                "link", "add", &net.veth, "type", "veth", "peer", "name", "eth0", "netns",
+                &net.name,
+            ])
+            && ip(&[
+                "addr",
+                "add",
+                &format!("{}/30", net.host_ip),
+                "dev",
+                &net.veth,
+            ])
+            && ip(&["link", "set", &net.veth, "up"])
+            && ip(&[
+                "-n",
+                &net.name,
+                "addr",
+                "add",
+                &format!("{}/30", net.ns_ip),
+                "dev",
+                "eth0",
+            ])
+            && ip(&["-n", &net.name, "link", "set", "eth0", "up"])
+            && ip(&["-n", &net.name, "link", "set", "lo", "up"]);
+        ok.then_some(net)
+    }
+
+    /// Cuts (`false`) or restores the host's network: a partition, not a crash.
+    fn link(&self, up: bool) {
+        assert!(ip(&[
+            "link",
+            "set",
+            &self.veth,
+            if up { "up" } else { "down" }
+        ]));
+    }
+}
+
+impl Drop for NetNs {
+    fn drop(&mut self) {
+        ip(&["link", "del", &self.veth]);
+        ip(&["netns", "del", &self.name]);
+    }
+}
+
 struct Fleet {
     p: Platform,
     /// host-2, host-3 (host-1 is the platform's own agent).
     extra: BTreeMap<String, Child>,
+    /// The namespaces of host-2 and host-3, when this process can make them.
+    nets: BTreeMap<String, NetNs>,
 }
 
 impl Fleet {
     fn start() -> Fleet {
-        let p = Platform::start_with_coordinator_args(&[
-            "--host-lost-after-secs",
-            &LOST_AFTER.to_string(),
-        ]);
+        let mut nets = BTreeMap::new();
+        for name in ["host-2", "host-3"] {
+            match NetNs::create() {
+                Some(n) => {
+                    nets.insert(name.to_string(), n);
+                }
+                None => {
+                    eprintln!(
+                        "SKIPPED network namespaces (needs root and `ip`): {name} runs as a plain process on a loopback address"
+                    );
+                }
+            }
+        }
+        // Agents in namespaces reach the coordinator through their veth pair.
+        let listen = if nets.is_empty() {
+            "127.0.0.1"
+        } else {
+            "0.0.0.0"
+        };
+        let p =
+            Platform::start_listening(listen, &["--host-lost-after-secs", &LOST_AFTER.to_string()]);
         let mut f = Fleet {
             p,
             extra: BTreeMap::new(),
+            nets,
         };
         for (name, addr) in [("host-2", "127.0.0.2"), ("host-3", "127.0.0.3")] {
             f.start_host(name, addr);
@@ -45,18 +147,33 @@ impl Fleet {
         }
     }
 
+    /// Starts the host's agent: inside its namespace (`ip netns exec` execs, so the child is the
+    /// agent), else on the loopback address `addr`.
     fn start_host(&mut self, name: &str, addr: &str) {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(self.p.dir.path().join(format!("{name}.log")))
             .unwrap();
-        let child = Command::new(bin("dyno-agent"))
-            .args(["--coordinator", &self.p.url()])
+        let (mut cmd, coordinator, addr) = match self.nets.get(name) {
+            Some(n) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", &n.name]).arg(bin("dyno-agent"));
+                let url = format!("http://{}:{}", n.host_ip, self.p.api_port);
+                (c, url, n.ns_ip.clone())
+            }
+            None => (
+                Command::new(bin("dyno-agent")),
+                self.p.url(),
+                addr.to_string(),
+            ),
+        };
+        let child = cmd
+            .args(["--coordinator", &coordinator])
             .args(["--token", &self.p.token])
             .arg("--state-dir")
             .arg(self.state_dir(name))
-            .args(["--name", name, "--address", addr, "--stop-grace-secs", "3"])
+            .args(["--name", name, "--address", &addr, "--stop-grace-secs", "3"])
             .env("RUST_LOG", "info")
             .stdout(log.try_clone().unwrap())
             .stderr(log)
@@ -193,13 +310,17 @@ fn dynos_spread_survive_a_blip_move_off_a_lost_host_and_are_never_duplicated_on_
     );
     assert_eq!(f.hosts()["host-3"]["state"], "connected");
 
-    // host-3's agent goes silent for good (its dynos keep running, as on a partitioned host).
+    // host-3 goes silent (its dynos keep running, as on a partitioned host).
     let (moved_name, (moved_id, _, _)) = before
         .iter()
         .find(|(_, (_, h, _))| h == "host-3")
         .map(|(n, v)| (n.clone(), v.clone()))
         .unwrap();
-    kill(h3, Signal::SIGSTOP).unwrap();
+    // In a namespace the link goes down (a partition); else the agent stops (a frozen host).
+    match f.nets.get("host-3") {
+        Some(n) => n.link(false),
+        None => kill(h3, Signal::SIGSTOP).unwrap(),
+    }
     let lost_at = Instant::now();
     let after = wait_until(
         "host-3's dyno up elsewhere",
@@ -235,7 +356,10 @@ fn dynos_spread_survive_a_blip_move_off_a_lost_host_and_are_never_duplicated_on_
     assert_eq!(f.groups("host-3").len(), 1);
 
     // host-3 comes back: the coordinator is the source of truth, its stale dyno stops.
-    kill(h3, Signal::SIGCONT).unwrap();
+    match f.nets.get("host-3") {
+        Some(n) => n.link(true),
+        None => kill(h3, Signal::SIGCONT).unwrap(),
+    }
     f.wait_connected(&["host-3"]);
     wait_until(
         "host-3's stale dyno stopped",
