@@ -90,6 +90,10 @@ pub enum Command {
         /// A process type, e.g. web
         #[arg(short = 'p', long = "process-type", value_name = "TYPE")]
         process_type: Option<String>,
+        /// Roll through the dynos this many (2) or this share (25%) at a time, each batch up
+        /// again before the next one stops
+        #[arg(long, value_name = "N|P%", conflicts_with = "dyno")]
+        batch: Option<String>,
     },
     /// Stop a dyno (web.1) or every dyno of a type (web)
     #[command(name = "ps:stop")]

@@ -22,7 +22,8 @@ use dyno_shared::{
     AppName, ConfigVars, DynoName, Formation, LogLine, LogSource, ProcessType, Procfile,
 };
 use serde::Deserialize;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
+use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 
 #[derive(Clone)]
@@ -801,12 +802,135 @@ fn stop_dynos(
     })
 }
 
+/// How long a rolling restart waits for one batch to come back up before it gives up.
+const BATCH_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// `POST /apps/{app}/restart` with `batch`: restarts the type's (or app's) dynos a batch at a
+/// time in the background, each batch `up` again before the next one stops.
+fn rolling_restart(
+    inner: &Shared,
+    app_name: &str,
+    sel: &wire::DynoSelector,
+    spec: &str,
+) -> ApiResult<wire::ActionResult> {
+    let app = find_app(inner, app_name)?;
+    if sel.dyno.is_some() {
+        return Err(ApiError::invalid(
+            "a rolling restart takes a process type or the whole app, not one dyno",
+        ));
+    }
+    if let Some(t) = &sel.process_type {
+        t.parse::<ProcessType>().map_err(ApiError::invalid)?;
+    }
+    let mut slots: Vec<(String, u32)> = inner
+        .store()
+        .read(|r| r.app_dynos(&app.id))?
+        .into_iter()
+        .filter(|d| d.desired == Desired::Run && !d.one_off)
+        .filter(|d| sel.process_type.as_ref().is_none_or(|t| &d.process_type == t))
+        .map(|d| (d.process_type, d.idx))
+        .collect();
+    slots.sort();
+    slots.dedup();
+    if slots.is_empty() {
+        return Err(ApiError::not_found(format!(
+            "no running dyno to restart in app {app_name}"
+        )));
+    }
+    let size = wire::batch_size(spec, slots.len()).map_err(ApiError::invalid)?;
+    let batches: Vec<Vec<(String, u32)>> = slots.chunks(size).map(<[_]>::to_vec).collect();
+    inner.system_log(
+        &app.name,
+        "api",
+        format!(
+            "Rolling restart of {} dynos in {} batches of up to {size}",
+            slots.len(),
+            batches.len()
+        ),
+    );
+    tokio::spawn(rolling(inner.clone(), app, batches));
+    Ok(wire::ActionResult {
+        dynos: slots.iter().map(|(t, i)| format!("{t}.{i}")).collect(),
+    })
+}
+
+async fn rolling(inner: Shared, app: AppRow, batches: Vec<Vec<(String, u32)>>) {
+    let total = batches.len();
+    for (n, batch) in batches.iter().enumerate() {
+        let in_batch = |d: &DynoRow| batch.iter().any(|(t, i)| d.process_type == *t && d.idx == *i);
+        let old: HashSet<String> = match inner.store().read(|r| r.app_dynos(&app.id)) {
+            Ok(dynos) => dynos.iter().filter(|d| in_batch(d)).map(|d| d.id.clone()).collect(),
+            Err(e) => {
+                tracing::error!(app = app.name, error = %e, "rolling restart: store failed");
+                return;
+            }
+        };
+        let names: Vec<String> = batch.iter().map(|(t, i)| format!("{t}.{i}")).collect();
+        inner.system_log(
+            &app.name,
+            "api",
+            format!("Rolling restart: batch {}/{total}: {}", n + 1, names.join(", ")),
+        );
+        for name in &names {
+            let sel = wire::DynoSelector {
+                dyno: Some(name.clone()),
+                process_type: None,
+                batch: None,
+            };
+            // A dyno that is gone meanwhile (scaled down) needs no restart.
+            let _ = stop_dynos(&inner, &app.name, &sel, false, "Restarting");
+        }
+        let deadline = tokio::time::Instant::now() + BATCH_TIMEOUT;
+        loop {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            let dynos = match inner.store().read(|r| r.app_dynos(&app.id)) {
+                Ok(d) => d,
+                Err(_) => return,
+            };
+            let back = batch.iter().all(|(t, i)| {
+                dynos.iter().any(|d| {
+                    d.process_type == *t
+                        && d.idx == *i
+                        && d.desired == Desired::Run
+                        && !old.contains(&d.id)
+                        && d.state == DynoState::Up
+                })
+            });
+            // Scaled below a slot meanwhile: nothing comes back there, and that is fine.
+            let gone = batch.iter().all(|(t, i)| {
+                !dynos
+                    .iter()
+                    .any(|d| d.process_type == *t && d.idx == *i && d.desired == Desired::Run)
+            });
+            if back || gone {
+                break;
+            }
+            if tokio::time::Instant::now() > deadline {
+                inner.system_log(
+                    &app.name,
+                    "api",
+                    format!(
+                        "Rolling restart stopped: batch {}/{total} was not up again within {} s",
+                        n + 1,
+                        BATCH_TIMEOUT.as_secs()
+                    ),
+                );
+                return;
+            }
+        }
+    }
+    inner.system_log(&app.name, "api", "Rolling restart done");
+}
+
 async fn restart(
     State(api): State<Api>,
     Path(name): Path<String>,
     b: Result<Bytes, BytesRejection>,
 ) -> ApiResult<Json<wire::ActionResult>> {
     let sel: wire::DynoSelector = body(b)?;
+    if let Some(spec) = &sel.batch {
+        return Ok(Json(rolling_restart(&api.inner, &name, &sel, spec)?));
+    }
     Ok(Json(stop_dynos(
         &api.inner,
         &name,
@@ -851,11 +975,13 @@ async fn restart_one(
         wire::DynoSelector {
             dyno: Some(dyno),
             process_type: None,
+            batch: None,
         }
     } else {
         wire::DynoSelector {
             dyno: None,
             process_type: Some(dyno),
+            batch: None,
         }
     };
     Ok(Json(stop_dynos(

@@ -161,6 +161,33 @@ pub struct DynoSelector {
     /// Every dyno of a process type.
     #[serde(default, rename = "type")]
     pub process_type: Option<String>,
+    /// Restart: a rolling restart, this many dynos at a time (`2`) or this share (`25%`), each
+    /// batch up again before the next one stops.
+    #[serde(default)]
+    pub batch: Option<String>,
+}
+
+/// How many dynos of `total` a rolling-restart batch `spec` (`3` or `25%`) takes at a time (at
+/// least one), or why the spec is not one.
+pub fn batch_size(spec: &str, total: usize) -> Result<usize, String> {
+    let bad = || format!("invalid batch {spec:?}: expected a count such as 2 or a share such as 25%");
+    let n = match spec.strip_suffix('%') {
+        Some(p) => {
+            let p: u32 = p.parse().map_err(|_| bad())?;
+            if !(1..=100).contains(&p) {
+                return Err(format!("invalid batch {spec:?}: a share is 1% to 100%"));
+            }
+            (total * p as usize).div_ceil(100)
+        }
+        None => {
+            let n: usize = spec.parse().map_err(|_| bad())?;
+            if n == 0 {
+                return Err(format!("invalid batch {spec:?}: at least one dyno at a time"));
+            }
+            n
+        }
+    };
+    Ok(n.clamp(1, total.max(1)))
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -116,3 +116,53 @@ fn the_release_phase_gates_releases_and_rollback_brings_an_old_one_back() {
         }
     }
 }
+
+#[test]
+fn a_rolling_restart_goes_batch_by_batch() {
+    let p = Platform::start();
+    p.deploy("roll", "web: dyno-probe web\n");
+    p.dyno_ok(&["ps:scale", "web=4", "-a", "roll", "--wait"]);
+    let before = p.dyno_ids("roll");
+    let bad = p.dyno(&["ps:restart", "-p", "web", "--batch", "0%", "-a", "roll"]);
+    assert_eq!(bad.status.code(), Some(2));
+    assert_eq!(p.dyno_ids("roll"), before, "a bad batch changes nothing");
+
+    let out = p.dyno_ok(&["ps:restart", "-p", "web", "--batch", "50%", "-a", "roll"]);
+    assert!(out.contains("in batches of 50%"), "{out}");
+    wait_until("rolled", Duration::from_secs(60), || {
+        p.logs("roll")
+            .contains("Rolling restart done")
+            .then_some(())
+    });
+    let after = p.dyno_ids("roll");
+    assert_eq!(after.len(), 4);
+    for (name, (id, state)) in &after {
+        assert_ne!(id, &before[name].0, "{name} restarted");
+        assert_eq!(state, "up");
+    }
+    // Batch 2 stopped only after batch 1's new dynos were up.
+    let logs = p.logs("roll");
+    let lines: Vec<&str> = logs.lines().collect();
+    let at = |needle: &str| {
+        lines
+            .iter()
+            .position(|l| l.contains(needle))
+            .unwrap_or_else(|| panic!("no {needle:?} in:\n{logs}"))
+    };
+    assert!(
+        logs.contains("Rolling restart: batch 1/2: web.1, web.2"),
+        "{logs}"
+    );
+    let second = at("Rolling restart: batch 2/2: web.3, web.4");
+    for name in ["web.1", "web.2"] {
+        let up = lines
+            .iter()
+            .rposition(|l| {
+                l.contains(&format!(
+                    "heroku[{name}]: State changed from starting to up"
+                ))
+            })
+            .unwrap();
+        assert!(up < second, "{name} was up again before batch 2:\n{logs}");
+    }
+}

@@ -142,8 +142,12 @@ pub fn run(cli: Cli) -> Result<i32> {
         Command::Ps => ps::list(&ctx),
         Command::PsScale { args, wait } => ps::scale(&ctx, &args, &wait),
         Command::PsWait { wait_timeout } => ps::wait_command(&ctx, wait_timeout),
-        Command::PsRestart { dyno, process_type } => {
-            ps::restart(&ctx, dyno.as_deref(), process_type.as_deref())
+        Command::PsRestart {
+            dyno,
+            process_type,
+            batch,
+        } => {
+            ps::restart(&ctx, dyno.as_deref(), process_type.as_deref(), batch.as_deref())
         }
         Command::PsStop { target } => ps::stop(&ctx, &target),
         Command::Config => config::show(&ctx),

@@ -135,13 +135,26 @@ pub fn wait_for_formation(
     }
 }
 
-pub fn restart(ctx: &Ctx, dyno: Option<&str>, process_type: Option<&str>) -> Result<i32> {
+pub fn restart(
+    ctx: &Ctx,
+    dyno: Option<&str>,
+    process_type: Option<&str>,
+    batch: Option<&str>,
+) -> Result<i32> {
+    if let Some(b) = batch {
+        // Checked here so a typo changes nothing (100: any count is fine, the share is checked).
+        dyno_shared::api::batch_size(b, 100).map_err(usage)?;
+    }
     let selector = DynoSelector {
         dyno: dyno.map(parse_dyno).transpose()?,
         process_type: process_type.map(parse_type).transpose()?,
+        batch: batch.map(str::to_string),
     };
     let app = ctx.app()?;
-    let what = describe(&selector);
+    let what = match batch {
+        Some(b) => format!("{} in batches of {b}", describe(&selector)),
+        None => describe(&selector),
+    };
     let result: ActionResult =
         ctx.client()?
             .send("POST", &format!("/apps/{app}/restart"), &selector)?;
@@ -154,11 +167,13 @@ pub fn stop(ctx: &Ctx, target: &str) -> Result<i32> {
         DynoSelector {
             dyno: Some(parse_dyno(target)?),
             process_type: None,
+            batch: None,
         }
     } else {
         DynoSelector {
             dyno: None,
             process_type: Some(parse_type(target)?),
+            batch: None,
         }
     };
     let app = ctx.app()?;

@@ -287,6 +287,7 @@ pub fn perform(client: &Client, action: &Action) -> Result<String> {
                 &dyno_shared::api::DynoSelector {
                     dyno: dyno.clone(),
                     process_type: process_type.clone(),
+                    batch: None,
                 },
             )?;
             Ok(done_on(&r))
@@ -298,6 +299,7 @@ pub fn perform(client: &Client, action: &Action) -> Result<String> {
                 &dyno_shared::api::DynoSelector {
                     dyno: Some(dyno.clone()),
                     process_type: None,
+                    batch: None,
                 },
             )?;
             Ok(done_on(&r))
