@@ -48,6 +48,7 @@ pub struct ConnectionConfig {
     pub memory_mb: u64,
     pub cpus: u32,
     pub isolation: Isolation,
+    pub labels: std::collections::BTreeMap<String, String>,
 }
 
 /// `http://h:p[/prefix]` -> `ws://h:p[/prefix]/agent/ws` (https -> wss).
@@ -203,6 +204,7 @@ async fn session(
         isolation: config.isolation,
         agent_version: env!("CARGO_PKG_VERSION").to_string(),
         dynos: supervisor.statuses(),
+        labels: config.labels.clone(),
     });
     send(&mut sink, &hello).await?;
     let host_id = match tokio::time::timeout(WELCOME_TIMEOUT, welcome(&mut sink, &mut stream)).await

@@ -58,6 +58,8 @@ pub struct AgentConfig {
     /// On shutdown, leave isolated dynos running for the next agent to adopt (an upgrade or
     /// restart) instead of stopping them. Plain dynos always stop: they cannot be adopted.
     pub keep_dynos_on_exit: bool,
+    /// Labels the coordinator places by (`disk=ssd`).
+    pub labels: std::collections::BTreeMap<String, String>,
 }
 
 impl AgentConfig {
@@ -78,6 +80,7 @@ impl AgentConfig {
             memory_mb: None,
             isolation: Isolation::None,
             keep_dynos_on_exit: false,
+            labels: Default::default(),
         }
     }
 }
@@ -173,6 +176,7 @@ pub async fn run(
         memory_mb: config.memory_mb.unwrap_or_else(host::memory_mb),
         cpus: host::cpus(),
         isolation: runtime.isolation(),
+        labels: config.labels.clone(),
     };
     let (finish_tx, finish_rx) = watch::channel(false);
     let mut conn = tokio::spawn(connection::run(

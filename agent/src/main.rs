@@ -42,6 +42,10 @@ struct Cli {
     /// Memory in MB this host offers to dynos (default: the machine's total)
     #[arg(long, value_name = "MB")]
     memory_mb: Option<u64>,
+    /// A label for placement, KEY=VALUE (repeatable): `dyno ps:require web disk=ssd` puts web
+    /// dynos only on hosts labelled so
+    #[arg(long = "label", value_name = "KEY=VALUE", value_parser = dyno_shared::protocol::parse_label)]
+    labels: Vec<(String, String)>,
     /// How dynos are isolated: `none` (plain processes), `linux` (namespaces and cgroups; needs
     /// root), or `auto` (`linux` when this host can, else refuse to start)
     #[arg(long, value_name = "MODE", default_value = "none", value_parser = parse_isolation)]
@@ -134,6 +138,7 @@ async fn agent_main() -> anyhow::Result<()> {
     config.stop_grace = Duration::from_secs(cli.stop_grace_secs);
     config.boot_timeout = Duration::from_secs(cli.boot_timeout_secs);
     config.memory_mb = cli.memory_mb;
+    config.labels = cli.labels.into_iter().collect();
     config.isolation = resolve_isolation(cli.isolation)?;
     config.keep_dynos_on_exit = match (cli.on_exit.as_deref(), config.isolation) {
         (Some("keep"), Isolation::None) => anyhow::bail!(

@@ -40,6 +40,7 @@ async fn agent(url: String, token: String, i: usize, started: Arc<AtomicU64>) {
         isolation: Isolation::None,
         agent_version: "bench".into(),
         dynos: Vec::new(),
+        labels: Default::default(),
     });
     sink.send(Message::text(hello.encode())).await.unwrap();
     let mut beat = tokio::time::interval(Duration::from_secs(1));

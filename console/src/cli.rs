@@ -190,6 +190,20 @@ pub enum Command {
         /// The release to go back to, e.g. v3
         version: Option<String>,
     },
+    /// Run a process type's dynos only on hosts with a label (agents' --label KEY=VALUE)
+    #[command(name = "ps:require")]
+    PsRequire {
+        /// Process type, e.g. web
+        process_type: String,
+        /// The label, KEY=VALUE
+        label: String,
+    },
+    /// Let a process type's dynos run on any host again
+    #[command(name = "ps:unrequire")]
+    PsUnrequire {
+        /// Process type, e.g. web
+        process_type: String,
+    },
     /// List an app's health checks
     Checks,
     /// Set a process type's health check: a PATH to GET on $PORT (web) or --file (heartbeat)

@@ -253,6 +253,15 @@ pub fn hosts(hosts: &[Host], now: i64) -> String {
                 },
                 h.isolation.clone(),
                 format!("{}/{} MB", h.allocated_mb, h.memory_mb),
+                if h.labels.is_empty() {
+                    "-".to_string()
+                } else {
+                    h.labels
+                        .iter()
+                        .map(|(k, v)| format!("{k}={v}"))
+                        .collect::<Vec<_>>()
+                        .join(",")
+                },
                 h.dynos.to_string(),
                 h.last_heartbeat
                     .as_deref()
@@ -269,6 +278,7 @@ pub fn hosts(hosts: &[Host], now: i64) -> String {
             "STATE",
             "ISOLATION",
             "MEMORY",
+            "LABELS",
             "DYNOS",
             "HEARTBEAT",
         ],

@@ -216,6 +216,7 @@ fn adopt(
             first_seen: now,
             last_seen: now,
             drained: false,
+            labels: hello.labels.clone(),
         })?;
         for mut d in t.dynos()? {
             if d.host.as_deref() != Some(hello.name.as_str()) || reported.contains(d.id.as_str()) {

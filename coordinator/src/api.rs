@@ -118,6 +118,11 @@ pub fn router(inner: Shared, shutdown: watch::Receiver<bool>) -> Router {
             "/apps/{app}/features/{feature}",
             get(get_feature).patch(patch_feature),
         )
+        .route("/apps/{app}/requirements", get(list_requirements))
+        .route(
+            "/apps/{app}/requirements/{ptype}",
+            put(set_requirement).delete(delete_requirement),
+        )
         .route("/apps/{app}/checks", get(list_checks))
         .route(
             "/apps/{app}/checks/{ptype}",
@@ -827,7 +832,11 @@ fn rolling_restart(
         .read(|r| r.app_dynos(&app.id))?
         .into_iter()
         .filter(|d| d.desired == Desired::Run && !d.one_off)
-        .filter(|d| sel.process_type.as_ref().is_none_or(|t| &d.process_type == t))
+        .filter(|d| {
+            sel.process_type
+                .as_ref()
+                .is_none_or(|t| &d.process_type == t)
+        })
         .map(|d| (d.process_type, d.idx))
         .collect();
     slots.sort();
@@ -857,9 +866,17 @@ fn rolling_restart(
 async fn rolling(inner: Shared, app: AppRow, batches: Vec<Vec<(String, u32)>>) {
     let total = batches.len();
     for (n, batch) in batches.iter().enumerate() {
-        let in_batch = |d: &DynoRow| batch.iter().any(|(t, i)| d.process_type == *t && d.idx == *i);
+        let in_batch = |d: &DynoRow| {
+            batch
+                .iter()
+                .any(|(t, i)| d.process_type == *t && d.idx == *i)
+        };
         let old: HashSet<String> = match inner.store().read(|r| r.app_dynos(&app.id)) {
-            Ok(dynos) => dynos.iter().filter(|d| in_batch(d)).map(|d| d.id.clone()).collect(),
+            Ok(dynos) => dynos
+                .iter()
+                .filter(|d| in_batch(d))
+                .map(|d| d.id.clone())
+                .collect(),
             Err(e) => {
                 tracing::error!(app = app.name, error = %e, "rolling restart: store failed");
                 return;
@@ -869,7 +886,11 @@ async fn rolling(inner: Shared, app: AppRow, batches: Vec<Vec<(String, u32)>>) {
         inner.system_log(
             &app.name,
             "api",
-            format!("Rolling restart: batch {}/{total}: {}", n + 1, names.join(", ")),
+            format!(
+                "Rolling restart: batch {}/{total}: {}",
+                n + 1,
+                names.join(", ")
+            ),
         );
         for name in &names {
             let sel = wire::DynoSelector {
@@ -1594,11 +1615,68 @@ fn host_list(inner: &Inner) -> ApiResult<Vec<wire::Host>> {
                 )),
                 agent_version: h.agent_version.clone(),
                 drained: h.drained,
+                labels: h.labels,
                 name: h.name,
             }
         })
         .collect();
     Ok(out)
+}
+
+/// `{"web": "disk=ssd"}`: the host label each process type requires.
+async fn list_requirements(
+    State(api): State<Api>,
+    Path(name): Path<String>,
+) -> ApiResult<Json<BTreeMap<String, String>>> {
+    let app = find_app(&api.inner, &name)?;
+    let all = api.inner.store().read(|r| r.requirements())?;
+    Ok(Json(
+        all.into_iter()
+            .filter(|((a, _), _)| *a == app.id)
+            .map(|((_, t), (k, v))| (t, format!("{k}={v}")))
+            .collect(),
+    ))
+}
+
+/// `PUT /apps/{app}/requirements/{type}` `{"label":"disk=ssd"}`: the type's dynos run only on
+/// hosts with that label; those elsewhere move, each replacement up before the old one stops.
+async fn set_requirement(
+    State(api): State<Api>,
+    Path((name, ptype)): Path<(String, String)>,
+    b: Result<Bytes, BytesRejection>,
+) -> ApiResult<Json<BTreeMap<String, String>>> {
+    let req: wire::Requirement = body(b)?;
+    let t: ProcessType = ptype.parse().map_err(ApiError::invalid)?;
+    let (k, v) = dyno_shared::protocol::parse_label(&req.label).map_err(ApiError::invalid)?;
+    let app = find_app(&api.inner, &name)?;
+    api.inner
+        .store()
+        .transaction(|tx| tx.set_requirement(&app.id, t.as_str(), &k, &v))?;
+    api.inner.system_log(
+        &app.name,
+        "api",
+        format!("{t} dynos now run only on hosts labelled {k}={v}"),
+    );
+    api.inner.wake();
+    list_requirements(State(api), Path(name)).await
+}
+
+async fn delete_requirement(
+    State(api): State<Api>,
+    Path((name, ptype)): Path<(String, String)>,
+) -> ApiResult<Json<BTreeMap<String, String>>> {
+    let app = find_app(&api.inner, &name)?;
+    if !api
+        .inner
+        .store()
+        .transaction(|tx| tx.delete_requirement(&app.id, &ptype))?
+    {
+        return Err(ApiError::not_found(format!(
+            "app {name} has no requirement for {ptype}"
+        )));
+    }
+    api.inner.wake();
+    list_requirements(State(api), Path(name)).await
 }
 
 fn check_json(process_type: &str, c: &HealthCheck, default: bool) -> wire::Check {

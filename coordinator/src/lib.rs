@@ -377,6 +377,7 @@ impl Inner {
                     connected: matches!(l, Some(Liveness::Connected { .. })),
                     lost: matches!(l, Some(Liveness::Lost)),
                     drained: h.drained,
+                    labels: h.labels.clone(),
                 }
             })
             .collect()
@@ -454,11 +455,18 @@ impl Inner {
         let (apps, dynos, hosts, checks) = store.read(|r| {
             let mut apps = Vec::new();
             let preboot: HashSet<String> = r.apps_with_feature(api::PREBOOT)?.into_iter().collect();
+            let requirements = r.requirements()?;
             for app in r.apps()? {
+                let requires = requirements
+                    .iter()
+                    .filter(|((a, _), _)| *a == app.id)
+                    .map(|((_, t), l)| (t.clone(), l.clone()))
+                    .collect();
                 apps.push(AppView {
                     release: r.current_release(&app.id)?,
                     formation: r.formation(&app.id)?,
                     preboot: preboot.contains(&app.name),
+                    requires,
                     app,
                 });
             }
@@ -621,7 +629,7 @@ impl Inner {
                 self.system_log(
                     app,
                     "manager",
-                    format!("Cannot place {rest}: no connected host has enough free memory"),
+                    format!("Cannot place {rest}: no connected host has room for it"),
                 );
             }
         }

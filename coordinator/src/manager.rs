@@ -13,6 +13,8 @@ pub struct AppView {
     pub formation: Formation,
     /// Web dynos of an earlier release keep serving until their replacements are up.
     pub preboot: bool,
+    /// Process type -> the host label (key, value) its dynos must run on.
+    pub requires: HashMap<String, (String, String)>,
 }
 
 #[derive(Debug, Clone)]
@@ -26,6 +28,13 @@ pub struct HostView {
     pub lost: bool,
     /// Takes no new dynos; its dynos move elsewhere one at a time.
     pub drained: bool,
+    pub labels: std::collections::BTreeMap<String, String>,
+}
+
+impl HostView {
+    fn satisfies(&self, requirement: Option<&(String, String)>) -> bool {
+        requirement.is_none_or(|(k, v)| self.labels.get(k) == Some(v))
+    }
 }
 
 pub struct View<'a> {
@@ -193,7 +202,12 @@ pub fn plan(view: &View) -> Plan {
                         *n += 1;
                     }
                     let e = entry.expect("replaces_first implies a formation entry");
-                    match placer.place(&d.app_id, &d.process_type, e.size) {
+                    match placer.place(
+                        &d.app_id,
+                        &d.process_type,
+                        e.size,
+                        app.requires.get(&d.process_type),
+                    ) {
                         Some(host) => plan.actions.push(Action::Create {
                             app_id: d.app_id.clone(),
                             process_type: d.process_type.clone(),
@@ -201,9 +215,13 @@ pub fn plan(view: &View) -> Plan {
                             size: e.size,
                             host,
                         }),
-                        None => plan
-                            .unplaced
-                            .push(format!("{} {} {}", d.app, d.name(), e.size)),
+                        None => plan.unplaced.push(format!(
+                            "{} {} {}{}",
+                            d.app,
+                            d.name(),
+                            e.size,
+                            needs(app.requires.get(&d.process_type))
+                        )),
                     }
                 }
             }
@@ -224,20 +242,27 @@ pub fn plan(view: &View) -> Plan {
             DynoState::Starting | DynoState::Up => on_lost_host,
         };
         if due {
+            let req = app.requires.get(&d.process_type);
+            let fits = |h: &str| view.hosts.iter().any(|v| v.name == h && v.satisfies(req));
             let host = match &d.host {
-                Some(h) if connected.contains(h.as_str()) && !drained.contains(h.as_str()) => {
+                Some(h)
+                    if connected.contains(h.as_str())
+                        && !drained.contains(h.as_str())
+                        && fits(h) =>
+                {
                     Some(h.clone())
                 }
-                _ => placer.place(&d.app_id, &d.process_type, d.size),
+                _ => placer.place(&d.app_id, &d.process_type, d.size, req),
             };
             match host {
                 Some(host) => plan.actions.push(Action::Start {
                     dyno_id: d.id.clone(),
                     host,
                 }),
-                None => plan
-                    .unplaced
-                    .push(format!("{} {} {}", d.app, d.name(), d.size)),
+                None => {
+                    plan.unplaced
+                        .push(format!("{} {} {}{}", d.app, d.name(), d.size, needs(req)))
+                }
             }
         }
     }
@@ -251,7 +276,12 @@ pub fn plan(view: &View) -> Plan {
                 if held.contains(&(app.app.id.as_str(), ptype.as_str(), idx)) {
                     continue;
                 }
-                match placer.place(&app.app.id, ptype.as_str(), e.size) {
+                match placer.place(
+                    &app.app.id,
+                    ptype.as_str(),
+                    e.size,
+                    app.requires.get(ptype.as_str()),
+                ) {
                     Some(host) => plan.actions.push(Action::Create {
                         app_id: app.app.id.clone(),
                         process_type: ptype.to_string(),
@@ -259,14 +289,24 @@ pub fn plan(view: &View) -> Plan {
                         size: e.size,
                         host,
                     }),
-                    None => plan
-                        .unplaced
-                        .push(format!("{} {ptype}.{idx} {}", app.app.name, e.size)),
+                    None => plan.unplaced.push(format!(
+                        "{} {ptype}.{idx} {}{}",
+                        app.app.name,
+                        e.size,
+                        needs(app.requires.get(ptype.as_str()))
+                    )),
                 }
             }
         }
     }
     plan
+}
+
+/// How an unplaced dyno's host requirement reads in the log.
+fn needs(requirement: Option<&(String, String)>) -> String {
+    requirement.map_or(String::new(), |(k, v)| {
+        format!(" on a host labelled {k}={v}")
+    })
 }
 
 /// Places one dyno outside a plan (one-off dynos).
@@ -283,12 +323,13 @@ pub fn place_one(
         hosts,
         now_ms: 0,
     };
-    Placer::new(&view).place(app_id, ptype, size)
+    Placer::new(&view).place(app_id, ptype, size, None)
 }
 
 /// Which running dynos are replaced start-before-stop, and by which row.
 struct Surge<'a> {
     apps: &'a HashMap<&'a str, &'a AppView>,
+    hosts: HashMap<&'a str, &'a HostView>,
     lost: &'a HashSet<&'a str>,
     drained: &'a HashSet<&'a str>,
     /// Wanted rows by slot (app id, process type, index).
@@ -313,6 +354,7 @@ impl<'a> Surge<'a> {
         }
         Surge {
             apps,
+            hosts: view.hosts.iter().map(|h| (h.name.as_str(), h)).collect(),
             lost,
             drained,
             slots,
@@ -336,6 +378,20 @@ impl<'a> Surge<'a> {
             && d.size == e.size
             && !on(self.drained)
             && !on(self.lost)
+            && self.placed_as_required(d)
+    }
+
+    /// Whether `d`'s host carries the label its type requires (if any).
+    fn placed_as_required(&self, d: &DynoRow) -> bool {
+        let req = self
+            .apps
+            .get(d.app_id.as_str())
+            .and_then(|a| a.requires.get(&d.process_type));
+        req.is_none()
+            || d.host
+                .as_deref()
+                .and_then(|h| self.hosts.get(h))
+                .is_some_and(|h| h.satisfies(req))
     }
 
     /// `d` keeps its slot until a successor is up, instead of stopping first.
@@ -347,7 +403,7 @@ impl<'a> Surge<'a> {
             return false;
         }
         let on_drained = d.host.as_deref().is_some_and(|h| self.drained.contains(h));
-        on_drained || (app.preboot && d.process_type == "web")
+        on_drained || !self.placed_as_required(d) || (app.preboot && d.process_type == "web")
     }
 
     /// The settled row that takes `d`'s slot, if one exists yet.
@@ -380,8 +436,8 @@ impl<'a> Surge<'a> {
 /// Chooses hosts: enough free memory, then the fewest dynos of the same app and type, then the
 /// most free memory. Tracks what this plan already placed.
 struct Placer {
-    /// Candidate hosts: name and memory capacity.
-    hosts: Vec<(String, u64)>,
+    /// Candidate hosts: name, memory capacity, labels.
+    hosts: Vec<(String, u64, std::collections::BTreeMap<String, String>)>,
     /// MB allocated per candidate host, by index into `hosts`.
     allocated: Vec<u64>,
     /// Dynos per candidate host (by index) of each app and process type.
@@ -390,16 +446,16 @@ struct Placer {
 
 impl Placer {
     fn new(view: &View) -> Placer {
-        let hosts: Vec<(String, u64)> = view
+        let hosts: Vec<(String, u64, std::collections::BTreeMap<String, String>)> = view
             .hosts
             .iter()
             .filter(|h| h.connected && !h.drained)
-            .map(|h| (h.name.clone(), h.memory_mb))
+            .map(|h| (h.name.clone(), h.memory_mb, h.labels.clone()))
             .collect();
         let index: HashMap<&str, usize> = hosts
             .iter()
             .enumerate()
-            .map(|(i, (name, _))| (name.as_str(), i))
+            .map(|(i, (name, _, _))| (name.as_str(), i))
             .collect();
         let mut allocated = vec![0; hosts.len()];
         let mut same_type: HashMap<(String, String), Vec<u32>> = HashMap::new();
@@ -421,7 +477,13 @@ impl Placer {
         }
     }
 
-    fn place(&mut self, app_id: &str, ptype: &str, size: Size) -> Option<String> {
+    fn place(
+        &mut self,
+        app_id: &str,
+        ptype: &str,
+        size: Size,
+        requirement: Option<&(String, String)>,
+    ) -> Option<String> {
         let need = size.memory_mb();
         let n = self.hosts.len();
         let same = self
@@ -432,7 +494,8 @@ impl Placer {
             .hosts
             .iter()
             .enumerate()
-            .filter_map(|(i, (name, cap))| {
+            .filter(|(_, (_, _, labels))| requirement.is_none_or(|(k, v)| labels.get(k) == Some(v)))
+            .filter_map(|(i, (name, cap, _))| {
                 let free = cap.saturating_sub(self.allocated[i]);
                 (free >= need).then_some((same[i], std::cmp::Reverse(free), (name.as_str(), i)))
             })
@@ -475,6 +538,7 @@ mod tests {
             }),
             formation,
             preboot: false,
+            requires: HashMap::new(),
         }
     }
 
@@ -513,6 +577,7 @@ mod tests {
                 connected: true,
                 lost: false,
                 drained: false,
+                labels: Default::default(),
             })
             .collect()
     }
@@ -782,6 +847,36 @@ mod tests {
             "{:?}",
             p.actions
         );
+    }
+
+    #[test]
+    fn a_required_label_places_and_moves_dynos_start_before_stop() {
+        let mut hs = hosts(3);
+        hs[2].labels.insert("zone".into(), "b".into());
+        let mut app = app_view(&["web=2"], 1);
+        app.requires
+            .insert("web".into(), ("zone".into(), "b".into()));
+        let app = [app];
+        // New dynos: only the labelled host.
+        let p = run(&app, &[], &hs);
+        assert_eq!(creates(&p), vec![("web", 1, "h3"), ("web", 2, "h3")]);
+        // A dyno elsewhere gets its replacement first, then stops.
+        let old = dyno("d1", "web", 1, DynoState::Up, "h1");
+        let p = run(&app, std::slice::from_ref(&old), &hs);
+        assert!(creates(&p).contains(&("web", 1, "h3")), "{:?}", p.actions);
+        assert!(!p.actions.contains(&Action::Stop {
+            dyno_id: "d1".into()
+        }));
+        let new = dyno("d2", "web", 1, DynoState::Up, "h3");
+        let p = run(&app, &[old, new], &hs);
+        assert!(p.actions.contains(&Action::Stop {
+            dyno_id: "d1".into()
+        }));
+        // No host has the label: nothing placed, said so.
+        hs[2].labels.clear();
+        let p = run(&app, &[], &hs);
+        assert!(p.actions.is_empty());
+        assert_eq!(p.unplaced.len(), 2);
     }
 
     #[test]

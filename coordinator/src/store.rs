@@ -127,6 +127,15 @@ CREATE INDEX dynos_app_slot ON dynos(app_id, process_type, idx);
 -- pending while its release phase runs; only a succeeded release is ever current.
 ALTER TABLE releases ADD COLUMN status TEXT NOT NULL DEFAULT 'succeeded';
 ALTER TABLE dynos ADD COLUMN healthy INTEGER NOT NULL DEFAULT 1;
+ALTER TABLE hosts ADD COLUMN labels TEXT NOT NULL DEFAULT '{}';
+-- A process type whose dynos go only to hosts with this label.
+CREATE TABLE requirements (
+    app_id TEXT NOT NULL REFERENCES apps(id) ON DELETE CASCADE,
+    process_type TEXT NOT NULL,
+    label_key TEXT NOT NULL,
+    label_value TEXT NOT NULL,
+    PRIMARY KEY (app_id, process_type)
+);
 CREATE TABLE checks (
     app_id TEXT NOT NULL REFERENCES apps(id) ON DELETE CASCADE,
     process_type TEXT NOT NULL,
@@ -265,6 +274,8 @@ pub struct HostRow {
     pub last_seen: i64,
     /// Set by an operator (`hosts:drain`); an agent's hello never changes it.
     pub drained: bool,
+    /// From the agent's `--label KEY=VALUE` flags, as of its last hello.
+    pub labels: BTreeMap<String, String>,
 }
 
 /// A log drain of an app (`app` is its name, joined from `apps`).
@@ -515,6 +526,19 @@ pub trait Queries: std::ops::Deref<Target = Connection> {
         }
     }
 
+    /// Every placement requirement: (app id, process type) -> (label key, value).
+    fn requirements(&self) -> Result<HashMap<(String, String), (String, String)>> {
+        let mut st = self.prepare_cached(
+            "SELECT app_id, process_type, label_key, label_value FROM requirements",
+        )?;
+        let mut rows = st.query([])?;
+        let mut out = HashMap::new();
+        while let Some(r) = rows.next()? {
+            out.insert((r.get(0)?, r.get(1)?), (r.get(2)?, r.get(3)?));
+        }
+        Ok(out)
+    }
+
     /// Every configured health check: (app id, process type) -> check.
     fn checks(&self) -> Result<HashMap<(String, String), HealthCheck>> {
         let mut st = self.prepare_cached("SELECT app_id, process_type, spec FROM checks")?;
@@ -606,7 +630,7 @@ pub trait Queries: std::ops::Deref<Target = Connection> {
 
     fn hosts(&self) -> Result<Vec<HostRow>> {
         let mut st = self.prepare_cached(
-            "SELECT name, address, memory_mb, cpus, isolation, agent_version, first_seen, last_seen, drained FROM hosts ORDER BY name",
+            "SELECT name, address, memory_mb, cpus, isolation, agent_version, first_seen, last_seen, drained, labels FROM hosts ORDER BY name",
         )?;
         let rows = st.query_map([], |r| {
             Ok(HostRow {
@@ -619,6 +643,10 @@ pub trait Queries: std::ops::Deref<Target = Connection> {
                 first_seen: r.get(6)?,
                 last_seen: r.get(7)?,
                 drained: r.get(8)?,
+                labels: {
+                    let l: String = r.get(9)?;
+                    serde_json::from_str(&l).unwrap_or_default()
+                },
             })
         })?;
         Ok(rows.collect::<rusqlite::Result<_>>()?)
@@ -783,9 +811,9 @@ impl Tx<'_> {
 
     pub fn upsert_host(&self, h: &HostRow) -> Result<()> {
         self.execute(
-            "INSERT INTO hosts (name, address, memory_mb, cpus, isolation, agent_version, first_seen, last_seen) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
-             ON CONFLICT(name) DO UPDATE SET address = excluded.address, memory_mb = excluded.memory_mb, cpus = excluded.cpus, isolation = excluded.isolation, agent_version = excluded.agent_version, last_seen = excluded.last_seen",
-            params![h.name, h.address, h.memory_mb as i64, h.cpus, h.isolation, h.agent_version, h.first_seen, h.last_seen],
+            "INSERT INTO hosts (name, address, memory_mb, cpus, isolation, agent_version, first_seen, last_seen, labels) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
+             ON CONFLICT(name) DO UPDATE SET address = excluded.address, memory_mb = excluded.memory_mb, cpus = excluded.cpus, isolation = excluded.isolation, agent_version = excluded.agent_version, last_seen = excluded.last_seen, labels = excluded.labels",
+            params![h.name, h.address, h.memory_mb as i64, h.cpus, h.isolation, h.agent_version, h.first_seen, h.last_seen, serde_json::to_string(&h.labels).expect("labels serialize")],
         )?;
         Ok(())
     }
@@ -798,6 +826,29 @@ impl Tx<'_> {
             params![app_id, process_type, spec],
         )?;
         Ok(())
+    }
+
+    pub fn set_requirement(
+        &self,
+        app_id: &str,
+        process_type: &str,
+        key: &str,
+        value: &str,
+    ) -> Result<()> {
+        self.execute(
+            "INSERT INTO requirements (app_id, process_type, label_key, label_value) VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT(app_id, process_type) DO UPDATE SET label_key = excluded.label_key, label_value = excluded.label_value",
+            params![app_id, process_type, key, value],
+        )?;
+        Ok(())
+    }
+
+    /// Returns false when there was none.
+    pub fn delete_requirement(&self, app_id: &str, process_type: &str) -> Result<bool> {
+        Ok(self.execute(
+            "DELETE FROM requirements WHERE app_id = ?1 AND process_type = ?2",
+            params![app_id, process_type],
+        )? == 1)
     }
 
     /// Returns false when there was none.

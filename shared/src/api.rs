@@ -147,6 +147,16 @@ pub struct Host {
     /// Takes no new dynos and moves its dynos elsewhere (`hosts:drain`).
     #[serde(default)]
     pub drained: bool,
+    /// The agent's `--label KEY=VALUE`s.
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+}
+
+/// `PUT /apps/{app}/requirements/{type}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Requirement {
+    /// `KEY=VALUE`: the type's dynos run only on hosts with this label.
+    pub label: String,
 }
 
 /// `PATCH /apps/{app}/config-vars`: a value sets, `null` unsets.
@@ -170,7 +180,8 @@ pub struct DynoSelector {
 /// How many dynos of `total` a rolling-restart batch `spec` (`3` or `25%`) takes at a time (at
 /// least one), or why the spec is not one.
 pub fn batch_size(spec: &str, total: usize) -> Result<usize, String> {
-    let bad = || format!("invalid batch {spec:?}: expected a count such as 2 or a share such as 25%");
+    let bad =
+        || format!("invalid batch {spec:?}: expected a count such as 2 or a share such as 25%");
     let n = match spec.strip_suffix('%') {
         Some(p) => {
             let p: u32 = p.parse().map_err(|_| bad())?;
@@ -182,7 +193,9 @@ pub fn batch_size(spec: &str, total: usize) -> Result<usize, String> {
         None => {
             let n: usize = spec.parse().map_err(|_| bad())?;
             if n == 0 {
-                return Err(format!("invalid batch {spec:?}: at least one dyno at a time"));
+                return Err(format!(
+                    "invalid batch {spec:?}: at least one dyno at a time"
+                ));
             }
             n
         }

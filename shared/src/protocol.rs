@@ -224,6 +224,24 @@ pub struct Hello {
     pub agent_version: String,
     /// Every dyno the agent runs right now, so a returning coordinator adopts instead of restarting.
     pub dynos: Vec<DynoStatus>,
+    /// The operator's labels for this host (`--label disk=ssd`); formations can require one.
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+}
+
+/// Parses a host label `KEY=VALUE` (letters, digits, `.`, `_`, `-`; 1-63 bytes each).
+pub fn parse_label(s: &str) -> Result<(String, String), String> {
+    let ok = |p: &str| {
+        (1..=63).contains(&p.len())
+            && p.bytes()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'.' | b'_' | b'-'))
+    };
+    match s.split_once('=') {
+        Some((k, v)) if ok(k) && ok(v) => Ok((k.to_string(), v.to_string())),
+        _ => Err(format!(
+            "invalid label {s:?}: expected KEY=VALUE of letters, digits, '.', '_' and '-'"
+        )),
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

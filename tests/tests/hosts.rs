@@ -174,6 +174,12 @@ impl Fleet {
             .arg("--state-dir")
             .arg(self.state_dir(name))
             .args(["--name", name, "--address", &addr, "--stop-grace-secs", "3"])
+            // Only host-3 is in zone b: `ps:require` tests place by it.
+            .args(if name == "host-3" {
+                &["--label", "zone=b"][..]
+            } else {
+                &[]
+            })
             .env("RUST_LOG", "info")
             .stdout(log.try_clone().unwrap())
             .stderr(log)
@@ -611,4 +617,45 @@ fn preboot_replaces_web_dynos_without_a_failed_request() {
             "{name}: stopped before its replacement was up:\n{logs}"
         );
     }
+}
+
+#[test]
+fn a_required_label_moves_a_type_onto_the_labelled_host() {
+    let f = Fleet::start();
+    f.p.deploy("zoned", WEB);
+    f.p.dyno_ok(&["ps:scale", "web=2", "worker=1", "-a", "zoned", "--wait"]);
+    assert!(f.p.dyno_ok(&["hosts"]).contains("zone=b"));
+    let bad = f.p.dyno(&["ps:require", "web", "zone", "-a", "zoned"]);
+    assert_eq!(bad.status.code(), Some(2), "a label is KEY=VALUE");
+
+    f.p.dyno_ok(&["ps:require", "web", "zone=b", "-a", "zoned"]);
+    wait_until("web on host-3 only", Duration::from_secs(30), || {
+        let pl = f.placement("zoned");
+        (all_up(&pl, 3)
+            && pl
+                .iter()
+                .filter(|(n, _)| n.starts_with("web."))
+                .all(|(_, (_, h, _))| h == "host-3"))
+        .then_some(())
+    });
+    wait_until("old web dynos gone", Duration::from_secs(20), || {
+        (f.all_groups() == 3).then_some(())
+    });
+    f.p.dyno_ok(&["ps:scale", "web=3", "-a", "zoned", "--wait"]);
+    assert_eq!(f.placement("zoned")["web.3"].1, "host-3");
+
+    // A label no host has: the worker stays where it is and the log says why.
+    let worker = f.placement("zoned")["worker.1"].clone();
+    f.p.dyno_ok(&["ps:require", "worker", "gpu=yes", "-a", "zoned"]);
+    wait_until("cannot place", Duration::from_secs(10), || {
+        f.p.logs("zoned")
+            .contains("Cannot place worker.1")
+            .then_some(())
+    });
+    assert_eq!(f.placement("zoned")["worker.1"], worker);
+    f.p.dyno_ok(&["ps:unrequire", "worker", "-a", "zoned"]);
+    assert_eq!(
+        f.p.json(&["ps:unrequire", "web", "-a", "zoned"]),
+        serde_json::json!({})
+    );
 }

@@ -5,7 +5,8 @@ use crate::error::usage;
 use crate::output;
 use anyhow::Result;
 use dyno_shared::ProcessType;
-use dyno_shared::api::{Check, CheckUpdate, Host, Release, Rollback};
+use dyno_shared::api::{Check, CheckUpdate, Host, Release, Requirement, Rollback};
+use std::collections::BTreeMap;
 
 fn host_name(raw: &str) -> Result<&str> {
     let ok = (1..=63).contains(&raw.len())
@@ -147,6 +148,37 @@ pub fn unset_check(ctx: &Ctx, process_type: &str) -> Result<i32> {
         emit_json(&c)?;
     } else {
         emit_line(&format!("Removing the {t} check of {app}... done"))?;
+    }
+    Ok(0)
+}
+
+/// `ps:require TYPE KEY=VALUE` (`label` Some) or `ps:unrequire TYPE`.
+pub fn require(ctx: &Ctx, process_type: &str, label: Option<&str>) -> Result<i32> {
+    let app = ctx.app()?;
+    let t: ProcessType = process_type.parse().map_err(|e| usage(format!("{e}")))?;
+    let path = format!("/apps/{app}/requirements/{t}");
+    let all: BTreeMap<String, String> = match label {
+        Some(l) => {
+            dyno_shared::protocol::parse_label(l).map_err(usage)?;
+            ctx.client()?.send(
+                "PUT",
+                &path,
+                &Requirement {
+                    label: l.to_string(),
+                },
+            )?
+        }
+        None => ctx.client()?.delete(&path)?,
+    };
+    if ctx.json() {
+        emit_json(&all)?;
+    } else {
+        match label {
+            Some(l) => emit_line(&format!(
+                "{t} dynos of {app} now run only on hosts labelled {l}; those elsewhere move, each replacement up before the old one stops"
+            ))?,
+            None => emit_line(&format!("{t} dynos of {app} may run on any host again"))?,
+        }
     }
     Ok(0)
 }

@@ -146,9 +146,12 @@ pub fn run(cli: Cli) -> Result<i32> {
             dyno,
             process_type,
             batch,
-        } => {
-            ps::restart(&ctx, dyno.as_deref(), process_type.as_deref(), batch.as_deref())
-        }
+        } => ps::restart(
+            &ctx,
+            dyno.as_deref(),
+            process_type.as_deref(),
+            batch.as_deref(),
+        ),
         Command::PsStop { target } => ps::stop(&ctx, &target),
         Command::Config => config::show(&ctx),
         Command::ConfigGet { key } => config::get(&ctx, &key),
@@ -173,6 +176,11 @@ pub fn run(cli: Cli) -> Result<i32> {
         Command::HostsUndrain { host } => fleet::drain(&ctx, &host, false),
         Command::ReleasesRollback { version } => fleet::rollback(&ctx, version.as_deref()),
         Command::Checks => fleet::checks(&ctx),
+        Command::PsRequire {
+            process_type,
+            label,
+        } => fleet::require(&ctx, &process_type, Some(&label)),
+        Command::PsUnrequire { process_type } => fleet::require(&ctx, &process_type, None),
         Command::ChecksSet {
             process_type,
             path,

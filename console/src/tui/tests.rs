@@ -164,6 +164,7 @@ fn hosts() -> Vec<Host> {
                 last_heartbeat: Some(iso(seen)),
                 agent_version: "0.1.0".into(),
                 drained,
+                labels: Default::default(),
             }
         };
     vec![
