@@ -204,6 +204,13 @@ pub enum Command {
         /// Process type, e.g. web
         process_type: String,
     },
+    /// Show an app's recent events: state changes, releases, scaling, moves off lost hosts
+    Events {
+        /// How many, newest last (1-1000)
+        #[arg(short = 'n', long = "num", default_value_t = 100,
+              value_parser = clap::value_parser!(u32).range(1..=1000))]
+        num: u32,
+    },
     /// List an app's health checks
     Checks,
     /// Set a process type's health check: a PATH to GET on $PORT (web) or --file (heartbeat)

@@ -123,6 +123,7 @@ pub fn router(inner: Shared, shutdown: watch::Receiver<bool>) -> Router {
             "/apps/{app}/requirements/{ptype}",
             put(set_requirement).delete(delete_requirement),
         )
+        .route("/apps/{app}/events", get(list_events))
         .route("/apps/{app}/checks", get(list_checks))
         .route(
             "/apps/{app}/checks/{ptype}",
@@ -452,6 +453,15 @@ fn rollback(inner: &Inner, app: &AppRow, req: &wire::Rollback) -> ApiResult<Rele
             ..old
         };
         tx.insert_release(&release)?;
+        tx.insert_event(
+            &app.id,
+            now,
+            "api",
+            &format!(
+                "Release v{} created: Rollback to v{target}",
+                release.version
+            ),
+        )?;
         tx.set_config(&app.id, &release.config)?;
         let mut formation = tx.formation(&app.id)?;
         formation
@@ -517,6 +527,15 @@ fn new_release(
             release.status = "pending".into();
         }
         tx.insert_release(&release)?;
+        tx.insert_event(
+            &app.id,
+            now,
+            "api",
+            &format!(
+                "Release v{} created: {}",
+                release.version, release.description
+            ),
+        )?;
         if let Some(c) = &config {
             tx.set_config(&app.id, c)?;
         }
@@ -639,6 +658,7 @@ fn apply_scale(
             .map(|(t, e)| format!("{t}@{}:{}", e.quantity, e.size))
             .collect::<Vec<_>>()
             .join(" ");
+        tx.insert_event(&app.id, now_ms(), "api", &format!("Scaled to {summary}"))?;
         Ok(Ok((formation_json(Some(&release), &next), summary)))
     })??;
     inner.system_log(&app.name, "api", format!("Scaled to {summary}"));
@@ -1621,6 +1641,38 @@ fn host_list(inner: &Inner) -> ApiResult<Vec<wire::Host>> {
         })
         .collect();
     Ok(out)
+}
+
+#[derive(Deserialize)]
+struct EventsQuery {
+    limit: Option<usize>,
+}
+
+/// The app's newest events (state changes, releases, scaling, moves), oldest first.
+async fn list_events(
+    State(api): State<Api>,
+    Path(name): Path<String>,
+    Query(q): Query<EventsQuery>,
+) -> ApiResult<Json<Vec<wire::Event>>> {
+    let limit = q.limit.unwrap_or(100);
+    if !(1..=crate::store::EVENTS_PER_APP).contains(&limit) {
+        return Err(ApiError::invalid(format!(
+            "limit must be 1 to {}",
+            crate::store::EVENTS_PER_APP
+        )));
+    }
+    let app = find_app(&api.inner, &name)?;
+    let events = api.inner.store().read(|r| r.events(&app.id, limit))?;
+    Ok(Json(
+        events
+            .into_iter()
+            .map(|(at, dyno, message)| wire::Event {
+                at: dyno_shared::time::rfc3339_micros(at * 1000),
+                dyno,
+                message,
+            })
+            .collect(),
+    ))
 }
 
 /// `{"web": "disk=ssd"}`: the host label each process type requires.

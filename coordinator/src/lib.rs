@@ -535,18 +535,21 @@ impl Inner {
                             else {
                                 continue;
                             };
-                            if let Some(old) = row.host.as_deref().filter(|h| lost.contains(h)) {
-                                logs.push((
-                                    row.app.clone(),
-                                    row.name(),
-                                    format!("Host {old} lost; starting on {host}"),
-                                ));
+                            let why = if let Some(old) =
+                                row.host.as_deref().filter(|h| lost.contains(h))
+                            {
+                                Some(format!("Host {old} lost; starting on {host}"))
                             } else if row.state == DynoState::Crashed {
-                                logs.push((
-                                    row.app.clone(),
-                                    row.name(),
-                                    format!("Restarting after crash ({} in a row)", row.restarts),
-                                ));
+                                Some(format!(
+                                    "Restarting after crash ({} in a row)",
+                                    row.restarts
+                                ))
+                            } else {
+                                None
+                            };
+                            if let Some(why) = why {
+                                tx.insert_event(&row.app_id, now, &row.name(), &why)?;
+                                logs.push((row.app.clone(), row.name(), why));
                             }
                             row.generation += 1;
                             row.healthy = true;
@@ -767,6 +770,20 @@ impl Inner {
                 }
                 let done = !s.state.is_running();
                 if done && (d.desired == Desired::Stop || d.one_off) {
+                    let why = s
+                        .reason
+                        .as_deref()
+                        .map_or(String::new(), |r| format!(" ({r})"));
+                    tx.insert_event(
+                        &d.app_id,
+                        now,
+                        &d.name(),
+                        &format!(
+                            "State changed from {} to {}{why}",
+                            d.state.as_str(),
+                            s.state.as_str()
+                        ),
+                    )?;
                     if d.one_off {
                         finished_runs.push((d.app.clone(), d.name(), s.exit_code.unwrap_or(-1)));
                         if d.process_type == RELEASE_TYPE {
@@ -777,6 +794,22 @@ impl Inner {
                     continue;
                 }
                 let previous = d.state;
+                if previous != s.state {
+                    let why = s
+                        .reason
+                        .as_deref()
+                        .map_or(String::new(), |r| format!(" ({r})"));
+                    tx.insert_event(
+                        &d.app_id,
+                        now,
+                        &d.name(),
+                        &format!(
+                            "State changed from {} to {}{why}",
+                            previous.as_str(),
+                            s.state.as_str()
+                        ),
+                    )?;
+                }
                 d.state = s.state;
                 d.updated_at = now;
                 if s.port.is_some() {
@@ -884,16 +917,18 @@ impl Inner {
         ok: bool,
     ) -> Result<(), StoreError> {
         let status = if ok { "succeeded" } else { "failed" };
-        let live = self.store().transaction(|tx| {
+        let message = self.store().transaction(|tx| {
             tx.set_release_status(app_id, version, status)?;
-            Ok(tx.current_release(app_id)?.map(|r| r.version))
+            let live = tx.current_release(app_id)?.map(|r| r.version);
+            let message = if ok {
+                format!("Release v{version} is live: its release phase {how}")
+            } else {
+                let live = live.map_or("no release".to_string(), |v| format!("v{v}"));
+                format!("Release v{version} failed: its release phase {how}; {live} stays live")
+            };
+            tx.insert_event(app_id, now_ms(), "api", &message)?;
+            Ok(message)
         })?;
-        let message = if ok {
-            format!("Release v{version} is live: its release phase {how}")
-        } else {
-            let live = live.map_or("no release".to_string(), |v| format!("v{v}"));
-            format!("Release v{version} failed: its release phase {how}; {live} stays live")
-        };
         if ok {
             tracing::info!(app, version, "release phase succeeded");
         } else {

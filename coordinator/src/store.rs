@@ -28,6 +28,9 @@ pub enum StoreError {
 type Result<T> = std::result::Result<T, StoreError>;
 
 /// Each entry moves the schema from version i to i+1; never edit a released entry.
+/// Events kept per app.
+pub const EVENTS_PER_APP: usize = 1000;
+
 const MIGRATIONS: &[&str] = &[
     r#"
 CREATE TABLE apps (
@@ -136,6 +139,15 @@ CREATE TABLE requirements (
     label_value TEXT NOT NULL,
     PRIMARY KEY (app_id, process_type)
 );
+-- What happened to an app's dynos and releases, newest kept (EVENTS_PER_APP per app).
+CREATE TABLE events (
+    seq INTEGER PRIMARY KEY,
+    app_id TEXT NOT NULL REFERENCES apps(id) ON DELETE CASCADE,
+    at INTEGER NOT NULL,
+    dyno TEXT NOT NULL,
+    message TEXT NOT NULL
+);
+CREATE INDEX events_app ON events(app_id, seq);
 CREATE TABLE checks (
     app_id TEXT NOT NULL REFERENCES apps(id) ON DELETE CASCADE,
     process_type TEXT NOT NULL,
@@ -526,6 +538,17 @@ pub trait Queries: std::ops::Deref<Target = Connection> {
         }
     }
 
+    /// The app's newest `limit` events, oldest first: (unix ms, dyno or "api", message).
+    fn events(&self, app_id: &str, limit: usize) -> Result<Vec<(i64, String, String)>> {
+        let mut st = self.prepare_cached(
+            "SELECT at, dyno, message FROM (SELECT seq, at, dyno, message FROM events WHERE app_id = ?1 ORDER BY seq DESC LIMIT ?2) ORDER BY seq",
+        )?;
+        let rows = st.query_map(params![app_id, limit as i64], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+        })?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
     /// Every placement requirement: (app id, process type) -> (label key, value).
     fn requirements(&self) -> Result<HashMap<(String, String), (String, String)>> {
         let mut st = self.prepare_cached(
@@ -828,6 +851,20 @@ impl Tx<'_> {
         Ok(())
     }
 
+    /// Records an event and drops the app's oldest beyond `EVENTS_PER_APP`.
+    pub fn insert_event(&self, app_id: &str, at: i64, dyno: &str, message: &str) -> Result<()> {
+        self.prepare_cached(
+            "INSERT INTO events (app_id, at, dyno, message) VALUES (?1, ?2, ?3, ?4)",
+        )?
+        .execute(params![app_id, at, dyno, message])?;
+        self.prepare_cached(
+            "DELETE FROM events WHERE app_id = ?1 AND seq <= \
+             (SELECT seq FROM events WHERE app_id = ?1 ORDER BY seq DESC LIMIT 1 OFFSET ?2)",
+        )?
+        .execute(params![app_id, EVENTS_PER_APP as i64])?;
+        Ok(())
+    }
+
     pub fn set_requirement(
         &self,
         app_id: &str,
@@ -881,6 +918,29 @@ mod tests {
             updated_at: 1,
             maintenance: false,
         }
+    }
+
+    #[test]
+    fn events_keep_the_newest_per_app() {
+        let mut s = Store::open_in_memory().unwrap();
+        s.transaction(|tx| {
+            tx.insert_app(&app("shop"))?;
+            tx.insert_app(&app("blog"))?;
+            for i in 0..EVENTS_PER_APP + 5 {
+                tx.insert_event("id-shop", i as i64, "web.1", &format!("e{i}"))?;
+            }
+            tx.insert_event("id-blog", 1, "api", "only")
+        })
+        .unwrap();
+        let shop = s.read(|r| r.events("id-shop", EVENTS_PER_APP)).unwrap();
+        assert_eq!(shop.len(), EVENTS_PER_APP);
+        assert_eq!(shop[0].2, "e5");
+        assert_eq!(shop.last().unwrap().2, format!("e{}", EVENTS_PER_APP + 4));
+        assert_eq!(
+            s.read(|r| r.events("id-shop", 2)).unwrap()[0].2,
+            format!("e{}", EVENTS_PER_APP + 3)
+        );
+        assert_eq!(s.read(|r| r.events("id-blog", 10)).unwrap().len(), 1);
     }
 
     #[test]

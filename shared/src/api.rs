@@ -152,6 +152,16 @@ pub struct Host {
     pub labels: BTreeMap<String, String>,
 }
 
+/// Something that happened to an app (`GET /apps/{app}/events`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Event {
+    /// RFC 3339 with microseconds.
+    pub at: String,
+    /// `web.1`, or `api` for releases and scaling.
+    pub dyno: String,
+    pub message: String,
+}
+
 /// `PUT /apps/{app}/requirements/{type}`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Requirement {

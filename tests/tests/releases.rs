@@ -52,6 +52,15 @@ fn the_release_phase_gates_releases_and_rollback_brings_an_old_one_back() {
         "the release phase's dyno is gone"
     );
     let web = p.dyno_ids("rel")["web.1"].clone();
+    let events = p.dyno_ok(&["events", "-a", "rel"]);
+    for e in [
+        "api: Release v1 created: Deploy",
+        "api: Release v1 is live: its release phase exited with status 0",
+        "release.1: State changed from up to down (Process exited)",
+        "web.1: State changed from starting to up",
+    ] {
+        assert!(events.contains(e), "no {e:?} in events:\n{events}");
+    }
 
     // A failing release phase: v2 fails, v1 stays live, its dyno untouched.
     redeploy(&p, "rel", BAD);

@@ -5,7 +5,7 @@ use crate::error::usage;
 use crate::output;
 use anyhow::Result;
 use dyno_shared::ProcessType;
-use dyno_shared::api::{Check, CheckUpdate, Host, Release, Requirement, Rollback};
+use dyno_shared::api::{Check, CheckUpdate, Event, Host, Release, Requirement, Rollback};
 use std::collections::BTreeMap;
 
 fn host_name(raw: &str) -> Result<&str> {
@@ -179,6 +179,25 @@ pub fn require(ctx: &Ctx, process_type: &str, label: Option<&str>) -> Result<i32
             ))?,
             None => emit_line(&format!("{t} dynos of {app} may run on any host again"))?,
         }
+    }
+    Ok(0)
+}
+
+/// `events`: `TIME DYNO: MESSAGE` per line, oldest first.
+pub fn events(ctx: &Ctx, num: u32) -> Result<i32> {
+    let app = ctx.app()?;
+    let events: Vec<Event> = ctx.client()?.get_query(
+        &format!("/apps/{app}/events"),
+        &[("limit", &num.to_string())],
+    )?;
+    if ctx.json() {
+        emit_json(&events)?;
+    } else {
+        let text: String = events
+            .iter()
+            .map(|e| format!("{} {}: {}\n", e.at, e.dyno, e.message))
+            .collect();
+        emit(&text)?;
     }
     Ok(0)
 }

@@ -176,6 +176,7 @@ pub fn run(cli: Cli) -> Result<i32> {
         Command::HostsUndrain { host } => fleet::drain(&ctx, &host, false),
         Command::ReleasesRollback { version } => fleet::rollback(&ctx, version.as_deref()),
         Command::Checks => fleet::checks(&ctx),
+        Command::Events { num } => fleet::events(&ctx, num),
         Command::PsRequire {
             process_type,
             label,
