@@ -61,6 +61,8 @@ pub struct CoordinatorConfig {
     /// A host whose agent has not been heard from for this long is lost: its dynos are started
     /// elsewhere. Shorter silences (an agent restart, a network blip) change nothing.
     pub host_lost_after: Duration,
+    /// Daily cycling (Heroku: after 24 h plus up to 216 min); `None` turns it off.
+    pub cycle: Option<manager::Cycle>,
     /// Largest slug accepted, in bytes.
     pub max_slug_bytes: usize,
     /// How often runtime-metrics lines are logged for apps with the feature on.
@@ -78,6 +80,10 @@ impl CoordinatorConfig {
             stop_grace: Duration::from_secs(30),
             reconcile_interval: Duration::from_secs(1),
             host_lost_after: Duration::from_secs(5),
+            cycle: Some(manager::Cycle {
+                after: Duration::from_secs(24 * 3600),
+                jitter: Duration::from_secs(216 * 60),
+            }),
             max_slug_bytes: dyno_shared::api::MAX_SLUG_BYTES,
             metrics_interval: metrics::DEFAULT_INTERVAL,
             drains: DrainOptions::default(),
@@ -484,7 +490,9 @@ impl Inner {
             dynos: &dynos,
             hosts: &host_views,
             now_ms: now,
+            cycle: self.config.cycle,
         });
+        logs.extend(plan.notes.iter().cloned());
         self.note_unplaced(&plan.unplaced);
         if !plan.actions.is_empty() {
             let apps_by_id: HashMap<&str, &AppView> =

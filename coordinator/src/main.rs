@@ -43,6 +43,13 @@ struct Args {
     /// are started elsewhere.
     #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=3600))]
     host_lost_after_secs: u64,
+    /// Hours a dyno runs before it is cycled (replaced, the new one up before the old one
+    /// stops); 0 turns daily cycling off.
+    #[arg(long, default_value_t = 24.0)]
+    cycle_after_hours: f64,
+    /// Minutes of extra wait, spread over the dynos, so those started together cycle apart.
+    #[arg(long, default_value_t = 216.0)]
+    cycle_jitter_minutes: f64,
     /// Seconds between runtime-metrics lines (Heroku: 20); tests shorten it.
     #[arg(long, default_value_t = 20, hide = true,
           value_parser = clap::value_parser!(u64).range(1..))]
@@ -73,6 +80,18 @@ async fn main() -> anyhow::Result<()> {
     config.domain = args.domain;
     config.stop_grace = Duration::from_secs(args.stop_grace_secs);
     config.host_lost_after = Duration::from_secs(args.host_lost_after_secs);
+    anyhow::ensure!(
+        args.cycle_after_hours.is_finite() && args.cycle_after_hours >= 0.0,
+        "--cycle-after-hours must be 0 (off) or a positive number of hours"
+    );
+    anyhow::ensure!(
+        args.cycle_jitter_minutes.is_finite() && args.cycle_jitter_minutes >= 0.0,
+        "--cycle-jitter-minutes must be 0 or a positive number of minutes"
+    );
+    config.cycle = (args.cycle_after_hours > 0.0).then(|| dyno_coordinator::manager::Cycle {
+        after: Duration::from_secs_f64(args.cycle_after_hours * 3600.0),
+        jitter: Duration::from_secs_f64(args.cycle_jitter_minutes * 60.0),
+    });
     config.metrics_interval = Duration::from_secs(args.metrics_interval_secs);
     config.max_slug_bytes = (args.max_slug_mb as usize).saturating_mul(1024 * 1024);
     config.restart = RestartPolicy {

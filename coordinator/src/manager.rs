@@ -43,6 +43,37 @@ pub struct View<'a> {
     pub hosts: &'a [HostView],
     /// Unix ms.
     pub now_ms: i64,
+    /// Daily cycling: a dyno up this long is replaced (start before stop). `None`: never.
+    pub cycle: Option<Cycle>,
+}
+
+/// Heroku cycles dynos after 24 h plus up to 216 minutes; ours replaces before it stops.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cycle {
+    pub after: Duration,
+    /// Each dyno waits a further share of this, fixed by its id, so dynos started together do
+    /// not cycle together.
+    pub jitter: Duration,
+}
+
+impl Cycle {
+    fn due(&self, d: &DynoRow, now_ms: i64) -> bool {
+        use std::hash::{Hash, Hasher};
+        let Some(up_since) = d.up_since else {
+            return false;
+        };
+        // DefaultHasher::new() has fixed keys: the same id always gets the same offset.
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        d.id.hash(&mut h);
+        let jitter_ms = self.jitter.as_millis() as u64;
+        let offset = if jitter_ms == 0 {
+            0
+        } else {
+            h.finish() % (jitter_ms + 1)
+        };
+        d.state == DynoState::Up
+            && now_ms - up_since >= (self.after.as_millis() as u64 + offset) as i64
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -66,6 +97,8 @@ pub enum Action {
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Plan {
     pub actions: Vec<Action>,
+    /// System lines to log: (app, dyno, message), e.g. `Cycling`.
+    pub notes: Vec<(String, String, String)>,
     /// Formation slots no connected host has room for (`app web.3 standard-2x`).
     pub unplaced: Vec<String>,
 }
@@ -132,6 +165,7 @@ pub fn plan(view: &View) -> Plan {
     // Slots (app, type, idx) still held by a row, so we know what to create.
     let mut held: HashSet<(&str, &str, u32)> = HashSet::new();
     let surge = Surge::new(view, &apps, &lost, &drained);
+    let cycling = |d: &DynoRow| view.cycle.is_some_and(|c| c.due(d, view.now_ms));
     // Replacements under way per drained host: a drain moves one dyno at a time.
     let mut moving: HashMap<&str, u32> = surge.in_flight_per_drained_host();
 
@@ -185,7 +219,7 @@ pub fn plan(view: &View) -> Plan {
         };
         // Start-before-stop: a dyno leaving a drained host, or a web dyno of an earlier release
         // with preboot on, serves until the dyno that takes its slot is up.
-        if running && surge.replaces_first(d) {
+        if running && (surge.replaces_first(d) || (wanted && cycling(d))) {
             held.insert((&d.app_id, &d.process_type, d.idx));
             match surge.successor(d) {
                 Some(n) if n.state == DynoState::Up => plan.actions.push(Action::Stop {
@@ -193,6 +227,10 @@ pub fn plan(view: &View) -> Plan {
                 }),
                 Some(_) => {}
                 None => {
+                    if wanted && cycling(d) {
+                        plan.notes
+                            .push((d.app.clone(), d.name(), "Cycling".to_string()));
+                    }
                     let from = d.host.as_deref().filter(|h| drained.contains(h));
                     if let Some(h) = from {
                         let n = moving.entry(h).or_insert(0);
@@ -322,6 +360,7 @@ pub fn place_one(
         dynos,
         hosts,
         now_ms: 0,
+        cycle: None,
     };
     Placer::new(&view).place(app_id, ptype, size, None)
 }
@@ -588,6 +627,7 @@ mod tests {
             dynos,
             hosts,
             now_ms: 1_000_000,
+            cycle: None,
         })
     }
 
@@ -877,6 +917,47 @@ mod tests {
         let p = run(&app, &[], &hs);
         assert!(p.actions.is_empty());
         assert_eq!(p.unplaced.len(), 2);
+    }
+
+    #[test]
+    fn dynos_up_a_day_are_cycled_start_before_stop() {
+        let app = [app_view(&["web=1"], 1)];
+        let mut d = dyno("d1", "web", 1, DynoState::Up, "h1");
+        let day = Duration::from_secs(24 * 3600);
+        d.up_since = Some(1_000_000 - day.as_millis() as i64);
+        let view = |dynos: &[DynoRow], jitter| {
+            plan(&View {
+                apps: &app,
+                dynos,
+                hosts: &hosts(2),
+                now_ms: 1_000_000,
+                cycle: Some(Cycle { after: day, jitter }),
+            })
+        };
+        let p = view(std::slice::from_ref(&d), Duration::ZERO);
+        assert_eq!(creates(&p).len(), 1, "{:?}", p.actions);
+        assert_eq!(
+            p.notes,
+            vec![("shop".into(), "web.1".into(), "Cycling".into())]
+        );
+        // Its successor is up: the old one stops; the successor is not cycled.
+        let mut n = dyno("d2", "web", 1, DynoState::Up, "h2");
+        n.up_since = Some(999_000);
+        let p = view(&[d.clone(), n], Duration::ZERO);
+        assert_eq!(
+            p.actions,
+            vec![Action::Stop {
+                dyno_id: "d1".into()
+            }]
+        );
+        assert!(p.notes.is_empty());
+        // With jitter the wait is longer than a day for some ids, never shorter.
+        let young = {
+            let mut y = d.clone();
+            y.up_since = Some(1_000_000 - day.as_millis() as i64 + 1);
+            y
+        };
+        assert!(view(&[young], Duration::from_secs(3600)).actions.is_empty());
     }
 
     #[test]

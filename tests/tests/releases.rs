@@ -175,3 +175,37 @@ fn a_rolling_restart_goes_batch_by_batch() {
         assert!(up < second, "{name} was up again before batch 2:\n{logs}");
     }
 }
+
+#[test]
+fn daily_cycling_replaces_a_dyno_before_stopping_it() {
+    // 1.8 s instead of 24 h, no jitter.
+    let p = Platform::start_with_coordinator_args(&[
+        "--cycle-after-hours",
+        "0.0005",
+        "--cycle-jitter-minutes",
+        "0",
+    ]);
+    p.deploy("cyc", "web: dyno-probe web\n");
+    p.wait_up("cyc", &["web.1"]);
+    let first = p.dyno_ids("cyc")["web.1"].0.clone();
+    wait_until("web.1 cycled", Duration::from_secs(20), || {
+        let d = p.dyno_ids("cyc");
+        (d.len() == 1 && d["web.1"].0 != first && d["web.1"].1 == "up").then_some(())
+    });
+    let logs = p.logs("cyc");
+    let lines: Vec<&str> = logs.lines().collect();
+    let cycling = lines
+        .iter()
+        .position(|l| l.contains("heroku[web.1]: Cycling"))
+        .unwrap_or_else(|| panic!("no Cycling line:\n{logs}"));
+    // The replacement was up before the old one got SIGTERM.
+    let up = lines[cycling..]
+        .iter()
+        .position(|l| l.contains("heroku[web.1]: State changed from starting to up"))
+        .expect("the replacement came up");
+    let term = lines[cycling..]
+        .iter()
+        .position(|l| l.contains("heroku[web.1]: Stopping all processes with SIGTERM"))
+        .expect("the old dyno was stopped");
+    assert!(up < term, "stopped before its replacement was up:\n{logs}");
+}
