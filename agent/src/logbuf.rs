@@ -64,6 +64,10 @@ impl LogBuffer {
         self.bytes
     }
 
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+
     pub fn push(&mut self, line: LogLine) {
         self.bytes += line_cost(&line);
         self.lines.push_back(line);

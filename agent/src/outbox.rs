@@ -23,6 +23,8 @@ pub struct Outbox {
     inner: Mutex<Inner>,
     states_ready: Notify,
     logs_ready: Notify,
+    /// Woken when a batch of log lines was taken: readers that wait for room go on.
+    log_room: Notify,
 }
 
 impl Outbox {
@@ -103,9 +105,34 @@ impl Outbox {
 
     /// The next batch of log lines for one `Logs` frame (empty when there is nothing).
     pub fn take_logs(&self) -> Vec<LogLine> {
-        self.lock()
+        let batch = self
+            .lock()
             .logs
-            .take_batch(BATCH_MAX_LINES, BATCH_MAX_BYTES)
+            .take_batch(BATCH_MAX_LINES, BATCH_MAX_BYTES);
+        if !batch.is_empty() {
+            self.log_room.notify_waiters();
+        }
+        batch
+    }
+
+    /// Whether the log buffer is below three quarters full.
+    pub fn has_log_room(&self) -> bool {
+        let inner = self.lock();
+        inner.logs.bytes() < inner.logs.capacity() / 4 * 3
+    }
+
+    /// Waits until the log buffer has room. Only for output that waits without blocking its
+    /// dyno (an isolated dyno's output file): a pipe must be read at once.
+    pub async fn wait_for_log_room(&self) {
+        loop {
+            let room = self.log_room.notified();
+            tokio::pin!(room);
+            room.as_mut().enable();
+            if self.has_log_room() {
+                return;
+            }
+            room.await;
+        }
     }
 
     pub fn requeue_logs(&self, unsent: Vec<LogLine>) {

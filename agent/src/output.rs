@@ -10,11 +10,32 @@ const READ_BUFFER_BYTES: usize = 64 * 1024;
 /// yields the last line.
 pub async fn read_lines<R: AsyncRead + Unpin>(
     reader: R,
+    emit: impl FnMut(String),
+) -> std::io::Result<()> {
+    read_lines_paced(reader, emit, None).await
+}
+
+/// `read_lines`, waiting before each read until `room` has room for more lines: for output
+/// that keeps while unread (a file), so a flood waits on disk instead of being shed.
+pub async fn read_lines_paced<R: AsyncRead + Unpin>(
+    reader: R,
     mut emit: impl FnMut(String),
+    room: Option<&crate::outbox::Outbox>,
 ) -> std::io::Result<()> {
     let mut reader = BufReader::with_capacity(READ_BUFFER_BYTES, reader);
     let mut line: Vec<u8> = Vec::new();
     loop {
+        if let Some(outbox) = room
+            && reader.buffer().is_empty()
+        {
+            // At least a read a second even while full: the tail then notices a backlog past
+            // its bound and skips it rather than let the file grow without end.
+            let _ = tokio::time::timeout(
+                std::time::Duration::from_secs(1),
+                outbox.wait_for_log_room(),
+            )
+            .await;
+        }
         let buf = reader.fill_buf().await?;
         if buf.is_empty() {
             if !line.is_empty() {

@@ -22,7 +22,7 @@ use tokio::time::Instant;
 use tracing::{Instrument, debug, error, info, info_span, warn};
 
 use crate::outbox::Outbox;
-use crate::output::read_lines;
+use crate::output::read_lines_paced;
 use crate::runtime::{
     DynoSignal, Exit, Launch, ProcessGroup, RunningDyno, Runtime, RuntimeError, Usage,
 };
@@ -586,9 +586,23 @@ impl DynoTask {
         let mut pump = {
             let outbox = self.inner.outbox.clone();
             let (app, process) = (self.spec.app.clone(), self.spec.name.clone());
+            // A file keeps what is not read yet: reading it waits for room instead of shedding.
+            let paced = detach_output.is_some();
+            let skipped_from = detach_output.clone();
             tokio::spawn(
                 async move {
-                    let emit = |message| {
+                    let emit = |message: String| {
+                        if let Some(skipped) = skipped_from.as_ref().map(|c| c.take_skipped()).filter(|&n| n > 0) {
+                            outbox.push_log(LogLine {
+                                at: now_micros(),
+                                app: app.clone(),
+                                source: LogSource::System,
+                                process: process.clone(),
+                                message: format!(
+                                    "Error L10 (output buffer overflow) -> {skipped} bytes of output were skipped while they could not be sent"
+                                ),
+                            });
+                        }
                         outbox.push_log(LogLine {
                             at: now_micros(),
                             app: app.clone(),
@@ -597,7 +611,8 @@ impl DynoTask {
                             message,
                         })
                     };
-                    if let Err(e) = read_lines(output, emit).await {
+                    let room = paced.then_some(&*outbox);
+                    if let Err(e) = read_lines_paced(output, emit, room).await {
                         warn!(error = %e, "failed to read dyno output");
                     }
                 }

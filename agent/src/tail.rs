@@ -29,6 +29,10 @@ pub const SAVE_BYTES: u64 = 256 * 1024;
 /// Read bytes are released from the disk in steps of this size.
 pub const PUNCH_BYTES: u64 = 1024 * 1024;
 const BLOCK: u64 = 4096;
+/// Most unread output a dyno's file may hold; past it the tail skips to the end (and says so
+/// through [`TailControl::take_skipped`]), so a dyno that floods while the agent cannot send
+/// does not fill the disk.
+pub const MAX_UNREAD_BYTES: u64 = 256 * 1024 * 1024;
 
 /// Tells a [`FileTail`] that nothing more will be written: it reads to the end, then ends.
 #[derive(Debug, Clone, Default)]
@@ -40,6 +44,7 @@ pub struct TailControl {
 struct ControlInner {
     finished: AtomicBool,
     waker: AtomicWaker,
+    skipped: std::sync::atomic::AtomicU64,
 }
 
 impl TailControl {
@@ -50,6 +55,11 @@ impl TailControl {
 
     fn finished(&self) -> bool {
         self.inner.finished.load(Ordering::Acquire)
+    }
+
+    /// Bytes of output skipped (never read) since the last call.
+    pub fn take_skipped(&self) -> u64 {
+        self.inner.skipped.swap(0, Ordering::Relaxed)
     }
 }
 
@@ -135,6 +145,7 @@ impl FileTail {
         if !due {
             return;
         }
+        self.skip_if_too_far_behind();
         let tmp = self.offset_file.with_extension("offset.tmp");
         let written = std::fs::write(&tmp, self.offset.to_string())
             .and_then(|()| std::fs::rename(&tmp, &self.offset_file));
@@ -155,6 +166,25 @@ impl FileTail {
                     self.punched = u64::MAX / 2;
                 }
             }
+        }
+    }
+
+    /// Jumps to the end when more than `MAX_UNREAD_BYTES` wait unread.
+    fn skip_if_too_far_behind(&mut self) {
+        let Ok(len) = self.file.metadata().map(|m| m.len()) else {
+            return;
+        };
+        if len.saturating_sub(self.offset) > MAX_UNREAD_BYTES {
+            let skipped = len - self.offset;
+            self.control
+                .inner
+                .skipped
+                .fetch_add(skipped, Ordering::Relaxed);
+            tracing::warn!(
+                skipped,
+                "dyno output fell too far behind; skipping to its end"
+            );
+            self.offset = len;
         }
     }
 

@@ -69,8 +69,21 @@ async fn a_worker_runs_from_its_own_copy_and_crashes_with_its_exit_code() {
     // A crash restart keeps the id and starts afresh.
     h.supervisor
         .start(h.spec("w1", "worker.1", "sh -c 'cat data.txt; exec sleep 100'"));
-    let up2 = h.wait_state("w1", DynoState::Up).await;
-    assert_ne!(up2.pid, crashed.pid);
+    // The first run's `up` may or may not still be among the reports (running states coalesce
+    // until collected), so look for an `up` of another process.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !h
+        .states_of("w1")
+        .iter()
+        .any(|s| s.state == DynoState::Up && s.pid.is_some() && s.pid != crashed.pid)
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no restart: {:?}",
+            h.states_of("w1")
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     h.wait_message(|m| m == "original").await;
     h.supervisor.shutdown(Duration::from_secs(5)).await;
     let down = h.wait_state("w1", DynoState::Down).await;
