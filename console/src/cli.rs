@@ -211,6 +211,14 @@ pub enum Command {
               value_parser = clap::value_parser!(u32).range(1..=1000))]
         num: u32,
     },
+    /// Show whether an app is in maintenance mode
+    Maintenance,
+    /// Serve every request with the maintenance page (H80); dynos keep running
+    #[command(name = "maintenance:on")]
+    MaintenanceOn,
+    /// Serve requests again
+    #[command(name = "maintenance:off")]
+    MaintenanceOff,
     /// List an app's health checks
     Checks,
     /// Set a process type's health check: a PATH to GET on $PORT (web) or --file (heartbeat)

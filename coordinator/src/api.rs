@@ -92,7 +92,10 @@ pub fn router(inner: Shared, shutdown: watch::Receiver<bool>) -> Router {
         .layer(DefaultBodyLimit::max(max_slug));
     let authed = Router::new()
         .route("/apps", get(list_apps).post(create_app))
-        .route("/apps/{app}", get(get_app).delete(destroy_app))
+        .route(
+            "/apps/{app}",
+            get(get_app).patch(patch_app).delete(destroy_app),
+        )
         .route(
             "/apps/{app}/formation",
             get(get_formation).patch(patch_formation),
@@ -262,6 +265,37 @@ async fn get_app(State(api): State<Api>, Path(name): Path<String>) -> ApiResult<
         ))
     })?;
     Ok(Json(out))
+}
+
+/// `PATCH /apps/{app}` `{"maintenance": true}` (the Platform API's app update): the router
+/// answers every request with H80 while the dynos keep running.
+async fn patch_app(
+    State(api): State<Api>,
+    Path(name): Path<String>,
+    b: Result<Bytes, BytesRejection>,
+) -> ApiResult<Json<wire::App>> {
+    let req: wire::AppUpdate = body(b)?;
+    let inner = &api.inner;
+    let app = find_app(inner, &name)?;
+    if let Some(on) = req.maintenance {
+        inner.store().transaction(|tx| {
+            tx.set_maintenance(&app.id, on, now_ms())?;
+            let what = if on { "on" } else { "off" };
+            tx.insert_event(
+                &app.id,
+                now_ms(),
+                "api",
+                &format!("Maintenance mode {what}"),
+            )
+        })?;
+        inner.system_log(
+            &app.name,
+            "api",
+            format!("Maintenance mode {}", if on { "on" } else { "off" }),
+        );
+        inner.refresh_routes()?;
+    }
+    get_app(State(api), Path(name)).await
 }
 
 async fn create_app(

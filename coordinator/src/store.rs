@@ -719,6 +719,14 @@ impl Queries for Reader<'_> {}
 impl Queries for Tx<'_> {}
 
 impl Tx<'_> {
+    pub fn set_maintenance(&self, app_id: &str, on: bool, now: i64) -> Result<()> {
+        self.execute(
+            "UPDATE apps SET maintenance = ?2, updated_at = ?3 WHERE id = ?1",
+            params![app_id, on, now],
+        )?;
+        Ok(())
+    }
+
     pub fn insert_app(&self, app: &AppRow) -> Result<()> {
         self.execute(
             "INSERT INTO apps (id, name, created_at, updated_at, maintenance) VALUES (?1, ?2, ?3, ?4, ?5)",

@@ -152,6 +152,14 @@ pub struct Host {
     pub labels: BTreeMap<String, String>,
 }
 
+/// `PATCH /apps/{app}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct AppUpdate {
+    /// On: the router answers H80 (maintenance page) while the dynos keep running.
+    #[serde(default)]
+    pub maintenance: Option<bool>,
+}
+
 /// Something that happened to an app (`GET /apps/{app}/events`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Event {

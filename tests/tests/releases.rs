@@ -209,3 +209,31 @@ fn daily_cycling_replaces_a_dyno_before_stopping_it() {
         .expect("the old dyno was stopped");
     assert!(up < term, "stopped before its replacement was up:\n{logs}");
 }
+
+#[test]
+fn maintenance_mode_serves_h80_while_the_dynos_run_on() {
+    let p = Platform::start();
+    p.deploy("maint", "web: dyno-probe web\n");
+    p.wait_up("maint", &["web.1"]);
+    let web = p.dyno_ids("maint")["web.1"].clone();
+    assert_eq!(p.dyno_ok(&["maintenance", "-a", "maint"]).trim(), "off");
+    let on = p.dyno_ok(&["maintenance:on", "-a", "maint"]);
+    assert!(
+        on.contains("Enabling maintenance mode for maint... done"),
+        "{on}"
+    );
+    wait_until("H80 page", Duration::from_secs(10), || {
+        (p.route("maint", "/").ok()?.0 == 503).then_some(())
+    });
+    assert_eq!(p.dyno_ok(&["maintenance", "-a", "maint"]).trim(), "on");
+    assert_eq!(p.dyno_ids("maint")["web.1"], web, "the dyno runs on");
+    p.dyno_ok(&["maintenance:off", "-a", "maint"]);
+    wait_until("served again", Duration::from_secs(10), || {
+        (p.route("maint", "/").ok()?.0 == 200).then_some(())
+    });
+    assert!(p.logs("maint").contains("H80"), "the router logs H80");
+    assert!(
+        p.dyno_ok(&["events", "-a", "maint"])
+            .contains("api: Maintenance mode on")
+    );
+}

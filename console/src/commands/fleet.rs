@@ -5,7 +5,9 @@ use crate::error::usage;
 use crate::output;
 use anyhow::Result;
 use dyno_shared::ProcessType;
-use dyno_shared::api::{Check, CheckUpdate, Event, Host, Release, Requirement, Rollback};
+use dyno_shared::api::{
+    App, AppUpdate, Check, CheckUpdate, Event, Host, Release, Requirement, Rollback,
+};
 use std::collections::BTreeMap;
 
 fn host_name(raw: &str) -> Result<&str> {
@@ -198,6 +200,32 @@ pub fn events(ctx: &Ctx, num: u32) -> Result<i32> {
             .map(|e| format!("{} {}: {}\n", e.at, e.dyno, e.message))
             .collect();
         emit(&text)?;
+    }
+    Ok(0)
+}
+
+/// `maintenance` (`on` None: show), `maintenance:on`, `maintenance:off`, as heroku prints them.
+pub fn maintenance(ctx: &Ctx, on: Option<bool>) -> Result<i32> {
+    let app = ctx.app()?;
+    let client = ctx.client()?;
+    let info: App = match on {
+        Some(on) => client.send(
+            "PATCH",
+            &format!("/apps/{app}"),
+            &AppUpdate {
+                maintenance: Some(on),
+            },
+        )?,
+        None => client.get(&format!("/apps/{app}"))?,
+    };
+    if ctx.json() {
+        emit_json(&info)?;
+    } else {
+        match on {
+            Some(true) => emit_line(&format!("Enabling maintenance mode for {app}... done"))?,
+            Some(false) => emit_line(&format!("Disabling maintenance mode for {app}... done"))?,
+            None => emit_line(if info.maintenance { "on" } else { "off" })?,
+        }
     }
     Ok(0)
 }

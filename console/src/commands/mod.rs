@@ -176,6 +176,9 @@ pub fn run(cli: Cli) -> Result<i32> {
         Command::HostsUndrain { host } => fleet::drain(&ctx, &host, false),
         Command::ReleasesRollback { version } => fleet::rollback(&ctx, version.as_deref()),
         Command::Checks => fleet::checks(&ctx),
+        Command::Maintenance => fleet::maintenance(&ctx, None),
+        Command::MaintenanceOn => fleet::maintenance(&ctx, Some(true)),
+        Command::MaintenanceOff => fleet::maintenance(&ctx, Some(false)),
         Command::Events { num } => fleet::events(&ctx, num),
         Command::PsRequire {
             process_type,
