@@ -335,6 +335,29 @@ pub fn perform(client: &Client, action: &Action) -> Result<String> {
                 if h.drained { "drained" } else { "in service" }
             ))
         }
+        Action::Rollback { app, version } => {
+            let r: Release = client.send(
+                "POST",
+                &format!("/apps/{app}/releases"),
+                &dyno_shared::api::Rollback {
+                    release: serde_json::json!(version),
+                },
+            )?;
+            Ok(format!("v{} made from v{version}", r.version))
+        }
+        Action::Maintenance { app, on } => {
+            let a: App = client.send(
+                "PATCH",
+                &format!("/apps/{app}"),
+                &dyno_shared::api::AppUpdate {
+                    maintenance: Some(*on),
+                },
+            )?;
+            Ok(format!(
+                "maintenance {}",
+                if a.maintenance { "on" } else { "off" }
+            ))
+        }
         Action::SetVar { app, key, value } => {
             let mut patch = BTreeMap::new();
             patch.insert(key.clone(), value.clone());

@@ -133,6 +133,8 @@ fn short(cmd: Cmd, logs: bool) -> &'static str {
         Cmd::Resize => "size",
         Cmd::Drain => "drain",
         Cmd::Undrain => "undrain",
+        Cmd::Rollback => "rollback",
+        Cmd::Maintenance => "maint",
         Cmd::Follow => "pause/follow",
         Cmd::LogFilter => "filter",
         Cmd::Filter if logs => "search",

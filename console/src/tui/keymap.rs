@@ -61,6 +61,8 @@ pub enum Cmd {
     Resize,
     Drain,
     Undrain,
+    Rollback,
+    Maintenance,
     Follow,
     LogFilter,
     Wrap,
@@ -225,6 +227,14 @@ pub const BINDINGS: &[Binding] = &[
         "change the size of the selected type",
         true,
     ),
+    b(
+        App,
+        &[Ch('M')],
+        "M",
+        Cmd::Maintenance,
+        "maintenance mode on/off (H80 page, dynos keep running)",
+        true,
+    ),
     // Hosts
     b(
         Hosts,
@@ -242,7 +252,14 @@ pub const BINDINGS: &[Binding] = &[
         "take the host back into service",
         true,
     ),
-    // Releases: navigation only.
+    b(
+        Releases,
+        &[Ch('b')],
+        "b",
+        Cmd::Rollback,
+        "roll back to the selected release (a new release from it)",
+        true,
+    ),
     // Config
     b(
         Config,

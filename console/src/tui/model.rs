@@ -84,6 +84,14 @@ pub enum Action {
         key: String,
         value: Option<String>,
     },
+    Rollback {
+        app: String,
+        version: u32,
+    },
+    Maintenance {
+        app: String,
+        on: bool,
+    },
 }
 
 impl Action {
@@ -117,6 +125,9 @@ impl Action {
                 value: Some(_),
             } => format!("Set {key} on {app}"),
             Action::SetVar { app, key, .. } => format!("Unset {key} on {app}"),
+            Action::Rollback { app, version } => format!("Roll {app} back to v{version}"),
+            Action::Maintenance { app, on: true } => format!("Maintenance mode on for {app}"),
+            Action::Maintenance { app, .. } => format!("Maintenance mode off for {app}"),
         }
     }
 }

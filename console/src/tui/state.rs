@@ -898,6 +898,34 @@ impl State {
                 });
                 Vec::new()
             }
+            Cmd::Rollback => {
+                let View::Releases(app) = self.view().clone() else {
+                    return Vec::new();
+                };
+                let Some(r) = self
+                    .selected_index()
+                    .and_then(|i| self.releases_of(&app)?.get(i))
+                else {
+                    return Vec::new();
+                };
+                let version = r.version;
+                self.confirm(
+                    format!("Roll {app} back to v{version}? Its dynos restart on a new release."),
+                    Action::Rollback { app, version },
+                )
+            }
+            Cmd::Maintenance => {
+                let Some(app) = self.selected_app() else {
+                    return Vec::new();
+                };
+                let on = !self.app_detail(&app).is_some_and(|d| d.app.maintenance);
+                let q = if on {
+                    format!("Turn maintenance mode on for {app}? Every request gets the H80 page.")
+                } else {
+                    format!("Turn maintenance mode off for {app}?")
+                };
+                self.confirm(q, Action::Maintenance { app, on })
+            }
             Cmd::Drain | Cmd::Undrain => {
                 let Some(h) = self.selected_host() else {
                     return Vec::new();

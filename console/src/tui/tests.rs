@@ -642,6 +642,30 @@ fn restart_stop_and_resize_confirm_then_act_and_show_the_result() {
 }
 
 #[test]
+fn releases_roll_back_and_the_app_toggles_maintenance() {
+    let mut s = state_on(View::Releases("shop".into()));
+    ch(&mut s, 'b');
+    assert!(matches!(&s.mode, Mode::Confirm(_)), "asks first");
+    let effects = ch(&mut s, 'y');
+    assert!(
+        matches!(effects.as_slice(), [Effect::Act(Action::Rollback { app, .. })] if app == "shop"),
+        "{effects:?}"
+    );
+    let mut s = state_on(View::App("shop".into()));
+    ch(&mut s, 'M');
+    assert_eq!(
+        ch(&mut s, 'y'),
+        vec![Effect::Act(Action::Maintenance {
+            app: "shop".into(),
+            on: true,
+        })]
+    );
+    let mut ro = state_on(View::Releases("shop".into()));
+    ro.read_only = true;
+    assert!(ch(&mut ro, 'b').is_empty() && ch(&mut ro, 'y').is_empty());
+}
+
+#[test]
 fn hosts_drain_and_config_set_unset() {
     let mut s = state_on(View::Hosts);
     ch(&mut s, 'd');
