@@ -4,11 +4,15 @@ use crate::log::{LogSink, Outcome, RequestInfo, format_line};
 use crate::table::InFlight;
 use bytes::Bytes;
 use hyper::body::{Body, Frame, Incoming, SizeHint};
+use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::{Context, Poll};
-use std::time::Instant;
+use std::time::{Duration, Instant};
+use tokio::time::Sleep;
+
+pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// The client's request body, shared by every attempt of one request. A failed connect never
 /// polls the body, so the next attempt can still send all of it; `started` tells whether that
@@ -17,6 +21,7 @@ use std::time::Instant;
 pub(crate) struct ForwardBody {
     incoming: Arc<Mutex<Incoming>>,
     started: Arc<AtomicBool>,
+    client_failed: Arc<AtomicBool>,
 }
 
 impl ForwardBody {
@@ -24,12 +29,18 @@ impl ForwardBody {
         ForwardBody {
             incoming: Arc::new(Mutex::new(incoming)),
             started: Arc::new(AtomicBool::new(false)),
+            client_failed: Arc::new(AtomicBool::new(false)),
         }
     }
 
     /// True once any attempt began reading the body: a retry would send it incomplete.
     pub(crate) fn started(&self) -> bool {
         self.started.load(Ordering::Acquire)
+    }
+
+    /// True when reading the client's body failed (the client went away mid-upload).
+    pub(crate) fn client_failed(&self) -> bool {
+        self.client_failed.load(Ordering::Acquire)
     }
 
     fn lock(&self) -> MutexGuard<'_, Incoming> {
@@ -46,7 +57,11 @@ impl Body for ForwardBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
         self.started.store(true, Ordering::Release);
-        Pin::new(&mut *self.lock()).poll_frame(cx)
+        let polled = Pin::new(&mut *self.lock()).poll_frame(cx);
+        if let Poll::Ready(Some(Err(_))) = &polled {
+            self.client_failed.store(true, Ordering::Release);
+        }
+        polled
     }
 
     fn is_end_stream(&self) -> bool {
@@ -58,33 +73,57 @@ impl Body for ForwardBody {
     }
 }
 
-/// Logs a proxied request and releases its backend once the response is done or abandoned.
+/// How a proxied response ended, for its log line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum End {
+    Complete,
+    /// The dyno broke off mid-response (H18).
+    ServerInterrupted,
+    /// No byte from the dyno for the idle timeout (H15).
+    Idle,
+    /// The client went away before the response was done (H27, 499).
+    ClientInterrupted,
+}
+
+/// Logs a proxied request, counts it and releases its backend once the response is done or
+/// abandoned.
 #[derive(Debug)]
 pub(crate) struct Completion {
-    pub(crate) info: RequestInfo,
+    pub(crate) info: Arc<RequestInfo>,
     pub(crate) sink: LogSink,
-    pub(crate) dyno: String,
     pub(crate) status: u16,
     pub(crate) connect_ms: u128,
     /// When the request was sent to the dyno.
     pub(crate) sent_at: Instant,
     pub(crate) bytes: u64,
-    pub(crate) _in_flight: InFlight,
+    pub(crate) end: End,
+    pub(crate) in_flight: InFlight,
 }
 
 impl Drop for Completion {
     fn drop(&mut self) {
-        let service_ms = self
-            .sent_at
-            .elapsed()
-            .as_millis()
-            .saturating_sub(self.connect_ms);
+        let service = self.sent_at.elapsed();
+        let service_ms = service.as_millis().saturating_sub(self.connect_ms);
+        let slot = self.in_flight.slot();
+        let app = &self.in_flight.app().metrics;
+        let error = match self.end {
+            End::Complete => None,
+            End::ServerInterrupted => Some(("H18", "Server Request Interrupted", 503)),
+            End::Idle => Some(("H15", "Idle connection", 503)),
+            End::ClientInterrupted => Some(("H27", "Client Request Interrupted", 499)),
+        };
+        let status = error.map_or(self.status, |(_, _, status)| status);
+        if let Some((code, _, _)) = error {
+            app.error(code);
+        }
+        slot.metrics.statuses.count(status);
+        slot.metrics.service.observe(service);
         let outcome = Outcome {
-            error: None,
-            dyno: &self.dyno,
+            error: error.map(|(code, desc, _)| (code, desc)),
+            dyno: &slot.dyno,
             connect_ms: self.connect_ms,
             service_ms,
-            status: self.status,
+            status,
             bytes: self.bytes,
         };
         self.sink
@@ -100,52 +139,120 @@ enum Content {
 }
 
 /// What the router answers with: its own page, or a dyno's body streamed through.
-#[derive(Debug)]
 pub(crate) struct ResponseBody {
     content: Content,
+    /// A chunk read ahead (see `Proxy::prefetch`), sent first.
+    first: Option<Frame<Bytes>>,
     completion: Option<Completion>,
+    idle_timeout: Duration,
+    /// Armed while the dyno sends nothing.
+    idle: Option<Pin<Box<Sleep>>>,
 }
+
+impl std::fmt::Debug for ResponseBody {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ResponseBody")
+            .field("content", &self.content)
+            .field("completion", &self.completion)
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("the dyno sent nothing for {0:?}")]
+struct IdleTimeout(Duration);
 
 impl ResponseBody {
     pub(crate) fn page(text: String) -> Self {
         ResponseBody {
             content: Content::Page(Some(Bytes::from(text))),
+            first: None,
             completion: None,
+            idle_timeout: Duration::MAX,
+            idle: None,
         }
     }
 
-    pub(crate) fn upstream(body: Incoming, completion: Completion) -> Self {
+    /// No body at all (a 101 answer).
+    pub(crate) fn empty() -> Self {
+        ResponseBody {
+            content: Content::Page(None),
+            first: None,
+            completion: None,
+            idle_timeout: Duration::MAX,
+            idle: None,
+        }
+    }
+
+    pub(crate) fn upstream(
+        body: Incoming,
+        first: Option<Frame<Bytes>>,
+        completion: Completion,
+        idle_timeout: Duration,
+    ) -> Self {
         ResponseBody {
             content: Content::Upstream(body),
+            first,
             completion: Some(completion),
+            idle_timeout,
+            idle: None,
+        }
+    }
+
+    fn finish(&mut self, end: End) {
+        if let Some(mut done) = self.completion.take() {
+            done.end = end;
         }
     }
 }
 
 impl Body for ResponseBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = BoxError;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = self.get_mut();
-        match &mut this.content {
-            Content::Page(page) => Poll::Ready(page.take().map(|b| Ok(Frame::data(b)))),
-            Content::Upstream(body) => {
-                let polled = Pin::new(body).poll_frame(cx);
-                match &polled {
-                    Poll::Ready(Some(Ok(frame))) => {
-                        if let (Some(data), Some(done)) = (frame.data_ref(), &mut this.completion) {
-                            done.bytes += data.len() as u64;
-                        }
-                    }
-                    // The end, or the dyno broke off: log now rather than when hyper drops us.
-                    Poll::Ready(None) | Poll::Ready(Some(Err(_))) => this.completion = None,
-                    Poll::Pending => {}
+        let body = match &mut this.content {
+            Content::Page(page) => return Poll::Ready(page.take().map(|b| Ok(Frame::data(b)))),
+            Content::Upstream(body) => body,
+        };
+        let polled = match this.first.take() {
+            Some(frame) => Poll::Ready(Some(Ok(frame))),
+            None => Pin::new(&mut *body).poll_frame(cx),
+        };
+        match polled {
+            Poll::Ready(Some(Ok(frame))) => {
+                this.idle = None;
+                if let (Some(data), Some(done)) = (frame.data_ref(), &mut this.completion) {
+                    done.bytes += data.len() as u64;
                 }
-                polled
+                if body.is_end_stream() {
+                    this.finish(End::Complete);
+                }
+                Poll::Ready(Some(Ok(frame)))
+            }
+            // The end: log now rather than when hyper drops us.
+            Poll::Ready(None) => {
+                this.finish(End::Complete);
+                Poll::Ready(None)
+            }
+            Poll::Ready(Some(Err(err))) => {
+                this.finish(End::ServerInterrupted);
+                Poll::Ready(Some(Err(err.into())))
+            }
+            Poll::Pending => {
+                let timeout = this.idle_timeout;
+                let idle = this
+                    .idle
+                    .get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
+                if idle.as_mut().poll(cx).is_ready() {
+                    this.finish(End::Idle);
+                    return Poll::Ready(Some(Err(Box::new(IdleTimeout(timeout)))));
+                }
+                Poll::Pending
             }
         }
     }
@@ -153,7 +260,7 @@ impl Body for ResponseBody {
     fn is_end_stream(&self) -> bool {
         match &self.content {
             Content::Page(page) => page.is_none(),
-            Content::Upstream(body) => body.is_end_stream(),
+            Content::Upstream(body) => self.first.is_none() && body.is_end_stream(),
         }
     }
 
@@ -162,7 +269,39 @@ impl Body for ResponseBody {
             Content::Page(page) => {
                 SizeHint::with_exact(page.as_ref().map_or(0, |b| b.len() as u64))
             }
-            Content::Upstream(body) => body.size_hint(),
+            Content::Upstream(body) => {
+                let ahead = self
+                    .first
+                    .as_ref()
+                    .and_then(Frame::data_ref)
+                    .map_or(0, |d| d.len() as u64);
+                let hint = body.size_hint();
+                match hint.exact() {
+                    Some(rest) => SizeHint::with_exact(rest + ahead),
+                    None => {
+                        let mut sum = SizeHint::new();
+                        sum.set_lower(hint.lower() + ahead);
+                        if let Some(upper) = hint.upper() {
+                            sum.set_upper(upper + ahead);
+                        }
+                        sum
+                    }
+                }
+            }
         }
+    }
+}
+
+impl Drop for ResponseBody {
+    fn drop(&mut self) {
+        // Dropped with the response unfinished: the client went away (or hyper knew the body
+        // was empty and never polled it).
+        let end = match &self.content {
+            Content::Upstream(body) if self.first.is_some() || !body.is_end_stream() => {
+                End::ClientInterrupted
+            }
+            _ => End::Complete,
+        };
+        self.finish(end);
     }
 }

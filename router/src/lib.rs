@@ -1,57 +1,100 @@
-//! The HTTP routing mesh: `APP.DOMAIN` requests go to the app's least busy web dyno.
+//! The HTTP routing mesh: requests for `APP.DOMAIN` (or an app's custom domain) go to one of
+//! the app's web dynos.
 //!
 //! The coordinator owns a [`RouteTable`], keeps it current as dynos come and go, and runs
 //! [`run`] in-process. Every request gets a Heroku-style router log line; failures answer 503
-//! with a plain-text page and an `H` code (see HEROKU.md, Router).
+//! (499 for a client that left, H27) with a plain-text page and an `H` code (see HEROKU.md,
+//! Router).
+//!
+//! Choosing a dyno: among the app's dynos with room, two at random and the one with fewer
+//! requests outstanding ([`Balance::PowerOfTwo`]; [`Balance::Random`] is Heroku's uniform
+//! choice, for comparisons). [`RouteTable::set_concurrency`] caps the requests one dyno gets at
+//! a time; beyond it requests wait at the router, in arrival order, at most
+//! [`RouterConfig::max_queue`] per app (H11 beyond that, H12 after the request timeout).
+//!
+//! Protocols: HTTP/1.1 with keep-alive and HTTP/2 (prior knowledge, or ALPN over TLS) from
+//! clients, pooled HTTP/1.1 keep-alive connections to dynos, websocket (any `Upgrade`) pass
+//! through, TLS termination with rustls on the same port when [`RouterConfig::tls`] is set.
+//! Prometheus metrics at `GET /metrics` on [`RouterConfig::metrics_listen`], or from
+//! [`RouteTable::prometheus`] for any other endpoint.
 //!
 //! Retries: a connect that is refused or times out moves the request to another backend (never
 //! the same one twice, at most `max_tries` backends). That is safe for any method and body,
 //! because the client only reads the request body after a connection is up; the body is shared
 //! between attempts and a retry is only made while it is still unread.
 //!
-//! Header limits: the router answers 400 for a request line or header line over 8192 bytes or
-//! more than 1000 headers. A head too big for hyper's own parser buffer (1 MiB, 2000 headers)
-//! is refused by hyper itself with 431 before the router sees it.
+//! Header limits: the router answers 400 for a request line or header line over 8192 bytes (and
+//! for more than 1000 headers over HTTP/2). An HTTP/1 head with more than 100 headers, or over
+//! hyper's parser buffer (1 MiB), is refused by hyper itself with 431 before the router sees it:
+//! HEROKU.md allows 1000 headers, but raising hyper's limit costs every request (see
+//! `http_builder`).
 
 mod body;
 mod connector;
 mod log;
+mod metrics;
 mod proxy;
 mod request_id;
 mod table;
+mod tls;
 
-pub use table::{Backend, RouteTable};
+pub use table::{Backend, Balance, NoBackends, RouteTable};
+pub use tls::{TlsConfig, TlsError};
 
+use bytes::Bytes;
 use dyno_shared::LogLine;
-use hyper::server::conn::http1;
+use http_body_util::Full;
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioIo, TokioTimer};
-use proxy::Proxy;
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use proxy::{ClientConn, Proxy};
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinSet;
+use tokio_rustls::TlsAcceptor;
 
 /// How long shutdown waits for in-flight requests before dropping their connections.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
-/// hyper's parser limits sit above the router's own so that the router, not hyper, answers.
-const PARSER_MAX_HEADERS: usize = 2 * proxy::MAX_HEADERS;
+/// hyper's buffer limit sits above the router's own line limits so that the router answers.
 const PARSER_MAX_BUF: usize = 1024 * 1024;
+/// A client has this long for its first byte and for the TLS handshake.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// The first byte of a TLS handshake record.
+const TLS_HANDSHAKE: u8 = 0x16;
 
 #[derive(Debug, Clone)]
 pub struct RouterConfig {
-    /// Apps are served at `APP.DOMAIN`.
+    /// Apps are served at `APP.DOMAIN` (and at their custom domains).
     pub domain: String,
-    /// From receiving a request until the dyno's response head (H12).
+    /// From sending a request to a dyno until its response head (H12); also the longest a
+    /// request waits in its app's queue.
     pub request_timeout: Duration,
     /// One TCP connect to a dyno (H19).
     pub connect_timeout: Duration,
     /// How many different backends one request may try.
     pub max_tries: usize,
+    /// How a dyno is chosen among those with room.
+    pub balance: Balance,
+    /// Most requests waiting per app when every dyno is at its concurrency limit (H11 beyond).
+    pub max_queue: usize,
+    /// How long requests wait for a booting app's first dyno (H20).
+    pub boot_timeout: Duration,
+    /// Longest silence from a dyno in the middle of a response (H15).
+    pub idle_timeout: Duration,
+    /// Terminate TLS with this certificate: the router's port then speaks both plain HTTP and
+    /// TLS (told apart by the first byte), and `X-Forwarded-Proto` says which.
+    pub tls: Option<TlsConfig>,
+    /// Serve Prometheus metrics at `GET /metrics` on this address.
+    pub metrics_listen: Option<SocketAddr>,
+    /// Threads serving connections; 0 is one per CPU.
+    pub workers: usize,
 }
 
 impl Default for RouterConfig {
@@ -61,17 +104,48 @@ impl Default for RouterConfig {
             request_timeout: Duration::from_secs(30),
             connect_timeout: Duration::from_secs(5),
             max_tries: 10,
+            balance: Balance::default(),
+            max_queue: 1000,
+            boot_timeout: Duration::from_secs(75),
+            idle_timeout: Duration::from_secs(55),
+            tls: None,
+            metrics_listen: None,
+            workers: 0,
         }
     }
 }
 
 struct Server {
     proxy: Proxy,
-    http: http1::Builder,
+    http: auto::Builder<TokioExecutor>,
+    tls: Option<TlsAcceptor>,
+}
+
+/// A connection handed from the accept loop to a worker.
+type Accepted = (std::net::TcpStream, SocketAddr);
+
+fn http_builder() -> auto::Builder<TokioExecutor> {
+    let mut http = auto::Builder::new(TokioExecutor::new());
+    // hyper's default of 100 headers is kept on purpose: a higher `max_headers` makes hyper
+    // allocate and fill an index of that many entries for every request it parses (2 x 32 KB
+    // for 1000), which cost a third of the router's throughput.
+    http.http1()
+        .timer(TokioTimer::new())
+        .keep_alive(true)
+        .max_buf_size(PARSER_MAX_BUF);
+    http.http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(PARSER_MAX_BUF as u32);
+    http
 }
 
 /// Serves until `shutdown` resolves, then stops accepting and waits (up to 5 s) for in-flight
-/// requests to finish.
+/// requests to finish. HTTP/1.1 and HTTP/2 (prior knowledge, or ALPN over TLS) on `listener`;
+/// TLS too when `config.tls` is set; metrics on `config.metrics_listen` when set.
+///
+/// Connections are served by `config.workers` threads, each with a single-threaded runtime of
+/// its own (like nginx's worker processes): a request, its dyno connection and its response
+/// never hop between threads. This task only accepts and hands connections out in turn.
 pub async fn run(
     listener: TcpListener,
     table: RouteTable,
@@ -80,31 +154,67 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let local_addr = listener.local_addr()?;
-    let mut http = http1::Builder::new();
-    http.timer(TokioTimer::new())
-        .keep_alive(true)
-        .max_headers(PARSER_MAX_HEADERS)
-        .max_buf_size(PARSER_MAX_BUF);
-    let server = Arc::new(Server {
-        proxy: Proxy::new(table, config, log::LogSink::new(logs), local_addr.port()),
-        http,
-    });
-    tracing::info!(addr = %local_addr, "router listening");
-
+    let tls = match &config.tls {
+        Some(files) => Some(TlsAcceptor::from(tls::server_config(files)?)),
+        None => None,
+    };
+    let metrics_listener = match config.metrics_listen {
+        Some(addr) => Some(TcpListener::bind(addr).await?),
+        None => None,
+    };
+    let workers = match config.workers {
+        0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        n => n,
+    };
     let (stop_tx, stop_rx) = watch::channel(false);
-    let mut connections = JoinSet::new();
+    let mut handoff = Vec::with_capacity(workers);
+    let mut finished = Vec::with_capacity(workers);
+    for i in 0..workers {
+        let server = Server {
+            proxy: Proxy::new(
+                table.clone(),
+                config.clone(),
+                log::LogSink::new(logs.clone()),
+                local_addr.port(),
+            ),
+            http: http_builder(),
+            tls: tls.clone(),
+        };
+        let (tx, rx) = mpsc::unbounded_channel::<Accepted>();
+        let (done_tx, done_rx) = oneshot::channel::<()>();
+        let stop = stop_rx.clone();
+        std::thread::Builder::new()
+            .name(format!("router-{i}"))
+            .spawn(move || {
+                match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    Ok(runtime) => runtime.block_on(worker(Arc::new(server), rx, stop)),
+                    Err(err) => tracing::error!(error = %err, "cannot start a router worker"),
+                }
+                let _ = done_tx.send(());
+            })?;
+        handoff.push(tx);
+        finished.push(done_rx);
+    }
+    tracing::info!(addr = %local_addr, tls = tls.is_some(), workers, "router listening");
+
+    let metrics_task = metrics_listener.map(|listener| {
+        tracing::info!(addr = ?listener.local_addr().ok(), "router metrics listening");
+        tokio::spawn(serve_metrics(listener, table, stop_rx.clone()))
+    });
     let mut shutdown = std::pin::pin!(shutdown);
+    let mut next = 0usize;
     loop {
         tokio::select! {
             () = &mut shutdown => break,
-            accepted = listener.accept() => match accepted {
-                Ok((stream, peer)) => {
-                    connections.spawn(serve_connection(
-                        Arc::clone(&server),
-                        stream,
-                        peer,
-                        stop_rx.clone(),
-                    ));
+            accepted = listener.accept() => match accepted.and_then(|(s, peer)| Ok((s.into_std()?, peer))) {
+                Ok(conn) => {
+                    next = next.wrapping_add(1);
+                    if handoff[next % workers].send(conn).is_err() {
+                        tracing::error!("a router worker is gone");
+                    }
                 }
                 Err(err) => {
                     // Usually out of file descriptors: back off instead of spinning.
@@ -112,14 +222,53 @@ pub async fn run(
                     tokio::time::sleep(Duration::from_millis(10)).await;
                 }
             },
-            Some(finished) = connections.join_next(), if !connections.is_empty() => {
-                log_join(finished);
-            }
         }
     }
 
     drop(listener);
     let _ = stop_tx.send(true);
+    drop(handoff);
+    for done in finished {
+        let _ = done.await;
+    }
+    if let Some(task) = metrics_task {
+        let _ = task.await;
+    }
+    tracing::info!(addr = %local_addr, "router stopped");
+    Ok(())
+}
+
+/// One worker: serves the connections handed to it until the accept loop stops, then gives
+/// them up to 5 s to finish.
+async fn worker(
+    server: Arc<Server>,
+    mut incoming: mpsc::UnboundedReceiver<Accepted>,
+    stop: watch::Receiver<bool>,
+) {
+    let sink = server.proxy.sink().clone();
+    let forwarder = tokio::spawn(async move { sink.forward().await });
+    let mut connections = JoinSet::new();
+    loop {
+        tokio::select! {
+            next = incoming.recv() => match next {
+                Some((stream, peer)) => match TcpStream::from_std(stream) {
+                    Ok(stream) => {
+                        connections.spawn(serve_connection(
+                            Arc::clone(&server),
+                            stream,
+                            peer,
+                            stop.clone(),
+                        ));
+                    }
+                    Err(err) => tracing::warn!(%peer, error = %err, "cannot serve a connection"),
+                },
+                None => break,
+            },
+            Some(finished) = connections.join_next(), if !connections.is_empty() => {
+                log_join(finished);
+            }
+        }
+    }
     let drained = tokio::time::timeout(SHUTDOWN_GRACE, async {
         while let Some(finished) = connections.join_next().await {
             log_join(finished);
@@ -133,8 +282,8 @@ pub async fn run(
         );
         connections.shutdown().await;
     }
-    tracing::info!(addr = %local_addr, "router stopped");
-    Ok(())
+    forwarder.abort();
+    server.proxy.sink().flush();
 }
 
 fn log_join(finished: Result<(), tokio::task::JoinError>) {
@@ -149,28 +298,116 @@ async fn serve_connection(
     server: Arc<Server>,
     stream: TcpStream,
     peer: SocketAddr,
-    mut stop: watch::Receiver<bool>,
+    stop: watch::Receiver<bool>,
 ) {
     let _ = stream.set_nodelay(true);
+    if let Some(acceptor) = &server.tls {
+        let mut first = [0u8; 1];
+        match tokio::time::timeout(HANDSHAKE_TIMEOUT, stream.peek(&mut first)).await {
+            Ok(Ok(1)) if first[0] == TLS_HANDSHAKE => {
+                let accepted =
+                    tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.clone().accept(stream)).await;
+                match accepted {
+                    Ok(Ok(tls)) => {
+                        let conn = ClientConn { peer, tls: true };
+                        serve_http(server, TokioIo::new(tls), conn, stop).await;
+                    }
+                    Ok(Err(err)) => tracing::debug!(%peer, error = %err, "TLS handshake failed"),
+                    Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+                }
+                return;
+            }
+            Ok(Ok(1)) => {}
+            // Closed, failed, or silent: nothing to serve.
+            _ => return,
+        }
+    }
+    let conn = ClientConn { peer, tls: false };
+    serve_http(server, TokioIo::new(stream), conn, stop).await;
+}
+
+async fn serve_http<I>(
+    server: Arc<Server>,
+    io: TokioIo<I>,
+    conn: ClientConn,
+    mut stop: watch::Receiver<bool>,
+) where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     let handler = Arc::clone(&server);
     let service = service_fn(move |req| {
         let handler = Arc::clone(&handler);
-        async move { Ok::<_, Infallible>(handler.proxy.handle(peer, req).await) }
+        async move { Ok::<_, Infallible>(handler.proxy.handle(conn, req).await) }
     });
-    let connection = server.http.serve_connection(TokioIo::new(stream), service);
+    let connection = server.http.serve_connection_with_upgrades(io, service);
     let mut connection = std::pin::pin!(connection);
-    let stopping = async {
-        let _ = stop.wait_for(|stop| *stop).await;
-    };
+    let stopping = stopped(&mut stop);
     let result = tokio::select! {
         result = connection.as_mut() => result,
         () = stopping => {
-            // Finish the request in progress, then close.
+            // Finish the requests in progress, then close.
             connection.as_mut().graceful_shutdown();
             connection.await
         }
     };
     if let Err(err) = result {
-        tracing::debug!(%peer, error = %err, "client connection ended with an error");
+        tracing::debug!(peer = %conn.peer, error = %err, "client connection ended with an error");
     }
+}
+
+async fn stopped(stop: &mut watch::Receiver<bool>) {
+    let _ = stop.wait_for(|stop| *stop).await;
+}
+
+/// `GET /metrics` in the Prometheus text format; anything else is 404.
+async fn serve_metrics(listener: TcpListener, table: RouteTable, mut stop: watch::Receiver<bool>) {
+    let mut connections = JoinSet::new();
+    loop {
+        tokio::select! {
+            () = stopped(&mut stop) => break,
+            accepted = listener.accept() => {
+                let Ok((stream, _)) = accepted else {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    continue;
+                };
+                let table = table.clone();
+                connections.spawn(async move {
+                    let service = service_fn(move |req: Request<hyper::body::Incoming>| {
+                        let table = table.clone();
+                        async move { Ok::<_, Infallible>(metrics_response(&table, &req)) }
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .timer(TokioTimer::new())
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+            Some(_) = connections.join_next(), if !connections.is_empty() => {}
+        }
+    }
+    connections.shutdown().await;
+}
+
+fn metrics_response<B>(table: &RouteTable, req: &Request<B>) -> Response<Full<Bytes>> {
+    let (status, content_type, body) =
+        if req.method() == Method::GET && req.uri().path() == "/metrics" {
+            (
+                StatusCode::OK,
+                "text/plain; version=0.0.4; charset=utf-8",
+                table.prometheus(),
+            )
+        } else {
+            (
+                StatusCode::NOT_FOUND,
+                "text/plain; charset=utf-8",
+                "404 Not Found\n\nMetrics are at GET /metrics.\n".to_string(),
+            )
+        };
+    let mut response = Response::new(Full::new(Bytes::from(body)));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        hyper::header::CONTENT_TYPE,
+        hyper::header::HeaderValue::from_static(content_type),
+    );
+    response
 }

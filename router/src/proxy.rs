@@ -1,17 +1,21 @@
 //! One request: route by Host, pick a backend, rewrite headers, proxy, retry, or answer an error.
 
 use crate::RouterConfig;
-use crate::body::{Completion, ForwardBody, ResponseBody};
+use crate::body::{Completion, End, ForwardBody, ResponseBody};
 use crate::connector::{CONNECT_MS, TimedConnector};
 use crate::log::{LogSink, Outcome, RequestInfo, format_line};
 use crate::request_id;
-use crate::table::{InFlight, RouteTable};
-use hyper::body::Incoming;
+use crate::table::{Acquire, App, Refusal, RouteTable};
+use bytes::Bytes;
+use http_body_util::BodyExt;
+use hyper::body::{Body, Frame, Incoming};
 use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
 use hyper::http::request::Parts;
+use hyper::http::uri::Scheme;
+use hyper::upgrade::OnUpgrade;
 use hyper::{Method, Request, Response, StatusCode, Uri, Version};
 use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -21,12 +25,27 @@ use std::time::{Duration, Instant};
 pub(crate) const MAX_LINE_BYTES: usize = 8192;
 pub(crate) const MAX_HEADERS: usize = 1000;
 const VIA: &str = "1.1 dyno-router";
+// Named once: a `&str` key is parsed again on every use.
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+const X_FORWARDED_PORT: HeaderName = HeaderName::from_static("x-forwarded-port");
+const X_REQUEST_START: HeaderName = HeaderName::from_static("x-request-start");
+const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+/// Responses up to this long (with a Content-Length) have their first chunk read before the
+/// head is passed on.
+const PREFETCH_MAX: u64 = 64 * 1024;
 /// Idle keep-alive connections to dynos are closed after this long.
 const POOL_IDLE: Duration = Duration::from_secs(60);
 
-/// Why the router answered 503 itself; the message is Heroku's `desc`.
+/// Why the router answered itself; the message is Heroku's `desc`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub(crate) enum RouteError {
+    #[error("App crashed")]
+    AppCrashed,
+    #[error("Backlog too deep")]
+    BacklogTooDeep,
     #[error("Request timeout")]
     RequestTimeout,
     #[error("Connection closed without response")]
@@ -35,8 +54,16 @@ pub(crate) enum RouteError {
     NoWebDynos,
     #[error("Backend connection timeout")]
     ConnectTimeout,
+    #[error("App boot timeout")]
+    BootTimeout,
     #[error("Backend connection refused")]
     ConnectionRefused,
+    #[error("Idle connection")]
+    IdleConnection,
+    #[error("Server Request Interrupted")]
+    RequestInterrupted,
+    #[error("Client Request Interrupted")]
+    ClientInterrupted,
     #[error("Maintenance mode")]
     Maintenance,
 }
@@ -44,12 +71,26 @@ pub(crate) enum RouteError {
 impl RouteError {
     pub(crate) fn code(self) -> &'static str {
         match self {
+            RouteError::AppCrashed => "H10",
+            RouteError::BacklogTooDeep => "H11",
             RouteError::RequestTimeout => "H12",
             RouteError::ClosedWithoutResponse => "H13",
             RouteError::NoWebDynos => "H14",
+            RouteError::IdleConnection => "H15",
+            RouteError::RequestInterrupted => "H18",
             RouteError::ConnectTimeout => "H19",
+            RouteError::BootTimeout => "H20",
             RouteError::ConnectionRefused => "H21",
+            RouteError::ClientInterrupted => "H27",
             RouteError::Maintenance => "H80",
+        }
+    }
+
+    /// 503, except for a client that went away (499, which it never sees).
+    pub(crate) fn status(self) -> u16 {
+        match self {
+            RouteError::ClientInterrupted => 499,
+            _ => 503,
         }
     }
 }
@@ -65,6 +106,13 @@ const NO_DYNO: Failure<'static> = Failure {
     connect_ms: 0,
 };
 
+/// How the client reached the router.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ClientConn {
+    pub(crate) peer: SocketAddr,
+    pub(crate) tls: bool,
+}
+
 pub(crate) struct Proxy {
     table: RouteTable,
     config: RouterConfig,
@@ -72,7 +120,32 @@ pub(crate) struct Proxy {
     domain_suffix: String,
     client: Client<TimedConnector, ForwardBody>,
     sink: LogSink,
-    local_port: u16,
+    /// X-Forwarded-Port: the router's own port.
+    port_header: HeaderValue,
+}
+
+/// Logs H27 (499) when the client goes away while its request is still being routed: hyper
+/// drops the request's future then.
+struct ClientGone<'a> {
+    proxy: &'a Proxy,
+    app: &'a App,
+    info: &'a RequestInfo,
+    received: Instant,
+    armed: bool,
+}
+
+impl Drop for ClientGone<'_> {
+    fn drop(&mut self) {
+        if self.armed {
+            self.proxy.fail(
+                self.app,
+                self.info,
+                RouteError::ClientInterrupted,
+                NO_DYNO,
+                self.received,
+            );
+        }
+    }
 }
 
 impl Proxy {
@@ -93,97 +166,198 @@ impl Proxy {
             domain_suffix,
             client,
             sink,
-            local_port,
+            port_header: HeaderValue::from(local_port),
         }
+    }
+
+    pub(crate) fn sink(&self) -> &LogSink {
+        &self.sink
     }
 
     pub(crate) async fn handle(
         &self,
-        client_addr: SocketAddr,
-        req: Request<Incoming>,
+        conn: ClientConn,
+        mut req: Request<Incoming>,
     ) -> Response<ResponseBody> {
         let received = Instant::now();
         let received_unix_ms = dyno_shared::time::now_micros() / 1000;
         let host = request_host(&req);
-        let Some(app) = self.app_for_host(&host) else {
-            return not_found(&host);
+        let client_version = req.version();
+        let Some(app) = self.table.route(&host, &self.domain_suffix) else {
+            let mut response = not_found(&host);
+            *response.version_mut() = client_version;
+            return response;
         };
-        let Some(routes) = self.table.lookup(app) else {
-            return not_found(&host);
-        };
-        let app = app.to_string();
-        let (mut parts, body) = req.into_parts();
+        let upgrade = upgrade_protocol(&req).map(|proto| (proto, hyper::upgrade::on(&mut req)));
+        let (parts, body) = req.into_parts();
         let request_id = parts
             .headers
-            .get("x-request-id")
+            .get(X_REQUEST_ID)
             .and_then(|v| v.to_str().ok())
             .filter(|id| request_id::is_valid(id))
             .map_or_else(request_id::generate, str::to_string);
-        let info = RequestInfo {
-            app,
+        let info = Arc::new(RequestInfo {
+            app: app.name.clone(),
             method: parts.method.to_string(),
             path: parts
                 .uri
                 .path_and_query()
                 .map_or("/", |pq| pq.as_str())
                 .to_string(),
-            fwd: forwarded_for(&parts.headers, client_addr.ip()),
+            fwd: forwarded_for(&parts.headers, conn.peer.ip()),
             host,
             request_id,
+            protocol: if conn.tls { "https" } else { "http" },
+        });
+        let mut gone = ClientGone {
+            proxy: self,
+            app: &app,
+            info: &info,
+            received,
+            armed: true,
         };
+        let mut response = self
+            .route(
+                &app,
+                &info,
+                conn,
+                parts,
+                body,
+                upgrade,
+                received,
+                received_unix_ms,
+            )
+            .await;
+        gone.armed = false;
+        if response.status() != StatusCode::SWITCHING_PROTOCOLS {
+            *response.version_mut() = client_version;
+        }
+        response
+    }
 
+    #[allow(clippy::too_many_arguments)]
+    async fn route(
+        &self,
+        app: &Arc<App>,
+        info: &Arc<RequestInfo>,
+        conn: ClientConn,
+        mut parts: Parts,
+        body: Incoming,
+        upgrade: Option<(HeaderValue, OnUpgrade)>,
+        received: Instant,
+        received_unix_ms: i64,
+    ) -> Response<ResponseBody> {
         if let Err(why) = check_limits(&parts) {
+            app.metrics.router_statuses.count(400);
             let outcome = Outcome {
                 status: 400,
                 ..Outcome::default()
             };
-            self.sink.emit(&info.app, format_line(&info, &outcome));
+            self.sink.emit(&info.app, format_line(info, &outcome));
             return text_page(
                 StatusCode::BAD_REQUEST,
                 format!("400 Bad Request\n\n{why}\n"),
             );
         }
         if parts.method == Method::CONNECT {
+            app.metrics.router_statuses.count(405);
             return text_page(
                 StatusCode::METHOD_NOT_ALLOWED,
                 "405 Method Not Allowed\n\nThe router does not tunnel CONNECT.\n".to_string(),
             );
         }
-        if routes.maintenance {
-            return self.fail(&info, RouteError::Maintenance, NO_DYNO, received);
-        }
-        if routes.backends.is_empty() {
-            return self.fail(&info, RouteError::NoWebDynos, NO_DYNO, received);
-        }
 
-        self.rewrite_request_headers(&mut parts.headers, &info, received_unix_ms);
+        self.rewrite_request_headers(&mut parts.headers, info, conn, received_unix_ms);
+        let (upgrade_proto, client_upgrade) = match upgrade {
+            Some((proto, on)) => (Some(proto), Some(on)),
+            None => (None, None),
+        };
+        if let Some(proto) = &upgrade_proto {
+            parts
+                .headers
+                .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+            parts.headers.insert(header::UPGRADE, proto.clone());
+        }
         let path = parts
             .uri
             .path_and_query()
             .cloned()
             .unwrap_or_else(|| hyper::http::uri::PathAndQuery::from_static("/"));
         let body = ForwardBody::new(body);
-        let deadline = tokio::time::Instant::from_std(received + self.config.request_timeout);
         let mut tried: Vec<SocketAddr> = Vec::new();
         let mut last_failure: Option<(RouteError, String, u128)> = None;
 
         // A failed connect never reads the body, so any request may move on to another
         // backend; `started` guards the case where it did read it.
         while tried.len() < self.config.max_tries.max(1) && !body.started() {
-            let Some(slot) = self.table.pick(&routes, &tried) else {
-                break;
+            let retry = !tried.is_empty();
+            let acquired = match self.table.acquire(
+                app,
+                &tried,
+                self.config.balance,
+                self.config.max_queue,
+                retry,
+            ) {
+                Acquire::Ready(in_flight) => Ok(in_flight),
+                Acquire::Wait { grant, booting } => {
+                    let limit = if booting {
+                        self.config.boot_timeout
+                    } else {
+                        self.config.request_timeout
+                    };
+                    let deadline = tokio::time::Instant::from_std(received + limit);
+                    match tokio::time::timeout_at(deadline, grant).await {
+                        Ok(Ok(granted)) => granted,
+                        Ok(Err(_closed)) => Err(Refusal::NotRunning),
+                        Err(_elapsed) if booting => {
+                            return self.fail(
+                                app,
+                                info,
+                                RouteError::BootTimeout,
+                                NO_DYNO,
+                                received,
+                            );
+                        }
+                        Err(_elapsed) => {
+                            return self.fail(
+                                app,
+                                info,
+                                RouteError::RequestTimeout,
+                                NO_DYNO,
+                                received,
+                            );
+                        }
+                    }
+                }
+                Acquire::Refused(refusal) => Err(refusal),
             };
+            let in_flight = match acquired {
+                Ok(in_flight) => in_flight,
+                Err(refusal) => {
+                    let why = match refusal {
+                        Refusal::Maintenance => RouteError::Maintenance,
+                        Refusal::NotRunning => RouteError::NoWebDynos,
+                        Refusal::Crashed => RouteError::AppCrashed,
+                        Refusal::Backlog => RouteError::BacklogTooDeep,
+                        Refusal::Exhausted => break,
+                    };
+                    return self.fail(app, info, why, NO_DYNO, received);
+                }
+            };
+            if !retry {
+                app.metrics.queue.observe(received.elapsed());
+            }
+            let slot = Arc::clone(in_flight.slot());
             tried.push(slot.addr);
-            let in_flight = InFlight::start(Arc::clone(&slot));
-            let uri = match Uri::builder()
-                .scheme("http")
-                .authority(slot.addr.to_string())
-                .path_and_query(path.clone())
-                .build()
-            {
+            let mut uri = hyper::http::uri::Parts::default();
+            uri.scheme = Some(Scheme::HTTP);
+            uri.authority = slot.authority.clone();
+            uri.path_and_query = Some(path.clone());
+            let uri = match Uri::from_parts(uri) {
                 Ok(uri) => uri,
                 Err(err) => {
                     tracing::warn!(error = %err, "cannot build the upstream URI");
+                    app.metrics.router_statuses.count(400);
                     return text_page(
                         StatusCode::BAD_REQUEST,
                         "400 Bad Request\n\nBad request target.\n".to_string(),
@@ -198,22 +372,46 @@ impl Proxy {
 
             let connect_ms = Arc::new(AtomicU64::new(0));
             let sent_at = Instant::now();
+            let deadline = tokio::time::Instant::from_std(sent_at + self.config.request_timeout);
             let attempt = CONNECT_MS.scope(Arc::clone(&connect_ms), self.client.request(upstream));
             let result = tokio::time::timeout_at(deadline, attempt).await;
             let connect = u128::from(connect_ms.load(Ordering::Relaxed));
+            let at = Failure {
+                dyno: &slot.dyno,
+                connect_ms: connect,
+            };
             match result {
-                Ok(Ok(response)) => {
+                Ok(Ok(mut response)) => {
+                    let first = if response.status() == StatusCode::SWITCHING_PROTOCOLS {
+                        None
+                    } else {
+                        match self.prefetch(&mut response).await {
+                            Ok(first) => first,
+                            Err(end) => {
+                                let why = match end {
+                                    End::Idle => RouteError::IdleConnection,
+                                    _ => RouteError::RequestInterrupted,
+                                };
+                                return self.fail(app, info, why, at, received);
+                            }
+                        }
+                    };
                     let completion = Completion {
-                        info,
+                        info: Arc::clone(info),
                         sink: self.sink.clone(),
-                        dyno: slot.dyno.clone(),
                         status: response.status().as_u16(),
                         connect_ms: connect,
                         sent_at,
                         bytes: 0,
-                        _in_flight: in_flight,
+                        end: End::Complete,
+                        in_flight,
                     };
-                    return proxied_response(response, completion);
+                    if response.status() == StatusCode::SWITCHING_PROTOCOLS
+                        && let Some(client_upgrade) = client_upgrade
+                    {
+                        return upgraded(response, client_upgrade, completion);
+                    }
+                    return self.proxied_response(response, first, completion);
                 }
                 Ok(Err(err)) if err.is_connect() => {
                     let why = classify_connect_error(&err);
@@ -223,18 +421,15 @@ impl Proxy {
                 }
                 Ok(Err(err)) => {
                     tracing::debug!(dyno = %slot.dyno, error = ?err, "backend failed before a response");
-                    let at = Failure {
-                        dyno: &slot.dyno,
-                        connect_ms: connect,
+                    let why = if body.client_failed() {
+                        RouteError::ClientInterrupted
+                    } else {
+                        RouteError::ClosedWithoutResponse
                     };
-                    return self.fail(&info, RouteError::ClosedWithoutResponse, at, received);
+                    return self.fail(app, info, why, at, received);
                 }
                 Err(_elapsed) => {
-                    let at = Failure {
-                        dyno: &slot.dyno,
-                        connect_ms: connect,
-                    };
-                    return self.fail(&info, RouteError::RequestTimeout, at, received);
+                    return self.fail(app, info, RouteError::RequestTimeout, at, received);
                 }
             }
         }
@@ -244,22 +439,17 @@ impl Proxy {
                     dyno: &dyno,
                     connect_ms,
                 };
-                self.fail(&info, why, at, received)
+                self.fail(app, info, why, at, received)
             }
-            None => self.fail(&info, RouteError::NoWebDynos, NO_DYNO, received),
+            None => self.fail(app, info, RouteError::NoWebDynos, NO_DYNO, received),
         }
-    }
-
-    /// `APP.DOMAIN` -> `APP`; deeper subdomains and other hosts belong to no app.
-    fn app_for_host<'a>(&self, host: &'a str) -> Option<&'a str> {
-        let app = host.strip_suffix(&self.domain_suffix)?;
-        (!app.is_empty() && !app.contains('.')).then_some(app)
     }
 
     fn rewrite_request_headers(
         &self,
         headers: &mut HeaderMap,
         info: &RequestInfo,
+        conn: ClientConn,
         received_unix_ms: i64,
     ) {
         strip_hop_by_hop(headers);
@@ -269,54 +459,130 @@ impl Proxy {
             headers.insert(header::HOST, host);
         }
         if let Ok(fwd) = HeaderValue::from_str(&info.fwd) {
-            headers.insert("x-forwarded-for", fwd);
+            headers.insert(X_FORWARDED_FOR, fwd);
         }
-        headers.insert("x-forwarded-proto", HeaderValue::from_static("http"));
-        headers.insert("x-forwarded-port", HeaderValue::from(self.local_port));
-        headers.insert("x-request-start", HeaderValue::from(received_unix_ms));
+        headers.insert(
+            X_FORWARDED_PROTO,
+            HeaderValue::from_static(if conn.tls { "https" } else { "http" }),
+        );
+        headers.insert(X_FORWARDED_PORT, self.port_header.clone());
+        headers.insert(X_REQUEST_START, HeaderValue::from(received_unix_ms));
         if let Ok(id) = HeaderValue::from_str(&info.request_id) {
-            headers.insert("x-request-id", id);
+            headers.insert(X_REQUEST_ID, id);
         }
         append_via(headers);
     }
 
+    /// The first chunk of a small response of known length, read before the head is passed
+    /// on: hyper then writes head and body to the client in one go. Otherwise it sends the head
+    /// alone the moment the body is not ready yet, which costs a second write, a second packet
+    /// and a wake-up per request.
+    async fn prefetch(
+        &self,
+        response: &mut Response<Incoming>,
+    ) -> Result<Option<Frame<Bytes>>, End> {
+        let small = response
+            .body()
+            .size_hint()
+            .exact()
+            .is_some_and(|len| len > 0 && len <= PREFETCH_MAX);
+        if !small {
+            return Ok(None);
+        }
+        match tokio::time::timeout(self.config.idle_timeout, response.body_mut().frame()).await {
+            Ok(Some(Ok(frame))) => Ok(Some(frame)),
+            Ok(None) => Ok(None),
+            Ok(Some(Err(_))) => Err(End::ServerInterrupted),
+            Err(_) => Err(End::Idle),
+        }
+    }
+
+    fn proxied_response(
+        &self,
+        response: Response<Incoming>,
+        first: Option<Frame<Bytes>>,
+        completion: Completion,
+    ) -> Response<ResponseBody> {
+        let (mut parts, body) = response.into_parts();
+        strip_hop_by_hop(&mut parts.headers);
+        append_via(&mut parts.headers);
+        Response::from_parts(
+            parts,
+            ResponseBody::upstream(body, first, completion, self.config.idle_timeout),
+        )
+    }
+
     fn fail(
         &self,
+        app: &App,
         info: &RequestInfo,
         why: RouteError,
         at: Failure<'_>,
         received: Instant,
     ) -> Response<ResponseBody> {
         let desc = why.to_string();
+        let status = why.status();
+        app.metrics.error(why.code());
+        if at.dyno.is_empty() {
+            app.metrics.router_statuses.count(status);
+        } else {
+            app.metrics.dyno(at.dyno).statuses.count(status);
+        }
         let outcome = Outcome {
             error: Some((why.code(), &desc)),
             dyno: at.dyno,
             connect_ms: at.connect_ms,
             service_ms: received.elapsed().as_millis().saturating_sub(at.connect_ms),
-            status: 503,
+            status,
             bytes: 0,
         };
         self.sink.emit(&info.app, format_line(info, &outcome));
-        text_page(
-            StatusCode::SERVICE_UNAVAILABLE,
-            format!(
-                "Application error\n\n{} {desc}. Request ID: {}\n",
-                why.code(),
-                info.request_id
-            ),
-        )
+        error_page(why, &info.request_id)
     }
 }
 
-fn proxied_response(
-    response: Response<Incoming>,
+/// The protocol a client asks to switch to (`Upgrade: websocket` with `Connection: upgrade`,
+/// HTTP/1.1 only).
+fn upgrade_protocol<B>(req: &Request<B>) -> Option<HeaderValue> {
+    if req.version() != Version::HTTP_11 {
+        return None;
+    }
+    let asks = req
+        .headers()
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim().eq_ignore_ascii_case("upgrade"));
+    asks.then(|| req.headers().get(header::UPGRADE).cloned())
+        .flatten()
+}
+
+/// The dyno agreed to switch protocols: answer 101 and splice the two connections once hyper
+/// hands them over. The dyno's slot is released at once; a websocket is not a request in flight.
+fn upgraded(
+    mut response: Response<Incoming>,
+    client: OnUpgrade,
     completion: Completion,
 ) -> Response<ResponseBody> {
-    let (mut parts, body) = response.into_parts();
-    strip_hop_by_hop(&mut parts.headers);
+    let dyno_side = hyper::upgrade::on(&mut response);
+    let (mut parts, _) = response.into_parts();
     append_via(&mut parts.headers);
-    parts.version = Version::HTTP_11;
-    Response::from_parts(parts, ResponseBody::upstream(body, completion))
+    let dyno = completion.in_flight.slot().dyno.clone();
+    drop(completion);
+    tokio::spawn(async move {
+        match tokio::try_join!(client, dyno_side) {
+            Ok((client, dyno_side)) => {
+                let mut client = TokioIo::new(client);
+                let mut dyno_side = TokioIo::new(dyno_side);
+                if let Err(err) = tokio::io::copy_bidirectional(&mut client, &mut dyno_side).await {
+                    tracing::debug!(%dyno, error = %err, "upgraded connection ended");
+                }
+            }
+            Err(err) => tracing::debug!(%dyno, error = %err, "upgrade failed"),
+        }
+    });
+    Response::from_parts(parts, ResponseBody::empty())
 }
 
 /// Refused and timed-out connects are different Heroku errors; only the io error kind, deep in
@@ -358,8 +624,11 @@ fn request_host<B>(req: &Request<B>) -> String {
 
 /// The client's X-Forwarded-For chain with the client's own address appended.
 fn forwarded_for(headers: &HeaderMap, client: IpAddr) -> String {
+    if !headers.contains_key(X_FORWARDED_FOR) {
+        return client.to_string();
+    }
     let mut chain: Vec<String> = headers
-        .get_all("x-forwarded-for")
+        .get_all(X_FORWARDED_FOR)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .map(|v| v.trim().to_string())
@@ -410,8 +679,8 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
         header::UPGRADE,
         header::PROXY_AUTHENTICATE,
         header::PROXY_AUTHORIZATION,
-        HeaderName::from_static("keep-alive"),
-        HeaderName::from_static("proxy-connection"),
+        KEEP_ALIVE,
+        PROXY_CONNECTION,
     ] {
         headers.remove(name);
     }
@@ -441,6 +710,18 @@ fn not_found(host: &str) -> Response<ResponseBody> {
     };
     tracing::debug!(host = %shown, "no app for host");
     text_page(StatusCode::NOT_FOUND, text)
+}
+
+fn error_page(why: RouteError, request_id: &str) -> Response<ResponseBody> {
+    let status = StatusCode::from_u16(why.status()).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
+    text_page(
+        status,
+        format!(
+            "Application error\n\n{} {}. Request ID: {request_id}\n",
+            why.code(),
+            why
+        ),
+    )
 }
 
 fn text_page(status: StatusCode, text: String) -> Response<ResponseBody> {

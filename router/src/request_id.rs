@@ -13,27 +13,41 @@ pub(crate) fn is_valid(id: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'/' | b'=' | b'-'))
 }
 
-/// A UUID-shaped id. Unique within the process (counter) and unpredictable across processes
-/// (random hash keys), without pulling in a random number crate.
+/// A UUID-shaped id. Unique within the process (a counter through a bijective mix) and
+/// unpredictable across processes (random keys), without a random number crate or a hash per
+/// request.
 pub(crate) fn generate() -> String {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
-    static KEYS: OnceLock<RandomState> = OnceLock::new();
-    let keys = KEYS.get_or_init(RandomState::new);
+    static KEYS: OnceLock<(u64, u64)> = OnceLock::new();
+    let &(k1, k2) = KEYS.get_or_init(|| {
+        let state = RandomState::new();
+        (state.hash_one(1u8), state.hash_one(2u8))
+    });
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    let now = dyno_shared::time::now_micros();
-    let hex = format!(
-        "{:016x}{:016x}",
-        keys.hash_one((now, n, 1u8)),
-        keys.hash_one((now, n, 2u8))
-    );
-    format!(
-        "{}-{}-{}-{}-{}",
-        &hex[0..8],
-        &hex[8..12],
-        &hex[12..16],
-        &hex[16..20],
-        &hex[20..32]
-    )
+    let hi = mix(n ^ k1);
+    let lo = mix(n.wrapping_add(k2)) ^ k1.rotate_left(17);
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut out = [0u8; 36];
+    let mut pos = 0;
+    for (i, nibble) in (0..32).map(|i| {
+        let word = if i < 16 { hi } else { lo };
+        (i, (word >> (60 - 4 * (i % 16))) & 0xf)
+    }) {
+        if matches!(i, 8 | 12 | 16 | 20) {
+            out[pos] = b'-';
+            pos += 1;
+        }
+        out[pos] = HEX[nibble as usize];
+        pos += 1;
+    }
+    out.iter().map(|&b| b as char).collect()
+}
+
+/// splitmix64's finalizer: a bijection on u64, so distinct counters give distinct ids.
+fn mix(mut z: u64) -> u64 {
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
 }
 
 #[cfg(test)]
@@ -52,5 +66,9 @@ mod tests {
         assert_ne!(a, b);
         assert_eq!(a.len(), 36);
         assert!(is_valid(&a));
+        let dashes: Vec<usize> = a.match_indices('-').map(|(i, _)| i).collect();
+        assert_eq!(dashes, [8, 13, 18, 23], "{a}");
+        let many: std::collections::HashSet<String> = (0..10_000).map(|_| generate()).collect();
+        assert_eq!(many.len(), 10_000);
     }
 }
