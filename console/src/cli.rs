@@ -211,6 +211,21 @@ pub enum Command {
               value_parser = clap::value_parser!(u32).range(1..=1000))]
         num: u32,
     },
+    /// List an app's custom domains
+    Domains,
+    /// Route requests for a hostname (www.example.com, *.example.com) to the app
+    #[command(name = "domains:add")]
+    DomainsAdd { hostname: String },
+    /// Stop routing a hostname to the app
+    #[command(name = "domains:remove")]
+    DomainsRemove { hostname: String },
+    /// Show or set how many requests a web dyno takes at once (web=1; web=none: no limit);
+    /// more wait at the router, in order
+    #[command(name = "ps:concurrency")]
+    PsConcurrency {
+        /// web=N or web=none
+        setting: Option<String>,
+    },
     /// Show whether an app is in maintenance mode
     Maintenance,
     /// Serve every request with the maintenance page (H80); dynos keep running

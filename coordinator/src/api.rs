@@ -127,6 +127,12 @@ pub fn router(inner: Shared, shutdown: watch::Receiver<bool>) -> Router {
             put(set_requirement).delete(delete_requirement),
         )
         .route("/apps/{app}/events", get(list_events))
+        .route("/apps/{app}/domains", get(list_domains).post(add_domain))
+        .route("/apps/{app}/domains/{hostname}", delete(remove_domain))
+        .route(
+            "/apps/{app}/concurrency",
+            get(get_concurrency).put(set_concurrency),
+        )
         .route("/apps/{app}/checks", get(list_checks))
         .route(
             "/apps/{app}/checks/{ptype}",
@@ -1675,6 +1681,127 @@ fn host_list(inner: &Inner) -> ApiResult<Vec<wire::Host>> {
         })
         .collect();
     Ok(out)
+}
+
+/// A custom domain: lowercase letters, digits, `-` and dots, optionally `*.` first; no ports.
+fn valid_hostname(h: &str) -> bool {
+    let rest = h.strip_prefix("*.").unwrap_or(h);
+    (1..=253).contains(&rest.len())
+        && rest.contains('.')
+        && rest.split('.').all(|l| {
+            (1..=63).contains(&l.len())
+                && !l.starts_with('-')
+                && !l.ends_with('-')
+                && l.bytes()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'-')
+        })
+}
+
+async fn list_domains(
+    State(api): State<Api>,
+    Path(name): Path<String>,
+) -> ApiResult<Json<Vec<wire::Domain>>> {
+    let app = find_app(&api.inner, &name)?;
+    let all = api.inner.store().read(|r| r.domains())?;
+    Ok(Json(
+        all.into_iter()
+            .filter(|(_, a)| *a == app.id)
+            .map(|(hostname, _)| wire::Domain { hostname })
+            .collect(),
+    ))
+}
+
+/// `POST /apps/{app}/domains` `{"hostname": "www.example.com"}`: the router sends requests for
+/// that Host to the app.
+async fn add_domain(
+    State(api): State<Api>,
+    Path(name): Path<String>,
+    b: Result<Bytes, BytesRejection>,
+) -> ApiResult<(StatusCode, Json<wire::Domain>)> {
+    let req: wire::Domain = body(b)?;
+    let hostname = req.hostname.to_ascii_lowercase();
+    if !valid_hostname(&hostname) {
+        return Err(ApiError::invalid(format!(
+            "invalid hostname {:?}: expected a domain name such as www.example.com or *.example.com",
+            req.hostname
+        )));
+    }
+    let inner = &api.inner;
+    let app = find_app(inner, &name)?;
+    let added = inner
+        .store()
+        .transaction(|tx| tx.add_domain(&hostname, &app.id, now_ms()))?;
+    if !added {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "conflict",
+            format!("{hostname} already routes to an app"),
+        ));
+    }
+    inner.refresh_routes()?;
+    Ok((StatusCode::CREATED, Json(wire::Domain { hostname })))
+}
+
+async fn remove_domain(
+    State(api): State<Api>,
+    Path((name, hostname)): Path<(String, String)>,
+) -> ApiResult<Json<wire::Domain>> {
+    let inner = &api.inner;
+    let app = find_app(inner, &name)?;
+    let hostname = hostname.to_ascii_lowercase();
+    if !inner
+        .store()
+        .transaction(|tx| tx.remove_domain(&hostname, &app.id))?
+    {
+        return Err(ApiError::not_found(format!(
+            "app {name} has no domain {hostname}"
+        )));
+    }
+    inner.refresh_routes()?;
+    Ok(Json(wire::Domain { hostname }))
+}
+
+async fn get_concurrency(
+    State(api): State<Api>,
+    Path(name): Path<String>,
+) -> ApiResult<Json<wire::Concurrency>> {
+    let app = find_app(&api.inner, &name)?;
+    let limit = api
+        .inner
+        .store()
+        .read(|r| r.concurrency())?
+        .get(&app.id)
+        .copied();
+    Ok(Json(wire::Concurrency { web: limit }))
+}
+
+/// `PUT /apps/{app}/concurrency` `{"web": 1}` (`null`: no limit): requests a web dyno takes at
+/// once; more wait at the router, in order.
+async fn set_concurrency(
+    State(api): State<Api>,
+    Path(name): Path<String>,
+    b: Result<Bytes, BytesRejection>,
+) -> ApiResult<Json<wire::Concurrency>> {
+    let req: wire::Concurrency = body(b)?;
+    if req.web.is_some_and(|n| !(1..=10_000).contains(&n)) {
+        return Err(ApiError::invalid(
+            "a web dyno's concurrency is 1 to 10000 requests, or null for no limit",
+        ));
+    }
+    let inner = &api.inner;
+    let app = find_app(inner, &name)?;
+    inner.store().transaction(|tx| {
+        tx.set_concurrency(&app.id, req.web)?;
+        let what = req.web.map_or("no limit".to_string(), |n| n.to_string());
+        tx.insert_event(
+            &app.id,
+            now_ms(),
+            "api",
+            &format!("Web concurrency: {what}"),
+        )
+    })?;
+    inner.refresh_routes()?;
+    Ok(Json(req))
 }
 
 #[derive(Deserialize)]

@@ -61,6 +61,10 @@ pub struct CoordinatorConfig {
     /// A host whose agent has not been heard from for this long is lost: its dynos are started
     /// elsewhere. Shorter silences (an agent restart, a network blip) change nothing.
     pub host_lost_after: Duration,
+    /// The router terminates TLS with this certificate and key (PEM) when set.
+    pub tls: Option<dyno_router::TlsConfig>,
+    /// Where the router serves Prometheus metrics (`GET /metrics`), when set.
+    pub metrics_listen: Option<SocketAddr>,
     /// Daily cycling (Heroku: after 24 h plus up to 216 min); `None` turns it off.
     pub cycle: Option<manager::Cycle>,
     /// Largest slug accepted, in bytes.
@@ -80,6 +84,8 @@ impl CoordinatorConfig {
             stop_grace: Duration::from_secs(30),
             reconcile_interval: Duration::from_secs(1),
             host_lost_after: Duration::from_secs(5),
+            tls: None,
+            metrics_listen: None,
             cycle: Some(manager::Cycle {
                 after: Duration::from_secs(24 * 3600),
                 jitter: Duration::from_secs(216 * 60),
@@ -690,8 +696,40 @@ impl Inner {
                 });
             }
         }
+        let (domains, concurrency) = self
+            .store()
+            .read(|r| Ok((r.domains()?, r.concurrency()?)))?;
         for app in &apps {
             self.routes.set_maintenance(&app.name, app.maintenance);
+            self.routes
+                .set_concurrency(&app.name, concurrency.get(&app.id).copied());
+            self.routes.set_domains(
+                &app.name,
+                domains
+                    .iter()
+                    .filter(|(_, a)| *a == app.id)
+                    .map(|(h, _)| h.clone())
+                    .collect(),
+            );
+            // What a request gets while no web dyno is up: wait for a booting one (H20 after the
+            // boot timeout), H10 when they all crashed, else H14.
+            let web: Vec<&DynoRow> = dynos
+                .iter()
+                .filter(|d| {
+                    d.app_id == app.id
+                        && d.process_type == "web"
+                        && !d.one_off
+                        && d.desired == Desired::Run
+                })
+                .collect();
+            let why = if web.iter().any(|d| d.state == DynoState::Starting) {
+                dyno_router::NoBackends::Booting
+            } else if !web.is_empty() && web.iter().all(|d| d.state == DynoState::Crashed) {
+                dyno_router::NoBackends::Crashed
+            } else {
+                dyno_router::NoBackends::NotRunning
+            };
+            self.routes.set_no_backends(&app.name, why);
         }
         let now: HashSet<String> = table.keys().cloned().collect();
         let mut routed = self.routed.lock().expect("routed lock");
@@ -1018,6 +1056,8 @@ pub async fn serve(
     });
     let router_config = RouterConfig {
         domain: inner.config.domain.clone(),
+        tls: inner.config.tls.clone(),
+        metrics_listen: inner.config.metrics_listen,
         ..RouterConfig::default()
     };
     let router_task = tokio::spawn(dyno_router::run(

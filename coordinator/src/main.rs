@@ -43,6 +43,16 @@ struct Args {
     /// are started elsewhere.
     #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=3600))]
     host_lost_after_secs: u64,
+    /// PEM certificate chain for the router's TLS (HTTPS and HTTP/2 by ALPN on the router port,
+    /// beside plain HTTP); needs --tls-key
+    #[arg(long, value_name = "PATH", requires = "tls_key")]
+    tls_cert: Option<std::path::PathBuf>,
+    /// PEM private key for --tls-cert
+    #[arg(long, value_name = "PATH", requires = "tls_cert")]
+    tls_key: Option<std::path::PathBuf>,
+    /// Serve the router's Prometheus metrics (GET /metrics) on this address
+    #[arg(long, value_name = "ADDR")]
+    metrics_listen: Option<std::net::SocketAddr>,
     /// Hours a dyno runs before it is cycled (replaced, the new one up before the old one
     /// stops); 0 turns daily cycling off.
     #[arg(long, default_value_t = 24.0)]
@@ -80,6 +90,14 @@ async fn main() -> anyhow::Result<()> {
     config.domain = args.domain;
     config.stop_grace = Duration::from_secs(args.stop_grace_secs);
     config.host_lost_after = Duration::from_secs(args.host_lost_after_secs);
+    config.tls = match (args.tls_cert, args.tls_key) {
+        (Some(cert_path), Some(key_path)) => Some(dyno_router::TlsConfig {
+            cert_path,
+            key_path,
+        }),
+        _ => None,
+    };
+    config.metrics_listen = args.metrics_listen;
     anyhow::ensure!(
         args.cycle_after_hours.is_finite() && args.cycle_after_hours >= 0.0,
         "--cycle-after-hours must be 0 (off) or a positive number of hours"

@@ -139,6 +139,13 @@ CREATE TABLE requirements (
     label_value TEXT NOT NULL,
     PRIMARY KEY (app_id, process_type)
 );
+-- Requests a web dyno of the app takes at once (NULL: no limit); more wait at the router.
+ALTER TABLE apps ADD COLUMN web_concurrency INTEGER;
+CREATE TABLE domains (
+    hostname TEXT PRIMARY KEY,
+    app_id TEXT NOT NULL REFERENCES apps(id) ON DELETE CASCADE,
+    created_at INTEGER NOT NULL
+);
 -- What happened to an app's dynos and releases, newest kept (EVENTS_PER_APP per app).
 CREATE TABLE events (
     seq INTEGER PRIMARY KEY,
@@ -549,6 +556,23 @@ pub trait Queries: std::ops::Deref<Target = Connection> {
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 
+    /// Every custom domain: (hostname, app id), by hostname.
+    fn domains(&self) -> Result<Vec<(String, String)>> {
+        let mut st =
+            self.prepare_cached("SELECT hostname, app_id FROM domains ORDER BY hostname")?;
+        let rows = st.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    /// App id -> its web dynos' concurrency limit, for apps that have one.
+    fn concurrency(&self) -> Result<HashMap<String, u32>> {
+        let mut st = self.prepare_cached(
+            "SELECT id, web_concurrency FROM apps WHERE web_concurrency IS NOT NULL",
+        )?;
+        let rows = st.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
     /// Every placement requirement: (app id, process type) -> (label key, value).
     fn requirements(&self) -> Result<HashMap<(String, String), (String, String)>> {
         let mut st = self.prepare_cached(
@@ -719,6 +743,31 @@ impl Queries for Reader<'_> {}
 impl Queries for Tx<'_> {}
 
 impl Tx<'_> {
+    pub fn set_concurrency(&self, app_id: &str, limit: Option<u32>) -> Result<()> {
+        self.execute(
+            "UPDATE apps SET web_concurrency = ?2 WHERE id = ?1",
+            params![app_id, limit],
+        )?;
+        Ok(())
+    }
+
+    /// False when another app has the hostname already.
+    pub fn add_domain(&self, hostname: &str, app_id: &str, now: i64) -> Result<bool> {
+        let n = self.execute(
+            "INSERT INTO domains (hostname, app_id, created_at) VALUES (?1, ?2, ?3) ON CONFLICT(hostname) DO NOTHING",
+            params![hostname, app_id, now],
+        )?;
+        Ok(n == 1)
+    }
+
+    /// False when the app has no such domain.
+    pub fn remove_domain(&self, hostname: &str, app_id: &str) -> Result<bool> {
+        Ok(self.execute(
+            "DELETE FROM domains WHERE hostname = ?1 AND app_id = ?2",
+            params![hostname, app_id],
+        )? == 1)
+    }
+
     pub fn set_maintenance(&self, app_id: &str, on: bool, now: i64) -> Result<()> {
         self.execute(
             "UPDATE apps SET maintenance = ?2, updated_at = ?3 WHERE id = ?1",

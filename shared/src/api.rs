@@ -152,6 +152,18 @@ pub struct Host {
     pub labels: BTreeMap<String, String>,
 }
 
+/// A custom domain of an app (`/apps/{app}/domains`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Domain {
+    pub hostname: String,
+}
+
+/// `/apps/{app}/concurrency`: requests each web dyno takes at once (`None`: no limit).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Concurrency {
+    pub web: Option<u32>,
+}
+
 /// `PATCH /apps/{app}`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
 pub struct AppUpdate {

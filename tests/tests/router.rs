@@ -1,6 +1,7 @@
 //! The routing mesh in the running platform: real coordinator (with its in-process router),
-//! agent and `dyno-probe` web dynos. Router behaviour that needs settings the coordinator does
-//! not expose yet (timeouts, concurrency limits, TLS, ...) is tested in router/tests/.
+//! agent and `dyno-probe` web dynos: balancing, headers, custom domains, the per-dyno concurrency
+//! limit with its router-side queue, and H10 for an app whose web dynos all crashed. Timeouts,
+//! TLS and HTTP/2 are tested on the router itself in router/tests/.
 
 use dyno_tests::Platform;
 use serde_json::Value;
@@ -126,4 +127,72 @@ fn forwarding_headers_request_ids_and_router_log_lines() {
         });
         (kept_line && made_line && h14).then_some(())
     });
+}
+
+#[test]
+fn custom_domains_a_concurrency_limit_and_h10_through_the_coordinator() {
+    let p = Platform::start();
+    p.deploy("dom", WEB);
+    p.wait_up("dom", &["web.1"]);
+
+    // A custom domain routes to the app; bad ones are refused.
+    let bad = p.dyno(&["domains:add", "not a host", "-a", "dom"]);
+    assert_eq!(bad.status.code(), Some(2));
+    p.dyno_ok(&["domains:add", "www.dom.test", "-a", "dom"]);
+    assert!(
+        p.dyno_ok(&["domains", "-a", "dom"])
+            .contains("www.dom.test")
+    );
+    let by_domain = |host: &str| match ureq::get(&format!("http://127.0.0.1:{}/", p.router_port))
+        .set("Host", host)
+        .timeout(Duration::from_secs(5))
+        .call()
+    {
+        Ok(r) => r.status(),
+        Err(ureq::Error::Status(c, _)) => c,
+        Err(e) => panic!("{e}"),
+    };
+    assert_eq!(by_domain("www.dom.test"), 200);
+    p.dyno_ok(&["domains:remove", "www.dom.test", "-a", "dom"]);
+    assert_eq!(by_domain("www.dom.test"), 404);
+
+    // web=1: a second request waits at the router for the busy dyno instead of joining it.
+    assert!(
+        p.dyno_ok(&["ps:concurrency", "-a", "dom"])
+            .contains("web=none")
+    );
+    p.dyno_ok(&["ps:concurrency", "web=1", "-a", "dom"]);
+    let router = p.router_port;
+    let slow = std::thread::spawn(move || {
+        ureq::get(&format!("http://127.0.0.1:{router}/sleep?ms=1500"))
+            .set("Host", "dom.localhost")
+            .call()
+            .map(|r| r.status())
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    let t0 = Instant::now();
+    assert_eq!(get(&p, "dom", "/", &[]).0, 200);
+    let waited = t0.elapsed();
+    assert_eq!(slow.join().unwrap().unwrap(), 200);
+    assert!(
+        waited >= Duration::from_millis(900),
+        "the second request waited for the first: {waited:?}"
+    );
+    p.dyno_ok(&["ps:concurrency", "web=none", "-a", "dom"]);
+
+    // Every web dyno crashed: H10 at once, not H14 (a long cool-off keeps it crashed).
+    drop(p);
+    let p = Platform::start_with_backoff("60");
+    p.deploy("crashy", "web: dyno-probe exit 1\n");
+    dyno_tests::wait_until("web.1 crashed", Duration::from_secs(20), || {
+        let d = p.dynos("crashy");
+        (d.len() == 1 && d[0]["state"] == "crashed").then_some(())
+    });
+    let (status, _) = get(&p, "crashy", "/", &[]);
+    assert_eq!(status, 503);
+    assert!(
+        p.logs("crashy").contains("code=H10"),
+        "{}",
+        p.logs("crashy")
+    );
 }

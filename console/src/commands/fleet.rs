@@ -6,7 +6,8 @@ use crate::output;
 use anyhow::Result;
 use dyno_shared::ProcessType;
 use dyno_shared::api::{
-    App, AppUpdate, Check, CheckUpdate, Event, Host, Release, Requirement, Rollback,
+    App, AppUpdate, Check, CheckUpdate, Concurrency, Domain, Event, Host, Release, Requirement,
+    Rollback,
 };
 use std::collections::BTreeMap;
 
@@ -225,6 +226,98 @@ pub fn maintenance(ctx: &Ctx, on: Option<bool>) -> Result<i32> {
             Some(true) => emit_line(&format!("Enabling maintenance mode for {app}... done"))?,
             Some(false) => emit_line(&format!("Disabling maintenance mode for {app}... done"))?,
             None => emit_line(if info.maintenance { "on" } else { "off" })?,
+        }
+    }
+    Ok(0)
+}
+
+pub fn domains(ctx: &Ctx) -> Result<i32> {
+    let app = ctx.app()?;
+    let domains: Vec<Domain> = ctx.client()?.get(&format!("/apps/{app}/domains"))?;
+    if ctx.json() {
+        emit_json(&domains)?;
+    } else if domains.is_empty() {
+        emit_line(&format!(
+            "{app} has no custom domains; add one with `dyno domains:add www.example.com -a {app}`"
+        ))?;
+    } else {
+        let text: String = domains
+            .iter()
+            .map(|d| format!("{}\n", d.hostname))
+            .collect();
+        emit(&format!("=== {app} Custom Domains\n{text}"))?;
+    }
+    Ok(0)
+}
+
+/// `domains:add` (`add`) or `domains:remove`.
+pub fn domain(ctx: &Ctx, hostname: &str, add: bool) -> Result<i32> {
+    let app = ctx.app()?;
+    let client = ctx.client()?;
+    let d: Domain = if add {
+        client.send(
+            "POST",
+            &format!("/apps/{app}/domains"),
+            &Domain {
+                hostname: hostname.to_string(),
+            },
+        )?
+    } else {
+        if hostname.is_empty() || hostname.contains('/') {
+            return Err(usage(format!("invalid hostname {hostname:?}")));
+        }
+        client.delete(&format!("/apps/{app}/domains/{hostname}"))?
+    };
+    if ctx.json() {
+        emit_json(&d)?;
+    } else if add {
+        emit_line(&format!(
+            "Adding {} to {app}... done: point its DNS at the router",
+            d.hostname
+        ))?;
+    } else {
+        emit_line(&format!("Removing {} from {app}... done", d.hostname))?;
+    }
+    Ok(0)
+}
+
+/// `ps:concurrency` (show) or `ps:concurrency web=N|web=none`.
+pub fn concurrency(ctx: &Ctx, setting: Option<&str>) -> Result<i32> {
+    let app = ctx.app()?;
+    let client = ctx.client()?;
+    let c: Concurrency = match setting {
+        None => client.get(&format!("/apps/{app}/concurrency"))?,
+        Some(s) => {
+            let value = s.strip_prefix("web=").ok_or_else(|| {
+                usage(format!(
+                    "invalid setting {s:?}: expected web=N or web=none (only web dynos take requests)"
+                ))
+            })?;
+            let web = match value {
+                "none" => None,
+                n => Some(n.parse::<u32>().ok().filter(|n| *n >= 1).ok_or_else(|| {
+                    usage(format!(
+                        "invalid concurrency {n:?}: a number of requests, 1 or more, or none"
+                    ))
+                })?),
+            };
+            client.send(
+                "PUT",
+                &format!("/apps/{app}/concurrency"),
+                &Concurrency { web },
+            )?
+        }
+    };
+    if ctx.json() {
+        emit_json(&c)?;
+    } else {
+        match c.web {
+            Some(n) => emit_line(&format!(
+                "web={n}: each web dyno of {app} takes {n} request(s) at once; more wait at the router"
+            ))?,
+            None => emit_line(&format!(
+                "web=none: web dynos of {app} take any number of requests"
+            ))?,
         }
     }
     Ok(0)
