@@ -167,13 +167,13 @@ fn custom_domains_a_concurrency_limit_and_h10_through_the_coordinator() {
         ureq::get(&format!("http://127.0.0.1:{router}/sleep?ms=1500"))
             .set("Host", "dom.localhost")
             .call()
-            .map(|r| r.status())
+            .map_or(0, |r| r.status())
     });
     std::thread::sleep(Duration::from_millis(300));
     let t0 = Instant::now();
     assert_eq!(get(&p, "dom", "/", &[]).0, 200);
     let waited = t0.elapsed();
-    assert_eq!(slow.join().unwrap().unwrap(), 200);
+    assert_eq!(slow.join().unwrap(), 200);
     assert!(
         waited >= Duration::from_millis(900),
         "the second request waited for the first: {waited:?}"
