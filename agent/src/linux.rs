@@ -108,6 +108,10 @@ pub struct InitSpec {
     pub cgroup_procs: Vec<PathBuf>,
     /// For `/bin/sh -c`.
     pub script: String,
+    /// The command's words when it needs no shell at all: exec'd directly (searching `PATH`)
+    /// unless the app has a `.profile` to source, saving a shell's start.
+    #[serde(default)]
+    pub argv: Option<Vec<String>>,
     pub env: Vec<(String, String)>,
     pub uid: u32,
     pub gid: u32,
@@ -345,6 +349,7 @@ impl Runtime for LinuxRuntime {
             exit_file,
             cgroup_procs: cgroup.procs_files(),
             script: shell_script(&launch.command),
+            argv: direct_argv(&launch.command),
             env: dyno_env(&inside),
             uid: DYNO_UID,
             gid: DYNO_GID,
@@ -845,6 +850,40 @@ fn setup_root(spec: &InitSpec) -> Result<(), String> {
     .map_err(ctx("make the dyno's root read-only"))
 }
 
+/// The words of a command the shell would run as they are: plain words only (no quoting,
+/// expansion, globbing, redirection or assignments), the first not a shell keyword.
+fn direct_argv(command: &str) -> Option<Vec<String>> {
+    let plain = |w: &str| {
+        w.bytes()
+            .all(|c| c.is_ascii_alphanumeric() || b"_./:,+@%-".contains(&c))
+    };
+    let words: Vec<String> = command.split_whitespace().map(str::to_string).collect();
+    let first = words.first()?;
+    let keyword = ["exec", "time", "cd", "export", "set", "trap"].contains(&first.as_str());
+    // `=` only after the program: before it, a word is an assignment.
+    let args_plain = words[1..].iter().all(|w| plain(&w.replace('=', "")));
+    (!keyword && plain(first) && args_plain).then_some(words)
+}
+
+/// `name` as the shell would find it: a path as given, else the first executable file of that
+/// name in `PATH` (from the dyno's environment).
+fn find_program(name: &str, env: &[(String, String)]) -> Option<PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+    if name.contains('/') {
+        return Some(PathBuf::from(name));
+    }
+    let path = env
+        .iter()
+        .find(|(k, _)| k == "PATH")
+        .map(|(_, v)| v.as_str())?;
+    path.split(':')
+        .filter(|d| !d.is_empty())
+        .map(|d| Path::new(d).join(name))
+        .find(|p| {
+            std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        })
+}
+
 /// In the app's process: rlimits, no capabilities, the dyno's user, no_new_privs, then exec.
 /// Returns only on failure.
 fn exec_app(spec: &InitSpec) -> String {
@@ -874,11 +913,26 @@ fn exec_app(spec: &InitSpec) -> String {
         nix::unistd::setresuid(uid, uid, uid).map_err(ctx("set the user"))?;
         nix::sys::prctl::set_no_new_privs().map_err(ctx("set no_new_privs"))?;
         std::env::set_current_dir(APP_DIR).map_err(ctx("enter /app"))?;
+        // Without a .profile to source, a plain command needs no shell; one that cannot be
+        // found goes through the shell, which says so as usual (exit 127).
+        if let Some(argv) = &spec.argv
+            && !Path::new(".profile").exists()
+            && let Some(program) = find_program(&argv[0], &spec.env)
+        {
+            let program =
+                CString::new(program.as_os_str().as_encoded_bytes()).map_err(ctx("build argv"))?;
+            let argv = argv
+                .iter()
+                .map(|a| CString::new(a.as_str()))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(ctx("build argv"))?;
+            return Ok((program, argv, env));
+        }
         Ok((args[0].clone(), args.to_vec(), env))
     })();
     match prepared {
         Ok((path, args, env)) => match nix::unistd::execve(&path, &args, &env) {
-            Err(e) => format!("failed to exec /bin/sh: {e}"),
+            Err(e) => format!("failed to exec {}: {e}", path.to_string_lossy()),
             Ok(never) => match never {},
         },
         Err(e) => e,
@@ -904,6 +958,30 @@ fn drop_bounding_set() -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_plain_commands_skip_the_shell() {
+        assert_eq!(
+            direct_argv("dyno-probe web --port=5000"),
+            Some(vec![
+                "dyno-probe".into(),
+                "web".into(),
+                "--port=5000".into()
+            ])
+        );
+        for shelly in [
+            "echo $HOME",
+            "python app.py > log",
+            "ls *.txt",
+            "FOO=1 run",
+            "exec run",
+            "say 'hi there'",
+            "a && b",
+            "",
+        ] {
+            assert_eq!(direct_argv(shelly), None, "{shelly}");
+        }
+    }
 
     #[test]
     fn each_state_dir_gets_its_own_cgroup_parent() {
@@ -979,6 +1057,7 @@ mod tests {
             exit_file: "/s/d1/exit".into(),
             cgroup_procs: vec!["/sys/fs/cgroup/dyno/d1/cgroup.procs".into()],
             script: "exec true".into(),
+            argv: None,
             env: vec![("HOME".into(), "/app".into())],
             uid: DYNO_UID,
             gid: DYNO_GID,
