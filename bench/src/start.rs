@@ -232,6 +232,8 @@ async fn main() {
     }
     let rate = churn(&rt, dir.path(), &probe, Duration::from_secs(5)).await;
     println!("churn: {rate:.0} dynos started and stopped per second (sequential, one runtime)");
+    // Every dyno is gone: leave no empty parent cgroup behind.
+    rt.tidy();
 }
 
 fn nix_is_root() -> bool {
