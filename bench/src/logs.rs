@@ -922,17 +922,6 @@ fn print_lat(label: &str, t: &Tally, written: u64) {
     );
 }
 
-fn is_root() -> bool {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("Uid:"))
-                .map(|u| u.split_whitespace().next() == Some("0"))
-        })
-        .unwrap_or(false)
-}
-
 fn machine() -> String {
     let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
     let model = cpuinfo
@@ -985,7 +974,7 @@ fn parse_args() -> Result<Args> {
             s => lines = s.parse().with_context(|| format!("LINES: {s:?}"))?,
         }
     }
-    let can_isolate = if is_root() {
+    let can_isolate = if dyno_tests::is_root() {
         dyno_agent::linux::LinuxRuntime::check().map_err(|e| e.to_string())
     } else {
         Err("not root".to_string())

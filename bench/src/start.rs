@@ -209,7 +209,7 @@ async fn main() {
         .nth(1)
         .and_then(|s| s.parse().ok())
         .unwrap_or(200);
-    if !nix_is_root() {
+    if !dyno_tests::is_root() {
         eprintln!("SKIPPED: bench-start needs root for namespaces and cgroups");
         return;
     }
@@ -234,15 +234,4 @@ async fn main() {
     println!("churn: {rate:.0} dynos started and stopped per second (sequential, one runtime)");
     // Every dyno is gone: leave no empty parent cgroup behind.
     rt.tidy();
-}
-
-fn nix_is_root() -> bool {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("Uid:"))
-                .map(|u| u.split_whitespace().next() == Some("0"))
-        })
-        .unwrap_or(false)
 }

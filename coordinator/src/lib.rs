@@ -655,9 +655,15 @@ impl Inner {
 
     /// Web dynos that are up, wanted and on a connected host, per app.
     pub fn refresh_routes(&self) -> Result<(), StoreError> {
-        let (apps, dynos, hosts) = self
-            .store()
-            .read(|r| Ok((r.apps()?, r.dynos()?, r.hosts()?)))?;
+        let (apps, dynos, hosts, domains, concurrency) = self.store().read(|r| {
+            Ok((
+                r.apps()?,
+                r.dynos()?,
+                r.hosts()?,
+                r.domains()?,
+                r.concurrency()?,
+            ))
+        })?;
         // Dynos of an away host keep their routes: its agent is gone for a blip, they may well
         // still serve (the router retries elsewhere when they do not).
         let live = self.liveness(&hosts, now_ms());
@@ -696,9 +702,6 @@ impl Inner {
                 });
             }
         }
-        let (domains, concurrency) = self
-            .store()
-            .read(|r| Ok((r.domains()?, r.concurrency()?)))?;
         for app in &apps {
             self.routes.set_maintenance(&app.name, app.maintenance);
             self.routes
@@ -814,8 +817,7 @@ impl Inner {
                     // How an earlier start ended, arriving after the next start was ordered.
                     continue;
                 }
-                let done = !s.state.is_running();
-                if done && (d.desired == Desired::Stop || d.one_off) {
+                if d.state != s.state {
                     let why = s
                         .reason
                         .as_deref()
@@ -830,6 +832,9 @@ impl Inner {
                             s.state.as_str()
                         ),
                     )?;
+                }
+                let done = !s.state.is_running();
+                if done && (d.desired == Desired::Stop || d.one_off) {
                     if d.one_off {
                         finished_runs.push((d.app.clone(), d.name(), s.exit_code.unwrap_or(-1)));
                         if d.process_type == RELEASE_TYPE {
@@ -840,22 +845,6 @@ impl Inner {
                     continue;
                 }
                 let previous = d.state;
-                if previous != s.state {
-                    let why = s
-                        .reason
-                        .as_deref()
-                        .map_or(String::new(), |r| format!(" ({r})"));
-                    tx.insert_event(
-                        &d.app_id,
-                        now,
-                        &d.name(),
-                        &format!(
-                            "State changed from {} to {}{why}",
-                            previous.as_str(),
-                            s.state.as_str()
-                        ),
-                    )?;
-                }
                 d.state = s.state;
                 d.updated_at = now;
                 if s.port.is_some() {

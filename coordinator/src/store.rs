@@ -28,8 +28,9 @@ pub enum StoreError {
 type Result<T> = std::result::Result<T, StoreError>;
 
 /// Each entry moves the schema from version i to i+1; never edit a released entry.
-/// Events kept per app.
+/// Events kept per app (a few dozen more until the next trim).
 pub const EVENTS_PER_APP: usize = 1000;
+const EVENTS_TRIM_EVERY: i64 = 64;
 
 const MIGRATIONS: &[&str] = &[
     r#"
@@ -908,12 +909,17 @@ impl Tx<'_> {
         Ok(())
     }
 
-    /// Records an event and drops the app's oldest beyond `EVENTS_PER_APP`.
+    /// Records an event. Every `EVENTS_TRIM_EVERY`th one also drops its app's oldest beyond
+    /// `EVENTS_PER_APP`: trimming walks that many index entries, too much for every insert of a
+    /// status flood (reads return the newest `limit` anyway).
     pub fn insert_event(&self, app_id: &str, at: i64, dyno: &str, message: &str) -> Result<()> {
         self.prepare_cached(
             "INSERT INTO events (app_id, at, dyno, message) VALUES (?1, ?2, ?3, ?4)",
         )?
         .execute(params![app_id, at, dyno, message])?;
+        if self.last_insert_rowid() % EVENTS_TRIM_EVERY != 0 {
+            return Ok(());
+        }
         self.prepare_cached(
             "DELETE FROM events WHERE app_id = ?1 AND seq <= \
              (SELECT seq FROM events WHERE app_id = ?1 ORDER BY seq DESC LIMIT 1 OFFSET ?2)",

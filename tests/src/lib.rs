@@ -29,6 +29,11 @@ pub fn bin(name: &str) -> PathBuf {
     p
 }
 
+/// Whether this process runs as root (effective uid 0): namespaces and cgroups need it.
+pub fn is_root() -> bool {
+    nix::unistd::geteuid().is_root()
+}
+
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .unwrap()

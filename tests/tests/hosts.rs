@@ -39,7 +39,7 @@ fn ip(args: &[&str]) -> bool {
 impl NetNs {
     /// None when this process cannot make namespaces (not root, no `ip`).
     fn create() -> Option<NetNs> {
-        if !nix::unistd::geteuid().is_root() {
+        if !dyno_tests::is_root() {
             return None;
         }
         let k = NEXT_NET.fetch_add(1, Ordering::Relaxed);

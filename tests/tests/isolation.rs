@@ -8,7 +8,7 @@ use std::time::Duration;
 const SAMPLE: &str = "web: dyno-probe web\nworker: dyno-probe worker\n";
 
 fn isolated_platform(test: &str) -> Option<Platform> {
-    if !nix::unistd::geteuid().is_root() {
+    if !dyno_tests::is_root() {
         eprintln!("SKIPPED: {test}: Linux isolation needs root");
         return None;
     }
@@ -210,7 +210,7 @@ fn ticks(p: &Platform, app: &str) -> Vec<u64> {
 
 #[test]
 fn dynos_outlive_agent_restarts_and_are_adopted() {
-    if !nix::unistd::geteuid().is_root() {
+    if !dyno_tests::is_root() {
         eprintln!(
             "SKIPPED: dynos_outlive_agent_restarts_and_are_adopted: Linux isolation needs root"
         );
