@@ -421,20 +421,31 @@ fn start_and_serve(
         state.join("agent.log").display()
     );
     println!();
-    println!("export DYNO_COORDINATOR={api_url}");
-    println!("export DYNO_TOKEN={token}");
-    match config_file::config_path() {
+    // Save before printing: whoever reads the token line may run `dyno` at once, and that
+    // must find the saved settings.
+    let saved_to = match config_file::config_path() {
         Some(path) => {
             let saved = SavedConfig {
                 coordinator: Some(api_url.clone()),
                 token: Some(token.clone()),
             };
             match config_file::save(&path, &saved) {
-                Ok(()) => println!("(saved to {})", path.display()),
-                Err(e) => eprintln!("warning: could not save settings: {e:#}"),
+                Ok(()) => Some(path),
+                Err(e) => {
+                    eprintln!("warning: could not save settings: {e:#}");
+                    None
+                }
             }
         }
-        None => eprintln!("warning: neither XDG_CONFIG_HOME nor HOME is set; settings not saved"),
+        None => {
+            eprintln!("warning: neither XDG_CONFIG_HOME nor HOME is set; settings not saved");
+            None
+        }
+    };
+    println!("export DYNO_COORDINATOR={api_url}");
+    println!("export DYNO_TOKEN={token}");
+    if let Some(path) = saved_to {
+        println!("(saved to {})", path.display());
     }
     println!();
 
