@@ -510,6 +510,7 @@ fn deploy_sample(
                 "/apps",
                 &CreateApp {
                     name: SAMPLE_APP.into(),
+                    owner: None,
                 },
             )?;
             eprintln!("Created app {SAMPLE_APP}");

@@ -37,6 +37,9 @@ pub struct App {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CreateApp {
     pub name: String,
+    /// Who pays: eco dynos share one hour pool per owner. Defaults to `default`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -346,4 +349,88 @@ pub struct FeatureUpdate {
 
 fn yes() -> bool {
     true
+}
+
+/// `GET /pricing`: the price table in effect now.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Pricing {
+    /// `monthly` (a monthly price per size, charged per second at monthly/720 per hour and capped
+    /// at the monthly price per dyno and month) or `dyno-hour` (the 2011 model: a price per
+    /// dyno-hour, the first `free_hours_per_app` of each app's month free).
+    pub model: String,
+    pub currency: String,
+    /// When this table took effect (ISO 8601); usage before it is priced by the table before.
+    pub effective_from: String,
+    pub sizes: Vec<SizePrice>,
+    /// Eco dynos draw on a pool of hours per owner and month, for one flat price.
+    pub eco_pool_hours: f64,
+    pub eco_pool_price: f64,
+    /// The `dyno-hour` model's price of one dyno-hour, and its free hours per app and month.
+    pub dyno_hour_price: f64,
+    pub free_hours_per_app: f64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SizePrice {
+    pub size: Size,
+    /// Cost of one hour of one dyno (0 for eco: its pool is paid per owner).
+    pub hourly: f64,
+    /// The most one dyno of this size costs in a month; `None` where nothing caps it.
+    pub max_monthly: Option<f64>,
+    /// Dyno-hours one hour of this size counts as in the `dyno-hour` model.
+    pub units: f64,
+}
+
+/// `GET /billing?month=YYYY-MM[&app=NAME]`: usage and cost of a month (UTC).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BillingReport {
+    /// `2026-11`
+    pub month: String,
+    pub currency: String,
+    pub model: String,
+    /// ISO 8601; the usage of dynos running now counts up to this moment.
+    pub generated_at: String,
+    /// True for the month that is running: `projected` adds the current formation to its end.
+    pub current: bool,
+    pub apps: Vec<AppBilling>,
+    pub eco_pools: Vec<EcoPool>,
+    pub cost: f64,
+    pub projected: f64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AppBilling {
+    pub app: String,
+    pub owner: String,
+    /// One per process type and size the app used (or runs) this month.
+    pub lines: Vec<BillingLine>,
+    pub cost: f64,
+    pub projected: f64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BillingLine {
+    /// `web`, `worker`; one-off dynos as `run`, release phases as `release`.
+    #[serde(rename = "type")]
+    pub process_type: String,
+    pub size: Size,
+    /// Wall-clock seconds dynos of this type and size existed (starting, up or crashed).
+    pub dyno_seconds: u64,
+    pub dyno_hours: f64,
+    /// Month to date.
+    pub cost: f64,
+    /// Month to date plus the current formation until the month ends.
+    pub projected: f64,
+    /// Dynos of this type and size in the formation now.
+    pub quantity: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EcoPool {
+    pub owner: String,
+    pub hours_used: f64,
+    pub hours_limit: f64,
+    pub cost: f64,
+    /// The pool ran out: the owner's eco dynos sleep until the month ends.
+    pub exhausted: bool,
 }

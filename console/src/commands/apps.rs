@@ -19,9 +19,14 @@ pub fn list(ctx: &Ctx) -> Result<i32> {
 
 pub fn create(ctx: &Ctx, name: &str) -> Result<i32> {
     let name = app_name(name)?;
-    let app: App = ctx
-        .client()?
-        .send("POST", "/apps", &CreateApp { name: name.clone() })?;
+    let app: App = ctx.client()?.send(
+        "POST",
+        "/apps",
+        &CreateApp {
+            name: name.clone(),
+            owner: None,
+        },
+    )?;
     if ctx.json() {
         emit_json(&app)?;
     } else {
