@@ -226,9 +226,13 @@ fn adopt(
                 if d.one_off {
                     finished.push((d.app.clone(), d.name()));
                 }
-                t.delete_dyno(&d.id)?;
+                t.delete_dyno(&d.id, now)?;
             } else if d.state.is_running() {
-                d.state = DynoState::Down;
+                d.state = if d.desired == Desired::Sleep {
+                    DynoState::Idle
+                } else {
+                    DynoState::Down
+                };
                 d.reason = Some("not running on its host".into());
                 d.updated_at = now;
                 d.up_since = None;

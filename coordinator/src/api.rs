@@ -138,6 +138,8 @@ pub fn router(inner: Shared, shutdown: watch::Receiver<bool>) -> Router {
             "/apps/{app}/checks/{ptype}",
             put(set_check).delete(delete_check),
         )
+        .route("/pricing", get(get_pricing))
+        .route("/billing", get(get_billing))
         .route("/hosts", get(hosts))
         .route("/hosts/{host}/drain", post(drain_host))
         .route("/hosts/{host}/undrain", post(undrain_host))
@@ -304,12 +306,30 @@ async fn patch_app(
     get_app(State(api), Path(name)).await
 }
 
+/// An owner names who pays: an account, team or cost centre (`acme`, `ops@acme.example`).
+fn owner_name(o: &str) -> ApiResult<String> {
+    let ok = (1..=64).contains(&o.len())
+        && o.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'@'));
+    if ok {
+        Ok(o.to_string())
+    } else {
+        Err(ApiError::invalid(format!(
+            "invalid owner {o:?}: use 1-64 letters, digits, '-', '_', '.' or '@'"
+        )))
+    }
+}
+
 async fn create_app(
     State(api): State<Api>,
     b: Result<Bytes, BytesRejection>,
 ) -> ApiResult<(StatusCode, Json<wire::App>)> {
     let req: wire::CreateApp = body(b)?;
     let name: AppName = req.name.parse().map_err(ApiError::invalid)?;
+    let owner = match req.owner {
+        Some(o) => owner_name(&o)?,
+        None => "default".to_string(),
+    };
     let now = now_ms();
     let row = AppRow {
         id: new_id("app-"),
@@ -317,6 +337,7 @@ async fn create_app(
         created_at: now,
         updated_at: now,
         maintenance: false,
+        owner,
     };
     let inner = &api.inner;
     let created = inner.store().transaction(|tx| {
@@ -1255,7 +1276,9 @@ async fn run(
     if !inner.send(&host, CoordinatorMsg::StartDyno(spec)) {
         inner.runs.lock().expect("runs lock").remove(&key);
         // Never started: drop its row so it neither shows in ps nor holds memory on the host.
-        inner.store().transaction(|tx| tx.delete_dyno(&row.id))?;
+        inner
+            .store()
+            .transaction(|tx| tx.delete_dyno(&row.id, row.created_at))?;
         return Err(ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "unavailable",
@@ -1810,6 +1833,86 @@ struct EventsQuery {
 }
 
 /// The app's newest events (state changes, releases, scaling, moves), oldest first.
+async fn get_pricing(State(api): State<Api>) -> ApiResult<Json<wire::Pricing>> {
+    let history = api.inner.store().read(|r| r.pricing_history())?;
+    let from = history.last().map_or(0, |(at, _)| *at);
+    Ok(Json(api.inner.pricing().to_api(from)))
+}
+
+#[derive(Deserialize)]
+struct BillingQuery {
+    month: Option<String>,
+    app: Option<String>,
+}
+
+/// Usage and cost of a month (default: this one), per app, process type and size.
+async fn get_billing(
+    State(api): State<Api>,
+    Query(q): Query<BillingQuery>,
+) -> ApiResult<Json<wire::BillingReport>> {
+    use crate::billing::{FormationNow, Month, PricingVersion, bill};
+    let now = now_ms();
+    let month = match &q.month {
+        Some(m) => Month::parse(m).map_err(ApiError::invalid)?,
+        None => Month::containing(now),
+    };
+    let (intervals, history, formation, known) = api.inner.store().read(|r| {
+        let mut formation = Vec::new();
+        let mut known = HashSet::new();
+        for app in r.apps()? {
+            known.insert(app.name.clone());
+            if r.current_release(&app.id)?.is_none() {
+                continue;
+            }
+            for (ptype, e) in r.formation(&app.id)?.entries {
+                formation.push(FormationNow {
+                    app_id: app.id.clone(),
+                    app: app.name.clone(),
+                    owner: app.owner.clone(),
+                    process_type: ptype.to_string(),
+                    size: e.size,
+                    quantity: e.quantity,
+                });
+            }
+        }
+        Ok((
+            r.usage_between(month.start_ms(), month.end_ms(), false)?,
+            r.pricing_history()?,
+            formation,
+            known,
+        ))
+    })?;
+    if let Some(a) = &q.app
+        && !known.contains(a)
+        && !intervals.iter().any(|i| &i.app == a)
+    {
+        return Err(ApiError::not_found(format!(
+            "no app named {a:?} (and no usage by one in {month})"
+        )));
+    }
+    let mut versions = Vec::new();
+    for (from_ms, spec) in history {
+        match serde_json::from_str(&spec) {
+            Ok(table) => versions.push(PricingVersion { from_ms, table }),
+            Err(e) => tracing::error!("a recorded price table does not parse, skipped: {e}"),
+        }
+    }
+    if versions.is_empty() {
+        versions.push(PricingVersion {
+            from_ms: 0,
+            table: api.inner.pricing(),
+        });
+    }
+    Ok(Json(bill(
+        month,
+        now,
+        &intervals,
+        &versions,
+        &formation,
+        q.app.as_deref(),
+    )))
+}
+
 async fn list_events(
     State(api): State<Api>,
     Path(name): Path<String>,

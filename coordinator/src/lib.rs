@@ -3,6 +3,7 @@
 
 pub mod agents;
 pub mod api;
+pub mod billing;
 pub mod drains;
 pub mod loghub;
 pub mod manager;
@@ -44,6 +45,8 @@ pub enum CoordinatorError {
     Serve(std::io::Error),
     #[error("failed to start the log writer thread: {0}")]
     LogWriter(std::io::Error),
+    #[error(transparent)]
+    Pricing(#[from] billing::PricingError),
 }
 
 #[derive(Debug, Clone)]
@@ -72,6 +75,8 @@ pub struct CoordinatorConfig {
     /// How often runtime-metrics lines are logged for apps with the feature on.
     pub metrics_interval: Duration,
     pub drains: DrainOptions,
+    /// The coordinator's TOML config (`[pricing]`), re-read on SIGHUP; `None`: defaults.
+    pub config_file: Option<PathBuf>,
 }
 
 impl CoordinatorConfig {
@@ -93,6 +98,7 @@ impl CoordinatorConfig {
             max_slug_bytes: dyno_shared::api::MAX_SLUG_BYTES,
             metrics_interval: metrics::DEFAULT_INTERVAL,
             drains: DrainOptions::default(),
+            config_file: None,
         }
     }
 }
@@ -164,6 +170,8 @@ pub struct Inner {
     started_at: i64,
     /// The latest resource samples of running dynos, by dyno id.
     pub stats: stats::StatsBook,
+    /// The price table in effect (also the newest entry of the store's pricing history).
+    pricing: Mutex<billing::PriceTable>,
 }
 
 pub type Shared = Arc<Inner>;
@@ -224,7 +232,9 @@ impl Inner {
             Some(t) => t.clone(),
             None => load_or_create_token(dir).map_err(io)?,
         };
-        let store = Store::open(&dir.join("state.db"))?;
+        let mut store = Store::open(&dir.join("state.db"))?;
+        let pricing = load_pricing(config.config_file.as_deref())?;
+        record_pricing(&mut store, &pricing)?;
         let slugs = SlugStore::open(dir.join("slugs"))?;
         let mut log_store = store::logs::LogStore::open(&dir.join("logs.sqlite"))?;
         // Lines that arrived for an app after it was destroyed must not greet a new app that
@@ -262,7 +272,26 @@ impl Inner {
             lost_noted: Mutex::new(HashSet::new()),
             started_at: now_ms() + RECONNECT_GRACE.as_millis() as i64,
             stats: stats::StatsBook::default(),
+            pricing: Mutex::new(pricing),
         }))
+    }
+
+    /// The price table in effect.
+    pub fn pricing(&self) -> billing::PriceTable {
+        self.pricing.lock().expect("pricing lock").clone()
+    }
+
+    /// Re-reads the config file (SIGHUP): a changed price table applies from now and is
+    /// recorded; a bad file changes nothing.
+    pub fn reload_pricing(&self) -> Result<bool, CoordinatorError> {
+        let table = load_pricing(self.config.config_file.as_deref())?;
+        let changed = record_pricing(&mut self.store(), &table)?;
+        *self.pricing.lock().expect("pricing lock") = table;
+        if changed {
+            tracing::info!("pricing changed; it applies from now");
+            self.wake();
+        }
+        Ok(changed)
     }
 
     pub fn token(&self) -> &str {
@@ -464,8 +493,15 @@ impl Inner {
         let mut finished: Vec<(String, String)> = Vec::new();
         let mut lost_phases: Vec<(String, String, u32)> = Vec::new();
         let mut store = self.store();
+        let month = billing::Month::containing(now);
+        let eco_pool_ms = self.pricing().eco_pool_hours * 3_600_000.0;
         let (apps, dynos, hosts, checks) = store.read(|r| {
             let mut apps = Vec::new();
+            let eco_used = billing::eco_ms_by_owner(
+                month,
+                now,
+                &r.usage_between(month.start_ms(), now + 1, true)?,
+            );
             let preboot: HashSet<String> = r.apps_with_feature(api::PREBOOT)?.into_iter().collect();
             let requirements = r.requirements()?;
             for app in r.apps()? {
@@ -479,6 +515,9 @@ impl Inner {
                     formation: r.formation(&app.id)?,
                     preboot: preboot.contains(&app.name),
                     requires,
+                    eco_sleeps: eco_used
+                        .get(&app.owner)
+                        .is_some_and(|&ms| ms as f64 >= eco_pool_ms),
                     app,
                 });
             }
@@ -566,6 +605,7 @@ impl Inner {
                                 logs.push((row.app.clone(), row.name(), why));
                             }
                             row.generation += 1;
+                            row.desired = Desired::Run;
                             row.healthy = true;
                             row.port = None;
                             row.up_since = None;
@@ -579,9 +619,21 @@ impl Inner {
                                 CoordinatorMsg::StartDyno(self.spec_for(&row, &release, &checks)),
                             ));
                         }
-                        Action::Stop { dyno_id } => {
+                        Action::Stop { dyno_id } | Action::Sleep { dyno_id } => {
                             let mut row = dynos_by_id[dyno_id.as_str()].clone();
-                            row.desired = Desired::Stop;
+                            if matches!(action, Action::Sleep { .. }) {
+                                let owner = apps_by_id
+                                    .get(row.app_id.as_str())
+                                    .map_or("default", |a| a.app.owner.as_str());
+                                let why = format!(
+                                    "Sleeping: the eco dyno hours of {owner} are used up for {month}"
+                                );
+                                tx.insert_event(&row.app_id, now, &row.name(), &why)?;
+                                logs.push((row.app.clone(), row.name(), why));
+                                row.desired = Desired::Sleep;
+                            } else {
+                                row.desired = Desired::Stop;
+                            }
                             row.updated_at = now;
                             tx.update_dyno(&row)?;
                             if let Some(h) = &row.host {
@@ -606,7 +658,7 @@ impl Inner {
                                     lost_phases.push((d.app_id.clone(), d.app.clone(), d.release));
                                 }
                             }
-                            tx.delete_dyno(dyno_id)?
+                            tx.delete_dyno(dyno_id, now)?
                         }
                     }
                 }
@@ -817,7 +869,13 @@ impl Inner {
                     // How an earlier start ended, arriving after the next start was ordered.
                     continue;
                 }
-                if d.state != s.state {
+                // A sleeping eco dyno that stopped is idle, not down.
+                let new_state = if !s.state.is_running() && d.desired == Desired::Sleep {
+                    DynoState::Idle
+                } else {
+                    s.state
+                };
+                if d.state != new_state {
                     let why = s
                         .reason
                         .as_deref()
@@ -829,11 +887,17 @@ impl Inner {
                         &format!(
                             "State changed from {} to {}{why}",
                             d.state.as_str(),
-                            s.state.as_str()
+                            new_state.as_str()
                         ),
                     )?;
                 }
                 let done = !s.state.is_running();
+                // Billing stops when the agent saw the dyno stop, which a reconnecting agent
+                // reports late.
+                let stopped_at = (s.at / 1000).min(now);
+                if done && s.state != DynoState::Crashed {
+                    tx.close_usage(&d.id, stopped_at)?;
+                }
                 if done && (d.desired == Desired::Stop || d.one_off) {
                     if d.one_off {
                         finished_runs.push((d.app.clone(), d.name(), s.exit_code.unwrap_or(-1)));
@@ -841,11 +905,11 @@ impl Inner {
                             phases.push((d.app_id.clone(), d.app.clone(), d.release, s.exit_code));
                         }
                     }
-                    tx.delete_dyno(&d.id)?;
+                    tx.delete_dyno(&d.id, stopped_at)?;
                     continue;
                 }
                 let previous = d.state;
-                d.state = s.state;
+                d.state = new_state;
                 d.updated_at = now;
                 if s.port.is_some() {
                     d.port = s.port;
@@ -853,7 +917,7 @@ impl Inner {
                 d.exit_code = s.exit_code;
                 d.reason = s.reason.clone();
                 d.healthy = s.healthy || !s.state.is_running();
-                match s.state {
+                match new_state {
                     DynoState::Up if previous != DynoState::Up => d.up_since = Some(now),
                     DynoState::Crashed => {
                         d.restarts = policy.count_after_crash(d.restarts, d.up_since, now);
@@ -864,7 +928,7 @@ impl Inner {
                     _ => {}
                 }
                 tx.update_dyno(&d)?;
-                if s.state.is_running() && d.desired == Desired::Stop {
+                if s.state.is_running() && matches!(d.desired, Desired::Stop | Desired::Sleep) {
                     replies.push(stop());
                 }
             }
@@ -1006,6 +1070,20 @@ impl Inner {
 
 /// Runs the coordinator until `shutdown` resolves: control API and agent websocket on `api`,
 /// the routing mesh on `router`.
+fn load_pricing(path: Option<&std::path::Path>) -> Result<billing::PriceTable, CoordinatorError> {
+    let config = match path {
+        Some(p) => billing::CoordinatorConfig::load(p)?,
+        None => billing::CoordinatorConfig::default(),
+    };
+    Ok(config.pricing.resolve()?)
+}
+
+/// Records `table` as in effect from now unless it already is; true when it is new.
+fn record_pricing(store: &mut Store, table: &billing::PriceTable) -> Result<bool, StoreError> {
+    let spec = serde_json::to_string(table).expect("a price table serializes");
+    store.transaction(|tx| tx.record_pricing(&spec, now_ms()))
+}
+
 pub async fn run(
     config: CoordinatorConfig,
     api: TcpListener,
@@ -1030,6 +1108,24 @@ pub async fn serve(
     });
     inner.refresh_routes()?;
     inner.start_stored_drains()?;
+    if let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+        let reloader = inner.clone();
+        let mut stop = stop_rx.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = hup.recv() => {}
+                    _ = stop.changed() => break,
+                }
+                let r = reloader.clone();
+                match tokio::task::spawn_blocking(move || r.reload_pricing()).await {
+                    Ok(Ok(_)) => {}
+                    Ok(Err(e)) => tracing::error!("config not reloaded, pricing unchanged: {e}"),
+                    Err(e) => tracing::error!("config reload failed: {e}"),
+                }
+            }
+        });
+    }
     tokio::spawn(metrics::run(
         inner.clone(),
         inner.config.metrics_interval,

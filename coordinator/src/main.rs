@@ -64,6 +64,9 @@ struct Args {
     #[arg(long, default_value_t = 20, hide = true,
           value_parser = clap::value_parser!(u64).range(1..))]
     metrics_interval_secs: u64,
+    /// The coordinator's TOML config (`[pricing]`: preset, currency, prices); re-read on SIGHUP.
+    #[arg(long, value_name = "PATH", env = "DYNO_CONFIG")]
+    config: Option<std::path::PathBuf>,
 }
 
 #[tokio::main]
@@ -111,6 +114,7 @@ async fn main() -> anyhow::Result<()> {
         jitter: Duration::from_secs_f64(args.cycle_jitter_minutes * 60.0),
     });
     config.metrics_interval = Duration::from_secs(args.metrics_interval_secs);
+    config.config_file = args.config;
     config.max_slug_bytes = (args.max_slug_mb as usize).saturating_mul(1024 * 1024);
     config.restart = RestartPolicy {
         backoff: args

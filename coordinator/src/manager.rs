@@ -15,6 +15,8 @@ pub struct AppView {
     pub preboot: bool,
     /// Process type -> the host label (key, value) its dynos must run on.
     pub requires: HashMap<String, (String, String)>,
+    /// The owner's eco hour pool is used up for the month: eco dynos sleep.
+    pub eco_sleeps: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -92,6 +94,8 @@ pub enum Action {
     Stop { dyno_id: String },
     /// Drop a row whose dyno is not running.
     Forget { dyno_id: String },
+    /// Stop it and keep its row as `idle` until its eco pool has hours again.
+    Sleep { dyno_id: String },
 }
 
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -217,6 +221,15 @@ pub fn plan(view: &View) -> Plan {
             Some(e) => d.idx <= e.quantity && Some(d.release) == current && d.size == e.size,
             None => false,
         };
+        if wanted && app.eco_sleeps && d.size == Size::Eco {
+            held.insert((&d.app_id, &d.process_type, d.idx));
+            if running && d.desired != Desired::Sleep {
+                plan.actions.push(Action::Sleep {
+                    dyno_id: d.id.clone(),
+                });
+            }
+            continue;
+        }
         // Start-before-stop: a dyno leaving a drained host, or a web dyno of an earlier release
         // with preboot on, serves until the dyno that takes its slot is up.
         if running && (surge.replaces_first(d) || (wanted && cycling(d))) {
@@ -310,6 +323,9 @@ pub fn plan(view: &View) -> Plan {
             continue;
         }
         for (ptype, e) in &app.formation.entries {
+            if app.eco_sleeps && e.size == Size::Eco {
+                continue;
+            }
             for idx in 1..=e.quantity {
                 if held.contains(&(app.app.id.as_str(), ptype.as_str(), idx)) {
                     continue;
@@ -564,6 +580,7 @@ mod tests {
                 created_at: 0,
                 updated_at: 0,
                 maintenance: false,
+                owner: "default".into(),
             },
             release: Some(ReleaseRow {
                 app_id: "a1".into(),
@@ -578,6 +595,7 @@ mod tests {
             formation,
             preboot: false,
             requires: HashMap::new(),
+            eco_sleeps: false,
         }
     }
 
@@ -987,6 +1005,56 @@ mod tests {
             p.actions,
             vec![Action::Forget {
                 dyno_id: "d2".into()
+            }]
+        );
+    }
+
+    #[test]
+    fn eco_dynos_sleep_while_their_pool_is_used_up_and_wake_when_it_is_not() {
+        let mut app = app_view(&["web=1:eco", "worker=1"], 1);
+        app.eco_sleeps = true;
+        let mut web = dyno("d1", "web", 1, DynoState::Up, "h1");
+        web.size = Size::Eco;
+        let worker = dyno("d2", "worker", 1, DynoState::Up, "h1");
+        let p = run(
+            std::slice::from_ref(&app),
+            &[web.clone(), worker.clone()],
+            &hosts(1),
+        );
+        assert_eq!(
+            p.actions,
+            vec![Action::Sleep {
+                dyno_id: "d1".into()
+            }],
+            "only the eco dyno sleeps"
+        );
+        // Asleep: nothing to do, and no replacement for its slot.
+        web.desired = Desired::Sleep;
+        web.state = DynoState::Idle;
+        let p = run(
+            std::slice::from_ref(&app),
+            &[web.clone(), worker.clone()],
+            &hosts(1),
+        );
+        assert!(p.actions.is_empty(), "{:?}", p.actions);
+        let p = run(
+            std::slice::from_ref(&app),
+            std::slice::from_ref(&worker),
+            &hosts(1),
+        );
+        assert!(
+            p.actions.is_empty(),
+            "no eco dyno is created: {:?}",
+            p.actions
+        );
+        // A new month: the pool has hours again.
+        app.eco_sleeps = false;
+        let p = run(std::slice::from_ref(&app), &[web, worker], &hosts(1));
+        assert_eq!(
+            p.actions,
+            vec![Action::Start {
+                dyno_id: "d1".into(),
+                host: "h1".into()
             }]
         );
     }

@@ -163,6 +163,34 @@ CREATE TABLE checks (
     PRIMARY KEY (app_id, process_type)
 );
 "#,
+    r#"
+-- Who pays for an app; eco dynos share one pool of hours per owner.
+ALTER TABLE apps ADD COLUMN owner TEXT NOT NULL DEFAULT 'default';
+-- Wall-clock time each dyno existed (starting, up, crashed) at one size, for billing. Written in
+-- the transaction that changes the dyno's state; outlives the app (no foreign key).
+CREATE TABLE usage (
+    seq INTEGER PRIMARY KEY,
+    dyno_id TEXT NOT NULL,
+    app_id TEXT NOT NULL,
+    app TEXT NOT NULL,
+    owner TEXT NOT NULL,
+    process_type TEXT NOT NULL,
+    dyno TEXT NOT NULL,
+    size TEXT NOT NULL,
+    started_at INTEGER NOT NULL,
+    ended_at INTEGER
+);
+-- At most one open interval per dyno: a reconnecting agent's reports never count twice.
+CREATE UNIQUE INDEX usage_open ON usage(dyno_id) WHERE ended_at IS NULL;
+CREATE INDEX usage_ended ON usage(ended_at);
+CREATE INDEX usage_eco ON usage(ended_at) WHERE size = 'eco';
+-- Every price table the coordinator applied, from the moment it took effect.
+CREATE TABLE pricing (
+    seq INTEGER PRIMARY KEY,
+    effective_from INTEGER NOT NULL,
+    spec TEXT NOT NULL
+);
+"#,
 ];
 
 #[derive(Debug, Clone, PartialEq)]
@@ -172,6 +200,8 @@ pub struct AppRow {
     pub created_at: i64,
     pub updated_at: i64,
     pub maintenance: bool,
+    /// Who pays (`default` unless named at creation).
+    pub owner: String,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -193,6 +223,8 @@ pub enum Desired {
     Run,
     /// Stop it; the row goes once the agent reports it down.
     Stop,
+    /// Stop it and keep the row as `idle`: an eco dyno whose owner's hour pool ran out.
+    Sleep,
 }
 
 impl Desired {
@@ -200,6 +232,7 @@ impl Desired {
         match self {
             Desired::Run => "run",
             Desired::Stop => "stop",
+            Desired::Sleep => "sleep",
         }
     }
 }
@@ -362,10 +395,10 @@ fn dyno_from_row(r: &Row) -> Result<DynoRow> {
         release: r.get(5)?,
         host: r.get(6)?,
         state: parse_state(&state)?,
-        desired: if desired == "stop" {
-            Desired::Stop
-        } else {
-            Desired::Run
+        desired: match desired.as_str() {
+            "stop" => Desired::Stop,
+            "sleep" => Desired::Sleep,
+            _ => Desired::Run,
         },
         port: r.get(9)?,
         size: parse_size(&size)?,
@@ -405,6 +438,7 @@ fn app_from_row(r: &Row) -> rusqlite::Result<AppRow> {
         created_at: r.get(2)?,
         updated_at: r.get(3)?,
         maintenance: r.get(4)?,
+        owner: r.get(5)?,
     })
 }
 
@@ -506,9 +540,61 @@ impl std::ops::Deref for Reader<'_> {
 
 /// Queries shared by `Reader` and `Tx`.
 pub trait Queries: std::ops::Deref<Target = Connection> {
+    /// Usage intervals that overlap [from, to) (unix ms), eco ones only if `eco_only`.
+    fn usage_between(
+        &self,
+        from: i64,
+        to: i64,
+        eco_only: bool,
+    ) -> Result<Vec<crate::billing::UsageInterval>> {
+        // Two literal queries, so the eco one can use its partial index (the manager runs it
+        // every second).
+        let mut st = self.prepare_cached(if eco_only {
+            "SELECT app_id, app, owner, process_type, dyno, size, started_at, ended_at FROM usage
+             WHERE size = 'eco' AND started_at < ?2 AND (ended_at IS NULL OR ended_at > ?1)
+             ORDER BY seq"
+        } else {
+            "SELECT app_id, app, owner, process_type, dyno, size, started_at, ended_at FROM usage
+             WHERE started_at < ?2 AND (ended_at IS NULL OR ended_at > ?1)
+             ORDER BY seq"
+        })?;
+        let rows = st.query_map(params![from, to], |r| {
+            Ok((
+                crate::billing::UsageInterval {
+                    app_id: r.get(0)?,
+                    app: r.get(1)?,
+                    owner: r.get(2)?,
+                    process_type: r.get(3)?,
+                    dyno: r.get(4)?,
+                    size: Size::default(),
+                    started_at: r.get(6)?,
+                    ended_at: r.get(7)?,
+                },
+                r.get::<_, String>(5)?,
+            ))
+        })?;
+        rows.map(|row| {
+            let (mut iv, size) = row?;
+            iv.size = size.parse().map_err(|_| StoreError::Corrupt {
+                what: "usage",
+                detail: format!("unknown size {size:?}"),
+            })?;
+            Ok(iv)
+        })
+        .collect()
+    }
+
+    /// Every recorded price table (effective from unix ms, JSON), oldest first.
+    fn pricing_history(&self) -> Result<Vec<(i64, String)>> {
+        let mut st =
+            self.prepare_cached("SELECT effective_from, spec FROM pricing ORDER BY seq")?;
+        let rows = st.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
     fn apps(&self) -> Result<Vec<AppRow>> {
         let mut st = self.prepare_cached(
-            "SELECT id, name, created_at, updated_at, maintenance FROM apps ORDER BY name",
+            "SELECT id, name, created_at, updated_at, maintenance, owner FROM apps ORDER BY name",
         )?;
         let rows = st.query_map([], app_from_row)?;
         Ok(rows.collect::<rusqlite::Result<_>>()?)
@@ -517,7 +603,7 @@ pub trait Queries: std::ops::Deref<Target = Connection> {
     fn app(&self, name: &str) -> Result<Option<AppRow>> {
         Ok(self
             .prepare_cached(
-                "SELECT id, name, created_at, updated_at, maintenance FROM apps WHERE name = ?1",
+                "SELECT id, name, created_at, updated_at, maintenance, owner FROM apps WHERE name = ?1",
             )?
             .query_row([name], app_from_row)
             .optional()?)
@@ -779,8 +865,8 @@ impl Tx<'_> {
 
     pub fn insert_app(&self, app: &AppRow) -> Result<()> {
         self.execute(
-            "INSERT INTO apps (id, name, created_at, updated_at, maintenance) VALUES (?1, ?2, ?3, ?4, ?5)",
-            params![app.id, app.name, app.created_at, app.updated_at, app.maintenance],
+            "INSERT INTO apps (id, name, created_at, updated_at, maintenance, owner) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            params![app.id, app.name, app.created_at, app.updated_at, app.maintenance, app.owner],
         )?;
         Ok(())
     }
@@ -847,7 +933,7 @@ impl Tx<'_> {
                 d.updated_at, d.up_since, d.generation, d.healthy
             ],
         )?;
-        Ok(())
+        self.meter(d, d.updated_at)
     }
 
     /// Writes every mutable field of an existing dyno row.
@@ -860,12 +946,80 @@ impl Tx<'_> {
                 d.healthy
             ],
         )?;
+        self.meter(d, d.updated_at)
+    }
+
+    /// Removes the row; its usage interval, if still open, ends at `at` (unix ms).
+    pub fn delete_dyno(&self, id: &str, at: i64) -> Result<()> {
+        self.close_usage(id, at)?;
+        self.execute("DELETE FROM dynos WHERE id = ?1", [id])?;
         Ok(())
     }
 
-    pub fn delete_dyno(&self, id: &str) -> Result<()> {
-        self.execute("DELETE FROM dynos WHERE id = ?1", [id])?;
+    /// Opens or closes the dyno's usage interval so it matches the row: billed while starting,
+    /// up or crashed, at its size.
+    fn meter(&self, d: &DynoRow, at: i64) -> Result<()> {
+        let billed = matches!(
+            d.state,
+            DynoState::Starting | DynoState::Up | DynoState::Crashed
+        );
+        let open: Option<String> = self
+            .prepare_cached("SELECT size FROM usage WHERE dyno_id = ?1 AND ended_at IS NULL")?
+            .query_row([&d.id], |r| r.get(0))
+            .optional()?;
+        match (billed, open) {
+            (true, Some(size)) if size == d.size.as_str() => {}
+            (true, open) => {
+                if open.is_some() {
+                    self.close_usage(&d.id, at)?;
+                }
+                self.prepare_cached(
+                    "INSERT INTO usage (dyno_id, app_id, app, owner, process_type, dyno, size, started_at)
+                     VALUES (?1, ?2, ?3, COALESCE((SELECT owner FROM apps WHERE id = ?2), 'default'), ?4, ?5, ?6, ?7)",
+                )?
+                .execute(params![
+                    d.id,
+                    d.app_id,
+                    d.app,
+                    d.process_type,
+                    d.name(),
+                    d.size.as_str(),
+                    at
+                ])?;
+            }
+            (false, Some(_)) => self.close_usage(&d.id, at)?,
+            (false, None) => {}
+        }
         Ok(())
+    }
+
+    /// Ends the dyno's open usage interval at `at`, never before it began.
+    pub fn close_usage(&self, dyno_id: &str, at: i64) -> Result<()> {
+        self.prepare_cached(
+            "UPDATE usage SET ended_at = MAX(started_at, ?2) WHERE dyno_id = ?1 AND ended_at IS NULL",
+        )?
+        .execute(params![dyno_id, at])?;
+        Ok(())
+    }
+
+    /// Records `spec` (a price table as JSON) as in effect from `at`, unless it already is.
+    /// Returns whether it was new.
+    pub fn record_pricing(&self, spec: &str, at: i64) -> Result<bool> {
+        let latest: Option<String> = self
+            .query_row(
+                "SELECT spec FROM pricing ORDER BY seq DESC LIMIT 1",
+                [],
+                |r| r.get(0),
+            )
+            .optional()?;
+        if latest.as_deref() == Some(spec) {
+            return Ok(false);
+        }
+        self.execute(
+            "INSERT INTO pricing (effective_from, spec) VALUES (?1, ?2)",
+            params![at, spec],
+        )?;
+        Ok(true)
     }
 
     pub fn insert_drain(&self, d: &DrainRow) -> Result<()> {
@@ -980,6 +1134,7 @@ mod tests {
             created_at: 1,
             updated_at: 1,
             maintenance: false,
+            owner: "default".into(),
         }
     }
 
@@ -1004,6 +1159,107 @@ mod tests {
             format!("e{}", EVENTS_PER_APP + 3)
         );
         assert_eq!(s.read(|r| r.events("id-blog", 10)).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn usage_follows_dyno_states_with_one_open_interval_per_dyno() {
+        let mut s = Store::open_in_memory().unwrap();
+        let mut shop = app("shop");
+        shop.owner = "acme".into();
+        let mut d = DynoRow::new(NewDyno {
+            id: "d1".into(),
+            app: &shop,
+            process_type: "web".into(),
+            idx: 1,
+            release: 1,
+            host: "h1".into(),
+            size: Size::Standard1x,
+            command: "x".into(),
+            one_off: false,
+            now: 1_000,
+        });
+        let usage = |s: &Store| s.read(|r| r.usage_between(0, i64::MAX, false)).unwrap();
+        s.transaction(|tx| {
+            tx.insert_app(&shop)?;
+            tx.insert_dyno(&d)
+        })
+        .unwrap();
+        // Reports that change nothing billable (up, the same report again, crashed) keep the
+        // one interval open.
+        for (state, at) in [
+            (DynoState::Up, 2_000),
+            (DynoState::Up, 2_500),
+            (DynoState::Crashed, 3_000),
+            (DynoState::Starting, 3_500),
+        ] {
+            d.state = state;
+            d.updated_at = at;
+            s.transaction(|tx| tx.update_dyno(&d)).unwrap();
+        }
+        let u = usage(&s);
+        assert_eq!(u.len(), 1);
+        assert_eq!((u[0].started_at, u[0].ended_at), (1_000, None));
+        assert_eq!((u[0].owner.as_str(), u[0].dyno.as_str()), ("acme", "web.1"));
+        // A size change closes the interval and opens one at the new size.
+        d.size = Size::Standard2x;
+        d.updated_at = 4_000;
+        s.transaction(|tx| tx.update_dyno(&d)).unwrap();
+        // Down ends it; the agent's earlier stop time wins over the coordinator's.
+        d.state = DynoState::Down;
+        d.updated_at = 9_000;
+        s.transaction(|tx| {
+            tx.close_usage("d1", 6_000)?;
+            tx.update_dyno(&d)
+        })
+        .unwrap();
+        let u = usage(&s);
+        assert_eq!(
+            u.iter()
+                .map(|i| (i.size, i.started_at, i.ended_at))
+                .collect::<Vec<_>>(),
+            vec![
+                (Size::Standard1x, 1_000, Some(4_000)),
+                (Size::Standard2x, 4_000, Some(6_000))
+            ]
+        );
+        // Idle (asleep) is not billed; deleting a running dyno ends its interval, never
+        // before it began.
+        d.state = DynoState::Up;
+        d.updated_at = 10_000;
+        s.transaction(|tx| tx.update_dyno(&d)).unwrap();
+        s.transaction(|tx| tx.delete_dyno("d1", 5)).unwrap();
+        let u = usage(&s);
+        assert_eq!(u.len(), 3);
+        assert_eq!((u[2].started_at, u[2].ended_at), (10_000, Some(10_000)));
+        // The history outlives the app.
+        s.transaction(|tx| tx.delete_app("id-shop")).unwrap();
+        assert_eq!(usage(&s).len(), 3);
+        assert_eq!(
+            s.read(|r| r.usage_between(0, 5_000, true)).unwrap().len(),
+            0
+        );
+    }
+
+    #[test]
+    fn pricing_is_recorded_only_when_it_changes() {
+        let mut s = Store::open_in_memory().unwrap();
+        assert!(
+            s.transaction(|tx| tx.record_pricing("{\"a\":1}", 10))
+                .unwrap()
+        );
+        assert!(
+            !s.transaction(|tx| tx.record_pricing("{\"a\":1}", 20))
+                .unwrap()
+        );
+        assert!(
+            s.transaction(|tx| tx.record_pricing("{\"a\":2}", 30))
+                .unwrap()
+        );
+        let h = s.read(|r| r.pricing_history()).unwrap();
+        assert_eq!(
+            h,
+            vec![(10, "{\"a\":1}".to_string()), (30, "{\"a\":2}".to_string())]
+        );
     }
 
     #[test]
