@@ -74,6 +74,15 @@ pub enum Command {
         #[command(flatten)]
         wait: WaitArgs,
     },
+    /// Show or change the dyno sizes of an app's process types, with their prices
+    ///
+    /// Without arguments, prints each type's size, quantity and price. With arguments,
+    /// changes sizes: all of them or, when one is malformed or names an unknown size, none.
+    #[command(name = "ps:type")]
+    PsType {
+        /// TYPE=SIZE (web=standard-2x) or a bare SIZE for every process type
+        args: Vec<String>,
+    },
     /// Wait until every formation dyno is up on the current release
     #[command(name = "ps:wait")]
     PsWait {
@@ -262,6 +271,19 @@ pub enum Command {
         /// Process type, e.g. web
         process_type: String,
     },
+    /// Show a month's dyno hours and cost per app, type and size (default: this month, every app)
+    ///
+    /// Prints a line per app, process type and size with each app's subtotal, the eco pools
+    /// and the total; for the running month also what it comes to at the month's end with the
+    /// current formation. -a APP reports one app.
+    Billing {
+        /// The month, YYYY-MM (UTC) [default: the current month]
+        #[arg(long, value_name = "YYYY-MM")]
+        month: Option<String>,
+        /// Print an invoice as CSV: a line per app, size and month
+        #[arg(long, conflicts_with = "json")]
+        csv: bool,
+    },
     /// Open the full-screen operator console (apps, dynos, hosts, logs; keys: ?)
     Console(ConsoleArgs),
     /// Bring up a coordinator, an agent and the sample app on this machine
@@ -363,5 +385,39 @@ mod tests {
         }
         assert!(Cli::try_parse_from(["dyno", "logs", "-n", "1501"]).is_err());
         assert!(Cli::try_parse_from(["dyno", "ps:restart", "-d", "web.1", "-p", "web"]).is_err());
+    }
+
+    #[test]
+    fn billing_takes_an_optional_app_and_one_output_format() {
+        let cli = Cli::try_parse_from(["dyno", "billing", "--month", "2026-10", "--csv"]).unwrap();
+        assert_eq!(cli.global.app, None);
+        match cli.command {
+            Command::Billing { month, csv } => {
+                assert_eq!(month.as_deref(), Some("2026-10"));
+                assert!(csv);
+            }
+            other => panic!("{other:?}"),
+        }
+        let cli = Cli::try_parse_from(["dyno", "billing", "-a", "shop", "--json"]).unwrap();
+        assert_eq!(cli.global.app.as_deref(), Some("shop"));
+        assert!(cli.global.json);
+        // (`dyno --json billing --csv`, the global flag before the subcommand, gets past clap's
+        // conflict check; `billing` rejects it itself.)
+        for args in [
+            &["dyno", "billing", "--json", "--csv"][..],
+            &["dyno", "billing", "--csv", "--json"],
+        ] {
+            let err = Cli::try_parse_from(args).unwrap_err();
+            assert_eq!(
+                err.kind(),
+                clap::error::ErrorKind::ArgumentConflict,
+                "{args:?}"
+            );
+        }
+        let cli = Cli::try_parse_from(["dyno", "ps:type", "web=2X", "worker=basic"]).unwrap();
+        match cli.command {
+            Command::PsType { args } => assert_eq!(args, ["web=2X", "worker=basic"]),
+            other => panic!("{other:?}"),
+        }
     }
 }

@@ -2,8 +2,11 @@
 
 use dyno_shared::LogLine;
 use dyno_shared::Size;
-use dyno_shared::api::{App, AppFeature, Check, Dyno, FormationItem, Host, LogDrain, Release};
+use dyno_shared::api::{
+    App, AppFeature, BillingReport, Check, Dyno, FormationItem, Host, LogDrain, Pricing, Release,
+};
 use dyno_shared::time::{ago, parse_iso, ps_time, rfc3339_micros};
+use serde::Serialize;
 use std::collections::BTreeMap;
 
 /// `2026/11/23 15:08:07 +0000 (~ 30m ago)`, or the raw text if it is not a timestamp.
@@ -430,6 +433,381 @@ pub fn log_line(line: &LogLine, colour: Option<&str>) -> String {
     }
 }
 
+// ----- money and billing -----
+
+/// An amount rounded to cents, never `-0.00`.
+fn cents(amount: f64) -> String {
+    let s = format!("{amount:.2}");
+    if s == "-0.00" { "0.00".to_string() } else { s }
+}
+
+/// `$` before `digits` for USD, the currency code after them otherwise; a minus sign first.
+fn with_currency(digits: &str, currency: &str, prefix: &str) -> String {
+    let (sign, digits) = match digits.strip_prefix('-') {
+        Some(d) => ("-", d),
+        None => ("", digits),
+    };
+    if currency.eq_ignore_ascii_case("USD") {
+        format!("{prefix}{sign}${digits}")
+    } else {
+        format!("{prefix}{sign}{digits} {currency}")
+    }
+}
+
+/// `$12.34` for USD, `12.34 EUR` for any other currency.
+pub fn money(amount: f64, currency: &str) -> String {
+    with_currency(&cents(amount), currency, "")
+}
+
+/// A price as heroku's tables print it: `$25` when whole, else `$7.50`.
+pub fn price(amount: f64, currency: &str) -> String {
+    let c = cents(amount);
+    let digits = c.strip_suffix(".00").unwrap_or(&c);
+    with_currency(digits, currency, "")
+}
+
+/// An hourly rate to a tenth of a cent, marked as approximate: `~$0.035`.
+pub fn hourly_rate(amount: f64, currency: &str) -> String {
+    let s = format!("{amount:.3}");
+    let s = if s == "-0.000" {
+        "0.000".to_string()
+    } else {
+        s
+    };
+    with_currency(&s, currency, "~")
+}
+
+/// `1000` when whole, else `412.5`.
+fn quantity_text(x: f64) -> String {
+    if x.fract() == 0.0 && x.abs() < 1e15 {
+        format!("{x:.0}")
+    } else {
+        format!("{x}")
+    }
+}
+
+/// Columns as `columns` lays them out, but the columns marked in `right` aligned right (numbers).
+pub fn columns_aligned(rows: &[Vec<String>], right: &[bool]) -> String {
+    let mut widths: Vec<usize> = Vec::new();
+    for r in rows {
+        for (i, c) in r.iter().enumerate() {
+            let w = c.chars().count();
+            match widths.get_mut(i) {
+                Some(x) => *x = (*x).max(w),
+                None => widths.push(w),
+            }
+        }
+    }
+    let mut out = String::new();
+    for r in rows {
+        let mut s = String::new();
+        for (i, c) in r.iter().enumerate() {
+            let w = widths[i];
+            if right.get(i).copied().unwrap_or(false) {
+                s.push_str(&format!("{c:>w$}"));
+            } else {
+                s.push_str(&format!("{c:<w$}"));
+            }
+            if i + 1 < r.len() {
+                s.push_str("  ");
+            }
+        }
+        out.push_str(s.trim_end());
+        out.push('\n');
+    }
+    out
+}
+
+/// `Billing for 2026-11 (USD, month to date, projected to month end)`; `of shop` when the report
+/// is one app's.
+pub fn billing_title(r: &BillingReport, app: Option<&str>) -> String {
+    let mut notes = vec![r.currency.clone()];
+    if r.model != "monthly" && !r.model.is_empty() {
+        notes.push(format!("{} pricing", r.model));
+    }
+    if r.current {
+        notes.push("month to date, projected to month end".to_string());
+    }
+    let of = app.map(|a| format!(" of {a}")).unwrap_or_default();
+    format!("Billing{of} for {} ({})", r.month, notes.join(", "))
+}
+
+/// The billing table's header: the projection only for the running month.
+pub fn billing_header(r: &BillingReport) -> Vec<&'static str> {
+    let mut h = vec!["app", "type", "size", "dyno hours", "cost"];
+    if r.current {
+        h.push("projected");
+    }
+    h
+}
+
+/// Which billing columns hold numbers (aligned right).
+pub const BILLING_RIGHT: [bool; 6] = [false, false, false, true, true, true];
+
+/// One row of the billing table: a process type and size of an app, or an app's subtotal.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BillingRow {
+    pub app: String,
+    pub subtotal: bool,
+    /// As `billing_header` names them.
+    pub cells: Vec<String>,
+}
+
+/// The billing table's rows: each app's lines, then its subtotal when it has more than one.
+pub fn billing_rows(r: &BillingReport) -> Vec<BillingRow> {
+    let mut rows = Vec::new();
+    let cur = &r.currency;
+    let row = |app: &str, ptype: String, size: String, hours: f64, cost: f64, projected: f64| {
+        let mut cells = vec![
+            app.to_string(),
+            ptype,
+            size,
+            format!("{hours:.2}"),
+            money(cost, cur),
+        ];
+        if r.current {
+            cells.push(money(projected, cur));
+        }
+        cells
+    };
+    for a in &r.apps {
+        for l in &a.lines {
+            rows.push(BillingRow {
+                app: a.app.clone(),
+                subtotal: false,
+                cells: row(
+                    &a.app,
+                    l.process_type.clone(),
+                    display_size(l.size),
+                    l.dyno_hours,
+                    l.cost,
+                    l.projected,
+                ),
+            });
+        }
+        if a.lines.len() > 1 {
+            let hours = a.lines.iter().map(|l| l.dyno_hours).sum();
+            rows.push(BillingRow {
+                app: a.app.clone(),
+                subtotal: true,
+                cells: row(
+                    &a.app,
+                    "subtotal".into(),
+                    String::new(),
+                    hours,
+                    a.cost,
+                    a.projected,
+                ),
+            });
+        }
+    }
+    rows
+}
+
+/// The eco pools' rows: owner, `hours used / limit`, cost, and `exhausted` when so.
+pub fn eco_pool_rows(r: &BillingReport) -> Vec<Vec<String>> {
+    r.eco_pools
+        .iter()
+        .map(|p| {
+            vec![
+                p.owner.clone(),
+                format!("{:.2} / {}", p.hours_used, quantity_text(p.hours_limit)),
+                money(p.cost, &r.currency),
+                if p.exhausted { "exhausted" } else { "" }.to_string(),
+            ]
+        })
+        .collect()
+}
+
+/// `Total: $62.00 month to date, $110.00 projected to month end` (a past month: its total).
+pub fn billing_total(r: &BillingReport) -> String {
+    if r.current {
+        format!(
+            "Total: {} month to date, {} projected to month end",
+            money(r.cost, &r.currency),
+            money(r.projected, &r.currency)
+        )
+    } else {
+        format!("Total: {}", money(r.cost, &r.currency))
+    }
+}
+
+/// `dyno billing`: the heading, a line per app, process type and size with subtotals, the eco
+/// pools and the total.
+pub fn billing(r: &BillingReport, app: Option<&str>) -> String {
+    let mut out = format!("=== {}\n", billing_title(r, app));
+    let rows = billing_rows(r);
+    if rows.is_empty() {
+        out.push_str(&format!("No dyno usage in {}.\n", r.month));
+    } else {
+        let mut all = vec![
+            billing_header(r)
+                .into_iter()
+                .map(str::to_string)
+                .collect::<Vec<_>>(),
+        ];
+        all.extend(rows.into_iter().map(|r| r.cells));
+        out.push_str(&columns_aligned(&all, &BILLING_RIGHT));
+    }
+    if !r.eco_pools.is_empty() {
+        out.push_str("\n=== Eco pools\n");
+        let mut all = vec![vec![
+            "owner".to_string(),
+            "hours used / limit".to_string(),
+            "cost".to_string(),
+        ]];
+        all.extend(eco_pool_rows(r));
+        out.push_str(&columns_aligned(&all, &[false, true, true, false]));
+    }
+    out.push('\n');
+    out.push_str(&billing_total(r));
+    out.push('\n');
+    out
+}
+
+/// A process type of an app with its size's price: what `ps:type` shows (and prints with --json).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct DynoTypePrice {
+    #[serde(rename = "type")]
+    pub process_type: String,
+    pub quantity: u32,
+    pub size: Size,
+    /// One dyno's cost per hour; `None` when the price table does not list the size.
+    pub hourly: Option<f64>,
+    /// The most one dyno costs in a month; `None` when nothing caps it.
+    pub max_monthly: Option<f64>,
+    pub currency: String,
+}
+
+/// The formation's types, sorted, each with its size's price from `pricing`.
+pub fn dyno_type_prices(formation: &[FormationItem], pricing: &Pricing) -> Vec<DynoTypePrice> {
+    let mut items: Vec<DynoTypePrice> = formation
+        .iter()
+        .map(|f| {
+            let p = pricing.sizes.iter().find(|p| p.size == f.size);
+            DynoTypePrice {
+                process_type: f.process_type.clone(),
+                quantity: f.quantity,
+                size: f.size,
+                hourly: p.map(|p| p.hourly),
+                max_monthly: p.and_then(|p| p.max_monthly),
+                currency: pricing.currency.clone(),
+            }
+        })
+        .collect();
+    items.sort_by(|a, b| a.process_type.cmp(&b.process_type));
+    items
+}
+
+/// `heroku ps:type`: `=== Dyno Types` (type, size, quantity, one dyno's cost per hour and most
+/// per month) and `=== Dyno Totals` (dynos per size), then what eco and dyno-hour pricing mean.
+pub fn dyno_types(items: &[DynoTypePrice], pricing: &Pricing) -> String {
+    let cur = &pricing.currency;
+    let rows: Vec<Vec<String>> = items
+        .iter()
+        .map(|i| {
+            let hourly = match i.hourly {
+                Some(h) if i.size == Size::Eco && h == 0.0 => "eco pool".to_string(),
+                Some(h) => hourly_rate(h, cur),
+                None => "-".to_string(),
+            };
+            vec![
+                i.process_type.clone(),
+                display_size(i.size),
+                i.quantity.to_string(),
+                hourly,
+                i.max_monthly
+                    .map(|m| price(m, cur))
+                    .unwrap_or("-".to_string()),
+            ]
+        })
+        .collect();
+    let mut out = String::from("=== Dyno Types\n");
+    out.push_str(&table(
+        &["type", "size", "qty", "cost/hour", "max cost/month"],
+        &rows,
+    ));
+    let mut totals: Vec<(Size, u32)> = Vec::new();
+    for i in items {
+        match totals.iter_mut().find(|(s, _)| *s == i.size) {
+            Some((_, n)) => *n += i.quantity,
+            None => totals.push((i.size, i.quantity)),
+        }
+    }
+    totals.sort_by_key(|(s, _)| Size::ALL.iter().position(|x| x == s));
+    let rows: Vec<Vec<String>> = totals
+        .iter()
+        .map(|(s, n)| vec![display_size(*s), n.to_string()])
+        .collect();
+    out.push_str("\n=== Dyno Totals\n");
+    out.push_str(&table(&["type", "total"], &rows));
+    let mut notes = Vec::new();
+    if items.iter().any(|i| i.size == Size::Eco) {
+        notes.push(format!(
+            "Eco dynos draw on their owner's pool of {} dyno hours a month, {} for the pool.",
+            quantity_text(pricing.eco_pool_hours),
+            price(pricing.eco_pool_price, cur)
+        ));
+    }
+    if pricing.model == "dyno-hour" && pricing.free_hours_per_app > 0.0 {
+        notes.push(format!(
+            "Priced per dyno-hour: the first {} dyno-hours of each app's month are free.",
+            quantity_text(pricing.free_hours_per_app)
+        ));
+    }
+    if !notes.is_empty() {
+        out.push('\n');
+        for n in notes {
+            out.push_str(&n);
+            out.push('\n');
+        }
+    }
+    out
+}
+
+/// A CSV field, quoted when it holds a comma, a quote or a line break (RFC 4180).
+pub fn csv_field(s: &str) -> String {
+    if s.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", s.replace('"', "\"\""))
+    } else {
+        s.to_string()
+    }
+}
+
+/// `dyno billing --csv`: an invoice with a line per app, size and month (the process types of
+/// one size summed); eco pools are billed per owner and are not in it.
+pub fn billing_csv(r: &BillingReport) -> String {
+    let mut out = String::from("month,app,owner,size,dyno_hours,cost,currency\n");
+    for a in &r.apps {
+        let mut sizes: Vec<(Size, f64, f64)> = Vec::new();
+        for l in &a.lines {
+            match sizes.iter_mut().find(|(s, _, _)| *s == l.size) {
+                Some((_, hours, cost)) => {
+                    *hours += l.dyno_hours;
+                    *cost += l.cost;
+                }
+                None => sizes.push((l.size, l.dyno_hours, l.cost)),
+            }
+        }
+        sizes.sort_by_key(|(s, _, _)| Size::ALL.iter().position(|x| x == s));
+        for (size, hours, cost) in sizes {
+            let fields = [
+                r.month.clone(),
+                a.app.clone(),
+                a.owner.clone(),
+                size.to_string(),
+                format!("{hours:.2}"),
+                cents(cost),
+                r.currency.clone(),
+            ];
+            let line: Vec<String> = fields.iter().map(|f| csv_field(f)).collect();
+            out.push_str(&line.join(","));
+            out.push('\n');
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -707,6 +1085,241 @@ run.1 (standard-1x): up 2026/11/23 15:12:46 +0000 (~ 1m ago): bash
              Docs:         https://example.com/runtime-metrics\n\
              Enabled:      false\n\
              State:        public\n"
+        );
+    }
+
+    // ----- billing and ps:type -----
+
+    use dyno_shared::api::{AppBilling, BillingLine, EcoPool, SizePrice};
+
+    fn bline(t: &str, size: Size, hours: f64, cost: f64, projected: f64) -> BillingLine {
+        BillingLine {
+            process_type: t.into(),
+            size,
+            dyno_seconds: (hours * 3600.0) as u64,
+            dyno_hours: hours,
+            cost,
+            projected,
+            quantity: 1,
+        }
+    }
+
+    fn report(current: bool, currency: &str) -> BillingReport {
+        BillingReport {
+            month: "2026-11".into(),
+            currency: currency.into(),
+            model: "monthly".into(),
+            generated_at: "2026-11-23T15:13:46Z".into(),
+            current,
+            apps: vec![
+                AppBilling {
+                    app: "shop".into(),
+                    owner: "Acme, \"Inc\"".into(),
+                    lines: vec![
+                        bline("web", Size::Standard2x, 1065.5, 73.99, 99.99),
+                        bline("worker", Size::Standard1x, 532.75, 18.5, 25.0),
+                        bline("run", Size::Standard1x, 1.25, 0.043, 0.043),
+                    ],
+                    cost: 92.533,
+                    projected: 125.033,
+                },
+                AppBilling {
+                    app: "blog".into(),
+                    owner: "bob".into(),
+                    lines: vec![bline("web", Size::Eco, 412.5, 0.0, 0.0)],
+                    cost: 0.0,
+                    projected: 0.0,
+                },
+            ],
+            eco_pools: vec![
+                EcoPool {
+                    owner: "bob".into(),
+                    hours_used: 412.5,
+                    hours_limit: 1000.0,
+                    cost: 5.0,
+                    exhausted: false,
+                },
+                EcoPool {
+                    owner: "carol".into(),
+                    hours_used: 1000.0,
+                    hours_limit: 1000.0,
+                    cost: 5.0,
+                    exhausted: true,
+                },
+            ],
+            cost: 102.533,
+            projected: 135.033,
+        }
+    }
+
+    #[test]
+    fn money_has_the_dollar_sign_or_the_currency_code() {
+        assert_eq!(money(12.34, "USD"), "$12.34");
+        assert_eq!(money(12.345_1, "usd"), "$12.35");
+        assert_eq!(money(0.0, "USD"), "$0.00");
+        assert_eq!(money(-0.001, "USD"), "$0.00", "no negative zero");
+        assert_eq!(money(-3.5, "USD"), "-$3.50");
+        assert_eq!(money(1234.5, "EUR"), "1234.50 EUR");
+        assert_eq!(money(-3.5, "EUR"), "-3.50 EUR");
+        assert_eq!(price(25.0, "USD"), "$25");
+        assert_eq!(price(7.5, "USD"), "$7.50");
+        assert_eq!(price(250.0, "CHF"), "250 CHF");
+        assert_eq!(hourly_rate(25.0 / 720.0, "USD"), "~$0.035");
+        assert_eq!(hourly_rate(50.0 / 720.0, "EUR"), "~0.069 EUR");
+        assert_eq!(hourly_rate(0.0, "USD"), "~$0.000");
+    }
+
+    #[test]
+    fn billing_lists_lines_subtotals_pools_and_the_projection() {
+        assert_eq!(
+            billing(&report(true, "USD"), None),
+            "\
+=== Billing for 2026-11 (USD, month to date, projected to month end)
+app   type      size         dyno hours    cost  projected
+shop  web       Standard-2X     1065.50  $73.99     $99.99
+shop  worker    Standard-1X      532.75  $18.50     $25.00
+shop  run       Standard-1X        1.25   $0.04      $0.04
+shop  subtotal                  1599.50  $92.53    $125.03
+blog  web       Eco              412.50   $0.00      $0.00
+
+=== Eco pools
+owner  hours used / limit   cost
+bob         412.50 / 1000  $5.00
+carol      1000.00 / 1000  $5.00  exhausted
+
+Total: $102.53 month to date, $135.03 projected to month end
+"
+        );
+    }
+
+    #[test]
+    fn a_past_month_has_no_projection() {
+        let mut r = report(false, "EUR");
+        r.month = "2026-10".into();
+        r.eco_pools.clear();
+        r.apps.truncate(1);
+        r.apps[0].lines.truncate(1);
+        let out = billing(&r, Some("shop"));
+        assert_eq!(
+            out,
+            "\
+=== Billing of shop for 2026-10 (EUR)
+app   type  size         dyno hours       cost
+shop  web   Standard-2X     1065.50  73.99 EUR
+
+Total: 102.53 EUR
+"
+        );
+        r.apps.clear();
+        r.model = "dyno-hour".into();
+        assert!(
+            billing(&r, None).starts_with(
+                "=== Billing for 2026-10 (EUR, dyno-hour pricing)\nNo dyno usage in 2026-10.\n"
+            ),
+            "{}",
+            billing(&r, None)
+        );
+    }
+
+    #[test]
+    fn csv_sums_the_types_of_a_size_and_quotes_fields() {
+        let csv = billing_csv(&report(true, "USD"));
+        assert_eq!(
+            csv,
+            "month,app,owner,size,dyno_hours,cost,currency\n\
+             2026-11,shop,\"Acme, \"\"Inc\"\"\",standard-1x,534.00,18.54,USD\n\
+             2026-11,shop,\"Acme, \"\"Inc\"\"\",standard-2x,1065.50,73.99,USD\n\
+             2026-11,blog,bob,eco,412.50,0.00,USD\n"
+        );
+        assert_eq!(csv_field("plain"), "plain");
+        assert_eq!(csv_field("a,b"), "\"a,b\"");
+        assert_eq!(csv_field("say \"hi\""), "\"say \"\"hi\"\"\"");
+        assert_eq!(csv_field("two\nlines"), "\"two\nlines\"");
+        let mut empty = report(false, "USD");
+        empty.apps.clear();
+        assert_eq!(
+            billing_csv(&empty),
+            "month,app,owner,size,dyno_hours,cost,currency\n"
+        );
+    }
+
+    fn pricing() -> Pricing {
+        Pricing {
+            model: "monthly".into(),
+            currency: "USD".into(),
+            effective_from: "2026-01-01T00:00:00Z".into(),
+            sizes: Size::ALL
+                .iter()
+                .map(|&size| {
+                    let monthly = size.monthly_cents() as f64 / 100.0;
+                    let eco = size == Size::Eco;
+                    SizePrice {
+                        size,
+                        hourly: if eco { 0.0 } else { monthly / 720.0 },
+                        max_monthly: if eco { None } else { Some(monthly) },
+                        units: 1.0,
+                    }
+                })
+                .collect(),
+            eco_pool_hours: 1000.0,
+            eco_pool_price: 5.0,
+            dyno_hour_price: 0.05,
+            free_hours_per_app: 750.0,
+        }
+    }
+
+    #[test]
+    fn ps_type_shows_prices_and_totals_per_size() {
+        let mut formation = vec![
+            item("worker", 1, Size::Standard1x),
+            item("web", 2, Size::Standard1x),
+        ];
+        let p = pricing();
+        let items = dyno_type_prices(&formation, &p);
+        assert_eq!(
+            dyno_types(&items, &p),
+            "\
+=== Dyno Types
+type    size         qty  cost/hour  max cost/month
+web     Standard-1X  2    ~$0.035    $25
+worker  Standard-1X  1    ~$0.035    $25
+
+=== Dyno Totals
+type         total
+Standard-1X  3
+"
+        );
+        formation.push(item("clock", 1, Size::Eco));
+        formation.push(item("big", 0, Size::PerformanceL));
+        let mut p = pricing();
+        p.sizes.retain(|s| s.size != Size::PerformanceL);
+        let items = dyno_type_prices(&formation, &p);
+        assert_eq!(items[0].process_type, "big");
+        assert_eq!(items[0].hourly, None, "not in the price table");
+        assert_eq!(
+            dyno_types(&items, &p),
+            "\
+=== Dyno Types
+type    size           qty  cost/hour  max cost/month
+big     Performance-L  0    -          -
+clock   Eco            1    eco pool   -
+web     Standard-1X    2    ~$0.035    $25
+worker  Standard-1X    1    ~$0.035    $25
+
+=== Dyno Totals
+type           total
+Eco            1
+Standard-1X    3
+Performance-L  0
+
+Eco dynos draw on their owner's pool of 1000 dyno hours a month, $5 for the pool.
+"
+        );
+        let json = serde_json::to_value(&items[1]).unwrap();
+        assert_eq!(
+            json,
+            serde_json::json!({"type": "clock", "quantity": 1, "size": "eco", "hourly": 0.0,
+                "max_monthly": null, "currency": "USD"})
         );
     }
 }

@@ -450,3 +450,249 @@ fn talks_to_a_coordinator() {
             });
     assert!(methods["GET"] > 3, "{methods:?}");
 }
+
+fn billing_json(month: &str, current: bool) -> serde_json::Value {
+    serde_json::json!({
+        "month": month, "currency": "USD", "model": "monthly",
+        "generated_at": "2026-11-23T15:13:46Z", "current": current,
+        "apps": [{
+            "app": "shop", "owner": "acme", "cost": 56.5, "projected": 80.0,
+            "lines": [
+                {"type": "web", "size": "standard-1x", "dyno_seconds": 3600000, "dyno_hours": 1000.0,
+                 "cost": 34.72, "projected": 50.0, "quantity": 2},
+                {"type": "worker", "size": "standard-1x", "dyno_seconds": 1800000, "dyno_hours": 500.0,
+                 "cost": 17.36, "projected": 25.0, "quantity": 1},
+                {"type": "run", "size": "performance-m", "dyno_seconds": 3600, "dyno_hours": 1.0,
+                 "cost": 4.42, "projected": 5.0, "quantity": 0}
+            ]
+        }],
+        "eco_pools": [{"owner": "bob", "hours_used": 1000.0, "hours_limit": 1000.0, "cost": 5.0,
+                       "exhausted": true}],
+        "cost": 61.5, "projected": 85.0,
+        "a_field_from_a_newer_coordinator": 1
+    })
+}
+
+fn pricing_json() -> serde_json::Value {
+    let size = |size: &str, monthly: f64| {
+        serde_json::json!({"size": size, "hourly": monthly / 720.0, "max_monthly": monthly,
+            "units": 1.0})
+    };
+    serde_json::json!({
+        "model": "monthly", "currency": "USD", "effective_from": "2026-01-01T00:00:00Z",
+        "sizes": [
+            {"size": "eco", "hourly": 0.0, "max_monthly": null, "units": 1.0},
+            size("basic", 7.0), size("standard-1x", 25.0), size("standard-2x", 50.0),
+            size("performance-m", 250.0), size("performance-l", 500.0)
+        ],
+        "eco_pool_hours": 1000.0, "eco_pool_price": 5.0, "dyno_hour_price": 0.05,
+        "free_hours_per_app": 0.0
+    })
+}
+
+fn billing_coordinator(req: &Seen) -> (u16, String) {
+    let (path, query) = req.target.split_once('?').unwrap_or((&req.target, ""));
+    let ok = |v: serde_json::Value| (200, v.to_string());
+    match (req.method.as_str(), path) {
+        ("GET", "/billing") if query.contains("app=nope") => (
+            404,
+            serde_json::json!({"id": "not_found", "message": "no app named nope"}).to_string(),
+        ),
+        ("GET", "/billing") if query.contains("month=1999-01") => (
+            422,
+            serde_json::json!({"id": "invalid_params", "message": "no usage is kept before 2026-01"})
+                .to_string(),
+        ),
+        ("GET", "/billing") if query.contains("month=2026-10") => {
+            ok(billing_json("2026-10", false))
+        }
+        ("GET", "/billing") => ok(billing_json("2026-11", true)),
+        ("GET", "/pricing") => ok(pricing_json()),
+        ("GET", "/apps/shop/formation") => ok(formation_json()),
+        ("PATCH", "/apps/shop/formation") => ok(serde_json::json!([
+            {"type": "web", "quantity": 2, "size": "standard-2x", "command": "dyno-probe web"},
+            {"type": "worker", "quantity": 1, "size": "standard-2x", "command": "dyno-probe worker"}
+        ])),
+        _ => (
+            404,
+            serde_json::json!({"id": "not_found", "message": format!("no such path {path}")})
+                .to_string(),
+        ),
+    }
+}
+
+#[test]
+fn billing_and_ps_type_against_a_coordinator() {
+    let home = tempfile::tempdir().unwrap();
+    let (url, seen) = fake(Box::new(billing_coordinator));
+    let run = |args: &[&str]| {
+        let mut a = vec!["--coordinator", &url];
+        a.extend(args);
+        dyno(home.path(), &a, &[])
+    };
+    let requests = || seen.lock().unwrap().len();
+    let last = || seen.lock().unwrap().last().unwrap().clone();
+
+    // No -a: every app, no error about a missing app.
+    let r = run(&["billing"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(last().target, "/billing");
+    assert_eq!(
+        r.stdout,
+        "\
+=== Billing for 2026-11 (USD, month to date, projected to month end)
+app   type      size           dyno hours    cost  projected
+shop  web       Standard-1X       1000.00  $34.72     $50.00
+shop  worker    Standard-1X        500.00  $17.36     $25.00
+shop  run       Performance-M        1.00   $4.42      $5.00
+shop  subtotal                    1501.00  $56.50     $80.00
+
+=== Eco pools
+owner  hours used / limit   cost
+bob        1000.00 / 1000  $5.00  exhausted
+
+Total: $61.50 month to date, $85.00 projected to month end
+"
+    );
+
+    let r = run(&["billing", "-a", "shop", "--month", "2026-10"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(last().target, "/billing?month=2026-10&app=shop");
+    assert!(
+        r.stdout
+            .starts_with("=== Billing of shop for 2026-10 (USD)\napp   type      size           dyno hours    cost\n"),
+        "{}",
+        r.stdout
+    );
+    assert!(!r.stdout.contains("projected"), "{}", r.stdout);
+
+    let r = run(&["billing", "--month", "2026-10", "--csv"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(
+        r.stdout,
+        "month,app,owner,size,dyno_hours,cost,currency\n\
+         2026-10,shop,acme,standard-1x,1500.00,52.08,USD\n\
+         2026-10,shop,acme,performance-m,1.00,4.42,USD\n"
+    );
+
+    // --json is the coordinator's document, fields this build does not know included.
+    let r = run(&["billing", "--json"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let v: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+    assert_eq!(v, billing_json("2026-11", true));
+
+    // Bad input changes nothing and asks nothing.
+    let before = requests();
+    for (args, says) in [
+        (&["billing", "--month", "2026-13"][..], "\"2026-13\""),
+        (&["billing", "--month", "nov"], "\"nov\""),
+        (&["--json", "billing", "--csv"], "--csv"),
+        (&["billing", "--json", "--csv"], "--csv"),
+        (
+            &["ps:type", "web=2X", "worker=huge", "-a", "shop"],
+            "\"worker=huge\"",
+        ),
+        (&["ps:type", "web", "-a", "shop"], "\"web\""),
+        (&["ps:type"], "-a APP"),
+    ] {
+        let r = run(args);
+        assert_eq!(r.code, 2, "{args:?}: {}", r.stderr);
+        assert!(r.stderr.contains(says), "{args:?}: {}", r.stderr);
+    }
+    assert_eq!(requests(), before);
+
+    let r = run(&["billing", "-a", "nope"]);
+    assert_eq!(
+        (r.code, r.stderr.as_str()),
+        (1, "error: no app named nope\n")
+    );
+    let r = run(&["billing", "--month", "1999-01"]);
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert_eq!(r.stderr, "error: no usage is kept before 2026-01\n");
+
+    let r = run(&["ps:type", "-a", "shop"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(
+        r.stdout,
+        "\
+=== Dyno Types
+type    size         qty  cost/hour  max cost/month
+web     Standard-1X  2    ~$0.035    $25
+worker  Standard-2X  1    ~$0.069    $50
+
+=== Dyno Totals
+type         total
+Standard-1X  2
+Standard-2X  1
+"
+    );
+    assert!(seen.lock().unwrap().iter().all(|s| s.method == "GET"));
+
+    // A bare size is every type; one PATCH, then the new table.
+    let r = run(&["ps:type", "2X", "-a", "shop"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let patches: Vec<Seen> = seen
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|s| s.method == "PATCH")
+        .cloned()
+        .collect();
+    assert_eq!(patches.len(), 1);
+    assert_eq!(patches[0].target, "/apps/shop/formation");
+    let body: serde_json::Value = serde_json::from_str(&patches[0].body).unwrap();
+    assert_eq!(
+        body,
+        serde_json::json!({"updates": [
+            {"type": "web", "quantity": null, "size": "standard-2x"},
+            {"type": "worker", "quantity": null, "size": "standard-2x"}
+        ]})
+    );
+    assert!(
+        r.stdout
+            .contains("web     Standard-2X  2    ~$0.069    $50\n"),
+        "{}",
+        r.stdout
+    );
+    assert!(r.stdout.contains("Standard-2X  3\n"), "{}", r.stdout);
+
+    let r = run(&["ps:type", "web=standard-2x", "-a", "shop", "--json"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let body: serde_json::Value = serde_json::from_str(&last_patch(&seen).body).unwrap();
+    assert_eq!(
+        body,
+        serde_json::json!({"updates": [{"type": "web", "quantity": null, "size": "standard-2x"}]})
+    );
+    let v: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+    assert_eq!(v[0]["type"], "web");
+    assert_eq!(v[0]["quantity"], 2);
+    assert_eq!(v[0]["size"], "standard-2x");
+    assert_eq!(v[0]["max_monthly"], 50.0);
+    assert_eq!(v[0]["currency"], "USD");
+    assert!((v[0]["hourly"].as_f64().unwrap() - 50.0 / 720.0).abs() < 1e-9);
+
+    // A type the app does not have is refused before the PATCH.
+    let patches_before = count_patches(&seen);
+    let r = run(&["ps:type", "clock=basic", "-a", "shop"]);
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert!(r.stderr.contains("no process type clock"), "{}", r.stderr);
+    assert_eq!(count_patches(&seen), patches_before);
+}
+
+fn last_patch(seen: &Arc<Mutex<Vec<Seen>>>) -> Seen {
+    seen.lock()
+        .unwrap()
+        .iter()
+        .rev()
+        .find(|s| s.method == "PATCH")
+        .cloned()
+        .unwrap()
+}
+
+fn count_patches(seen: &Arc<Mutex<Vec<Seen>>>) -> usize {
+    seen.lock()
+        .unwrap()
+        .iter()
+        .filter(|s| s.method == "PATCH")
+        .count()
+}

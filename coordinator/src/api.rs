@@ -225,7 +225,7 @@ fn app_json(
 ) -> wire::App {
     let mine: Vec<&DynoRow> = dynos
         .iter()
-        .filter(|d| d.app_id == app.id && !d.one_off && d.desired == Desired::Run)
+        .filter(|d| d.app_id == app.id && !d.one_off && d.desired != Desired::Stop)
         .collect();
     wire::App {
         id: app.id.clone(),
@@ -815,7 +815,8 @@ async fn list_dynos(
     Ok(Json(
         dynos
             .iter()
-            .filter(|d| d.desired == Desired::Run)
+            // Dynos being stopped are gone as far as users are concerned; sleeping ones show.
+            .filter(|d| d.desired != Desired::Stop)
             .map(|d| dyno_json(&api.inner, d))
             .collect(),
     ))

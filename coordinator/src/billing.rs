@@ -451,8 +451,7 @@ pub fn bill(
     let remaining_ms = if current { (end - now_ms) as f64 } else { 0.0 };
     let mut eco_formation_owners: Vec<String> = Vec::new();
     if current {
-        let mut future_units: HashMap<String, Vec<(LineKey, f64)>> =
-            HashMap::new();
+        let mut future_units: HashMap<String, Vec<(LineKey, f64)>> = HashMap::new();
         for f in formation.iter().filter(|f| f.quantity > 0) {
             app_meta
                 .entry(f.app_id.clone())

@@ -1,6 +1,7 @@
 //! One function per CLI command; each validates its input before the first request.
 
 mod apps;
+mod billing;
 mod config;
 pub mod deploy;
 mod drains;
@@ -141,6 +142,7 @@ pub fn run(cli: Cli) -> Result<i32> {
         Command::Releases => apps::releases(&ctx),
         Command::Ps => ps::list(&ctx),
         Command::PsScale { args, wait } => ps::scale(&ctx, &args, &wait),
+        Command::PsType { args } => ps::types(&ctx, &args),
         Command::PsWait { wait_timeout } => ps::wait_command(&ctx, wait_timeout),
         Command::PsRestart {
             dyno,
@@ -208,6 +210,7 @@ pub fn run(cli: Cli) -> Result<i32> {
             },
         ),
         Command::ChecksUnset { process_type } => fleet::unset_check(&ctx, &process_type),
+        Command::Billing { month, csv } => billing::billing(&ctx, month.as_deref(), csv),
         Command::Console(args) => console(&ctx, &args),
         Command::Up(_) | Command::Exec { .. } => unreachable!("handled above"),
     }

@@ -227,6 +227,7 @@ pub fn fetch(client: &Client, interest: &Interest) -> Result<Option<Update>> {
             app: app.clone(),
             vars: client.get::<BTreeMap<String, String>>(&format!("/apps/{app}/config-vars"))?,
         },
+        Interest::Billing => Update::Billing(Box::new(client.get("/billing")?)),
         Interest::Health => {
             if !client.healthy() {
                 anyhow::bail!("cannot reach the coordinator at {}", client.base());

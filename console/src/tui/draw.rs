@@ -49,6 +49,7 @@ pub fn draw(f: &mut Frame, s: &State) {
         View::Logs(_) => draw_logs(f, body, s),
         View::Releases(app) => draw_releases(f, body, s, &app),
         View::Config(app) => draw_config(f, body, s, &app),
+        View::Billing => draw_billing(f, body, s),
     }
     draw_footer(f, footer, s);
     match &s.mode {
@@ -124,6 +125,7 @@ fn short(cmd: Cmd, logs: bool) -> &'static str {
         Cmd::Logs => "logs",
         Cmd::Releases => "releases",
         Cmd::Config => "config",
+        Cmd::Billing => "billing",
         Cmd::Scale => "scale",
         Cmd::ScaleUp => "+1",
         Cmd::ScaleDown => "-1",
@@ -787,6 +789,136 @@ fn draw_config(f: &mut Frame, area: Rect, s: &State, app: &str) {
             };
             Row::new(vec![Cell::from(k.clone()).fg(Color::Cyan), value])
         },
+    );
+}
+
+/// This month's cost per app, process type and size with subtotals (the table `dyno billing`
+/// prints), then the eco pools and the total with its projection.
+fn draw_billing(f: &mut Frame, area: Rect, s: &State) {
+    let Some(report) = &s.billing else {
+        let (t, c) = placeholder(s);
+        let b = body_block(s, "Billing", None);
+        let inner = b.inner(area);
+        f.render_widget(b, area);
+        message(f, inner, &t, c);
+        return;
+    };
+    let rows = s.billing_rows();
+    let title = crate::output::billing_title(report, None);
+    let block = body_block(s, &title, Some((s.visible_rows().len(), rows.len())));
+    let inner = block.inner(area);
+    f.render_widget(block, area);
+    let pools = crate::output::eco_pool_rows(report);
+    let pools_h = if pools.is_empty() {
+        0
+    } else {
+        pools.len() as u16 + 2
+    };
+    let [lines_area, pools_area, total_area] = Layout::vertical([
+        Constraint::Min(2),
+        Constraint::Length(pools_h),
+        Constraint::Length(2),
+    ])
+    .areas(inner);
+    if rows.is_empty() {
+        message(
+            f,
+            lines_area,
+            &format!("No dyno usage in {} yet.", report.month),
+            Color::DarkGray,
+        );
+    } else {
+        // Number columns as wide as their widest cell and a gap, aligned right under a
+        // right-aligned head.
+        let names = crate::output::billing_header(report);
+        let width = |i: usize| {
+            let widest = rows
+                .iter()
+                .map(|r| r.cells[i].chars().count())
+                .chain([names[i].len()])
+                .max()
+                .unwrap_or(0);
+            let gap = if crate::output::BILLING_RIGHT[i] {
+                1
+            } else {
+                0
+            };
+            (widest + gap) as u16
+        };
+        let heads: Vec<String> = names
+            .iter()
+            .enumerate()
+            .map(|(i, n)| {
+                let n = n.to_uppercase();
+                if crate::output::BILLING_RIGHT[i] {
+                    format!("{n:>w$}", w = width(i) as usize)
+                } else {
+                    n
+                }
+            })
+            .collect();
+        let header: Vec<&str> = heads.iter().map(String::as_str).collect();
+        let mut widths = vec![
+            Constraint::Fill(1),
+            Constraint::Length(width(1).max(8)),
+            Constraint::Length(width(2).max(11)),
+        ];
+        widths.extend((3..names.len()).map(|i| Constraint::Length(width(i))));
+        table(
+            f,
+            lines_area,
+            s,
+            Block::default(),
+            (&header, &widths),
+            rows.len(),
+            &|i| {
+                let r = &rows[i];
+                let cells = r.cells.iter().enumerate().map(|(c, text)| {
+                    let line = Line::from(text.clone());
+                    let line = if crate::output::BILLING_RIGHT[c] {
+                        line.right_aligned()
+                    } else {
+                        line
+                    };
+                    let cell = Cell::from(line);
+                    if r.subtotal && c == 1 {
+                        cell.fg(Color::DarkGray)
+                    } else {
+                        cell
+                    }
+                });
+                let row = Row::new(cells.collect::<Vec<_>>());
+                if r.subtotal { row.bold() } else { row }
+            },
+        );
+    }
+    if pools_h > 0 {
+        let mut all = vec![vec![
+            "ECO POOL".to_string(),
+            "HOURS USED / LIMIT".to_string(),
+            "COST".to_string(),
+        ]];
+        all.extend(pools);
+        let text = crate::output::columns_aligned(&all, &[false, true, true, false]);
+        let mut lines = vec![Line::from("")];
+        for (i, l) in text.lines().enumerate() {
+            let exhausted = i > 0 && report.eco_pools[i - 1].exhausted;
+            lines.push(if i == 0 {
+                Line::from(l.to_string()).fg(Color::Cyan).bold()
+            } else if exhausted {
+                Line::from(l.to_string()).fg(Color::Red)
+            } else {
+                Line::from(l.to_string())
+            });
+        }
+        f.render_widget(Paragraph::new(lines), pools_area);
+    }
+    f.render_widget(
+        Paragraph::new(vec![
+            Line::from(""),
+            Line::from(crate::output::billing_total(report)).bold(),
+        ]),
+        total_area,
     );
 }
 

@@ -16,6 +16,7 @@ pub enum Scope {
     Logs,
     Releases,
     Config,
+    Billing,
 }
 
 impl Scope {
@@ -29,6 +30,7 @@ impl Scope {
             Scope::Logs => "Logs",
             Scope::Releases => "Releases",
             Scope::Config => "Config vars",
+            Scope::Billing => "Billing",
         }
     }
 }
@@ -52,6 +54,7 @@ pub enum Cmd {
     Logs,
     Releases,
     Config,
+    Billing,
     Scale,
     ScaleUp,
     ScaleDown,
@@ -145,6 +148,14 @@ pub const BINDINGS: &[Binding] = &[
     ),
     b(
         Apps,
+        &[Ch('$')],
+        "$",
+        Cmd::Billing,
+        "billing: this month's cost per app, eco pools, projection",
+        false,
+    ),
+    b(
+        Apps,
         &[Ch('s')],
         "s",
         Cmd::Scale,
@@ -234,6 +245,15 @@ pub const BINDINGS: &[Binding] = &[
         Cmd::Maintenance,
         "maintenance mode on/off (H80 page, dynos keep running)",
         true,
+    ),
+    // Billing
+    b(
+        Billing,
+        &[Code(KeyCode::Enter)],
+        "enter",
+        Cmd::Open,
+        "open the selected row's app",
+        false,
     ),
     // Hosts
     b(
@@ -351,7 +371,7 @@ pub const BINDINGS: &[Binding] = &[
         &[Ch(':')],
         ":",
         Cmd::CommandBar,
-        "go to: apps, app NAME, hosts, logs [APP], releases, config",
+        "go to: apps, app, hosts, logs, releases, config, billing",
         false,
     ),
     b(Global, &[Ch('?')], "?", Cmd::Help, "this help", false),
@@ -471,6 +491,7 @@ pub const VIEW_NAMES: &[(&str, &str)] = &[
     ("logs", "[APP]"),
     ("releases", "[APP]"),
     ("config", "[APP]"),
+    ("billing", "this month, every app"),
     ("quit", "(also q)"),
 ];
 
@@ -501,14 +522,17 @@ mod tests {
         let s = key(KeyCode::Char('s'), KeyModifiers::NONE);
         assert_eq!(lookup(App, false, &s), Some(Cmd::Scale));
         assert_eq!(lookup(App, true, &s), None);
-        for scope in [Apps, App, Hosts, Logs, Releases, Config] {
+        // Billing only looks: it stays with --read-only.
+        let dollar = key(KeyCode::Char('$'), KeyModifiers::SHIFT);
+        assert_eq!(lookup(Apps, true, &dollar), Some(Cmd::Billing));
+        for scope in [Apps, App, Hosts, Logs, Releases, Config, Billing] {
             assert!(bindings_for(scope, true).all(|b| !b.action));
         }
     }
 
     #[test]
     fn no_key_is_bound_twice_in_one_view() {
-        for scope in [Apps, App, Hosts, Logs, Releases, Config] {
+        for scope in [Apps, App, Hosts, Logs, Releases, Config, Billing] {
             let mut seen: Vec<(K, Cmd)> = Vec::new();
             for bd in bindings_for(scope, false) {
                 for k in bd.keys {

@@ -199,6 +199,7 @@ fn view_kind(v: &View) -> &'static str {
         View::Logs(_) => "logs",
         View::Releases(_) => "releases",
         View::Config(_) => "config",
+        View::Billing => "billing",
     }
 }
 

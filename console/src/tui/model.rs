@@ -2,7 +2,7 @@
 //! asks the coordinator for. Plain data: no I/O, no drawing.
 
 use dyno_shared::LogLine;
-use dyno_shared::api::{App, Dyno, FormationItem, Host, Release};
+use dyno_shared::api::{App, BillingReport, Dyno, FormationItem, Host, Release};
 use ratatui::crossterm::event::KeyEvent;
 use std::collections::BTreeMap;
 
@@ -38,6 +38,8 @@ pub enum Update {
         app: String,
         vars: BTreeMap<String, String>,
     },
+    /// This month's usage and cost of every app.
+    Billing(Box<BillingReport>),
     /// The coordinator answered, but not with the data (an unknown app, a 500).
     Failed(String),
 }
@@ -50,6 +52,8 @@ pub enum Interest {
     Hosts,
     Releases(String),
     Config(String),
+    /// This month's billing report, every app.
+    Billing,
     /// The Logs view: only the coordinator's health is polled, lines come from the tail.
     Health,
 }

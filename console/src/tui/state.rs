@@ -5,7 +5,8 @@
 use super::keymap::{self, Cmd, Scope};
 use super::logbuf::{LogBuf, LogFilter};
 use super::model::{Action, AppDetail, AppRow, Interest, Msg, TailState, Update};
-use dyno_shared::api::{Dyno, Host, Release};
+use crate::output::{BillingRow, billing_rows};
+use dyno_shared::api::{BillingReport, Dyno, Host, Release};
 use dyno_shared::scale::{ScaleOp, parse_scale_args};
 use dyno_shared::{AppName, Size};
 use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
@@ -23,6 +24,8 @@ pub enum View {
     Logs(String),
     Releases(String),
     Config(String),
+    /// This month's billing report, every app.
+    Billing,
 }
 
 impl View {
@@ -34,13 +37,14 @@ impl View {
             View::Logs(_) => Scope::Logs,
             View::Releases(_) => Scope::Releases,
             View::Config(_) => Scope::Config,
+            View::Billing => Scope::Billing,
         }
     }
 
     pub fn app(&self) -> Option<&str> {
         match self {
             View::App(a) | View::Logs(a) | View::Releases(a) | View::Config(a) => Some(a),
-            View::Apps | View::Hosts => None,
+            View::Apps | View::Hosts | View::Billing => None,
         }
     }
 
@@ -52,6 +56,7 @@ impl View {
             View::Logs(_) => Interest::Health,
             View::Releases(a) => Interest::Releases(a.clone()),
             View::Config(a) => Interest::Config(a.clone()),
+            View::Billing => Interest::Billing,
         }
     }
 
@@ -63,6 +68,7 @@ impl View {
             View::Logs(a) => format!("logs {a}"),
             View::Releases(a) => format!("releases {a}"),
             View::Config(a) => format!("config {a}"),
+            View::Billing => "billing".into(),
         }
     }
 }
@@ -255,6 +261,7 @@ pub struct State {
     pub hosts: Option<Vec<Host>>,
     pub releases: Option<(String, Vec<Release>)>,
     pub config: Option<(String, BTreeMap<String, String>)>,
+    pub billing: Option<BillingReport>,
     /// The coordinator's answer when the current view's data could not be had.
     pub failed: Option<String>,
     pub logs: Option<LogBuf>,
@@ -287,6 +294,7 @@ impl State {
             hosts: None,
             releases: None,
             config: None,
+            billing: None,
             failed: None,
             logs: None,
             tail: TailState::Connecting,
@@ -417,6 +425,7 @@ impl State {
             Update::Hosts(h) => replace(&mut self.hosts, h),
             Update::Releases { app, releases } => replace(&mut self.releases, (app, releases)),
             Update::Config { app, vars } => replace(&mut self.config, (app, vars)),
+            Update::Billing(report) => replace(&mut self.billing, *report),
             Update::Failed(e) => {
                 let c = self.failed.as_deref() != Some(e.as_str());
                 self.failed = Some(e);
@@ -493,8 +502,20 @@ impl State {
                         .collect()
                 })
                 .unwrap_or_default(),
+            View::Billing => self
+                .billing_rows()
+                .iter()
+                .enumerate()
+                .filter(|(_, r)| keep(&r.cells[..3].join(" ")))
+                .map(|(i, _)| i)
+                .collect(),
             View::Logs(_) => Vec::new(),
         }
+    }
+
+    /// The Billing view's rows (lines and subtotals), as `dyno billing` prints them.
+    pub fn billing_rows(&self) -> Vec<BillingRow> {
+        self.billing.as_ref().map(billing_rows).unwrap_or_default()
     }
 
     pub fn app_detail(&self, name: &str) -> Option<&AppDetail> {
@@ -524,6 +545,10 @@ impl State {
             View::Apps => {
                 let i = self.selected_index()?;
                 self.apps.as_ref()?.get(i).map(|r| r.app.name.clone())
+            }
+            View::Billing => {
+                let i = self.selected_index()?;
+                self.billing_rows().get(i).map(|r| r.app.clone())
             }
             v => v.app().map(str::to_string),
         }
@@ -767,6 +792,10 @@ impl State {
                     };
                     self.open_logs(app, filter)
                 }
+                View::Billing => match self.selected_app() {
+                    Some(a) => self.go(View::App(a)),
+                    None => Vec::new(),
+                },
                 _ => Vec::new(),
             },
             Cmd::Logs => match self.selected_app() {
@@ -781,6 +810,7 @@ impl State {
                 Some(a) => self.go(View::Config(a)),
                 None => Vec::new(),
             },
+            Cmd::Billing => self.go(View::Billing),
             Cmd::Scale => {
                 if let Some(app) = self.selected_app() {
                     let current = self.formation_text(&app);
@@ -1185,7 +1215,7 @@ impl State {
         }
     }
 
-    /// `:apps`, `:app shop`, `:hosts`, `:logs shop`, `:releases`, `:config`, `:q`.
+    /// `:apps`, `:app shop`, `:hosts`, `:logs shop`, `:releases`, `:config`, `:billing`, `:q`.
     fn command(&mut self, line: &str) -> Vec<Effect> {
         let mut words = line.split_whitespace();
         let Some(word) = words.next() else {
@@ -1226,6 +1256,7 @@ impl State {
             },
             "releases" => need_app(self, View::Releases),
             "config" => need_app(self, View::Config),
+            "billing" => self.go(View::Billing),
             _ => vec![Effect::Quit],
         }
     }
@@ -1251,6 +1282,7 @@ fn resolve_view_name(word: &str) -> Result<&'static str, String> {
         ("logs", "logs"),
         ("releases", "releases"),
         ("config", "config"),
+        ("billing", "billing"),
         ("quit", "quit"),
         ("q", "quit"),
     ];

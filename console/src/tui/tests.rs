@@ -5,7 +5,10 @@ use super::data::DataSource;
 use super::draw;
 use super::model::{Action, AppDetail, AppRow, Interest, Msg, TailState, Update};
 use super::state::{Effect, Mode, State, View};
-use dyno_shared::api::{App, Dyno, DynoStatsJson, FormationItem, Host, Release};
+use dyno_shared::api::{
+    App, AppBilling, BillingLine, BillingReport, Dyno, DynoStatsJson, EcoPool, FormationItem, Host,
+    Release,
+};
 use dyno_shared::{LogLine, LogSource, Size};
 use ratatui::Terminal;
 use ratatui::backend::TestBackend;
@@ -243,6 +246,66 @@ fn log_lines() -> Vec<LogLine> {
     v
 }
 
+fn billing_line(t: &str, size: Size, hours: f64, cost: f64, projected: f64) -> BillingLine {
+    BillingLine {
+        process_type: t.into(),
+        size,
+        dyno_seconds: (hours * 3600.0) as u64,
+        dyno_hours: hours,
+        cost,
+        projected,
+        quantity: 1,
+    }
+}
+
+fn billing_report() -> BillingReport {
+    BillingReport {
+        month: "2026-11".into(),
+        currency: "USD".into(),
+        model: "monthly".into(),
+        generated_at: iso(0),
+        current: true,
+        apps: vec![
+            AppBilling {
+                app: "blog".into(),
+                owner: "bob".into(),
+                lines: vec![billing_line("web", Size::Eco, 412.5, 0.0, 0.0)],
+                cost: 0.0,
+                projected: 0.0,
+            },
+            AppBilling {
+                app: "shop".into(),
+                owner: "acme".into(),
+                lines: vec![
+                    billing_line("web", Size::Standard2x, 1598.25, 110.99, 150.0),
+                    billing_line("worker", Size::Basic, 532.75, 5.18, 7.0),
+                    billing_line("run", Size::Standard1x, 1.25, 0.04, 0.04),
+                ],
+                cost: 116.21,
+                projected: 157.04,
+            },
+        ],
+        eco_pools: vec![
+            EcoPool {
+                owner: "bob".into(),
+                hours_used: 412.5,
+                hours_limit: 1000.0,
+                cost: 5.0,
+                exhausted: false,
+            },
+            EcoPool {
+                owner: "carol".into(),
+                hours_used: 1000.0,
+                hours_limit: 1000.0,
+                cost: 5.0,
+                exhausted: true,
+            },
+        ],
+        cost: 126.21,
+        projected: 167.04,
+    }
+}
+
 fn state_on(view: View) -> State {
     let mut s = State::new("http://127.0.0.1:7070", false, view, NOW);
     s.start();
@@ -258,6 +321,7 @@ fn state_on(view: View) -> State {
         app: "shop".into(),
         vars: config(),
     }));
+    s.update(Msg::Data(Update::Billing(Box::new(billing_report()))));
     s
 }
 
@@ -325,6 +389,88 @@ fn snapshot_releases_and_config() {
     );
     ch(&mut s, 'M');
     assert!(render(&s, 80, 24).contains("postgres://u:secret@db/shop"));
+}
+
+#[test]
+fn snapshot_billing() {
+    let mut s = state_on(View::Apps);
+    let effects = ch(&mut s, '$');
+    assert!(
+        matches!(
+            effects.as_slice(),
+            [Effect::Watch(Interest::Billing), Effect::Tail(None, _)]
+        ),
+        "{effects:?}"
+    );
+    assert_eq!(s.view(), &View::Billing);
+    let screen = render(&s, 80, 24);
+    insta::assert_snapshot!("billing_80x24", screen);
+    for text in [
+        "Billing for 2026-11 (USD, month to date, projected to month end)",
+        "$157.04",
+        "carol",
+        "exhausted",
+        "Total: $126.21 month to date, $167.04 projected to month end",
+    ] {
+        assert!(screen.contains(text), "{text:?} in\n{screen}");
+    }
+    assert!(
+        screen.lines().any(|l| l.contains("shop")
+            && l.contains("subtotal")
+            && l.contains("2132.25")
+            && l.contains("$116.21")),
+        "{screen}"
+    );
+    // A past month (as `:billing` never asks for, but the report may say) has no projection.
+    let mut past = billing_report();
+    past.current = false;
+    s.update(Msg::Data(Update::Billing(Box::new(past))));
+    let screen = render(&s, 80, 24);
+    assert!(screen.contains("│Total: $126.21   "), "{screen}");
+    assert!(!screen.to_lowercase().contains("projected"), "{screen}");
+    // The filter keeps the rows of matching apps; enter opens the selected row's app, esc
+    // comes back.
+    s.update(Msg::Data(Update::Billing(Box::new(billing_report()))));
+    ch(&mut s, '/');
+    typed(&mut s, "shop");
+    key(&mut s, KeyCode::Enter);
+    assert_eq!(s.visible_rows(), vec![1, 2, 3, 4]);
+    ch(&mut s, 'j');
+    key(&mut s, KeyCode::Enter);
+    assert_eq!(s.view(), &View::App("shop".into()));
+    key(&mut s, KeyCode::Esc);
+    assert_eq!(s.view(), &View::Billing);
+    key(&mut s, KeyCode::Esc); // clears the filter
+    key(&mut s, KeyCode::Esc);
+    assert_eq!(s.view(), &View::Apps);
+    // `:billing` from anywhere, and the coordinator's error while there is no report yet.
+    let mut s = State::new("http://x", true, View::Hosts, NOW);
+    s.start();
+    ch(&mut s, ':');
+    typed(&mut s, "bil");
+    assert!(matches!(
+        key(&mut s, KeyCode::Enter).as_slice(),
+        [Effect::Watch(Interest::Billing), _]
+    ));
+    s.update(Msg::Data(Update::Failed("no such path /billing".into())));
+    assert!(render(&s, 80, 24).contains("no such path /billing"));
+}
+
+#[test]
+fn billing_stays_in_read_only_mode() {
+    let mut s = State::new("http://x", true, View::Apps, NOW);
+    s.start();
+    s.update(Msg::Data(Update::Apps(apps())));
+    let footer = render(&s, 80, 24);
+    assert!(footer.contains("$ billing"), "{footer}");
+    ch(&mut s, '$');
+    assert_eq!(s.view(), &View::Billing);
+    s.update(Msg::Data(Update::Billing(Box::new(billing_report()))));
+    let screen = render(&s, 80, 24);
+    assert!(
+        screen.contains(" read-only ") && screen.contains("$157.04"),
+        "{screen}"
+    );
 }
 
 fn logs_state() -> State {
