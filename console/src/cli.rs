@@ -43,6 +43,9 @@ pub enum Command {
     AppsCreate {
         /// App name: 3-30 lowercase letters, digits and dashes
         name: String,
+        /// Who pays for it (billing groups by owner; eco dynos share one pool per owner)
+        #[arg(long)]
+        owner: Option<String>,
     },
     /// Destroy an app and stop its dynos
     #[command(name = "apps:destroy")]

@@ -678,6 +678,11 @@ mod tests {
         );
         assert_eq!(Month::containing(m.start_ms()), m);
         assert_eq!(Month::containing(m.end_ms() - 1), m);
+        // All UTC: months that hold a daylight-saving change elsewhere are whole days long.
+        let march = Month::parse("2026-03").unwrap();
+        assert_eq!(march.end_ms() - march.start_ms(), 31 * 24 * H);
+        let oct = Month::parse("2026-10").unwrap();
+        assert_eq!(oct.end_ms() - oct.start_ms(), 31 * 24 * H);
         // February of a leap year.
         let feb = Month::parse("2028-02").unwrap();
         assert_eq!(feb.end_ms() - feb.start_ms(), 29 * 24 * H);

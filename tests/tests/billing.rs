@@ -146,7 +146,12 @@ fn eco_dynos_sleep_when_the_pool_runs_out_and_a_sighup_reprices_from_then() {
         .clone();
     assert_eq!(std1x["max_monthly"], 25.0);
 
-    p.deploy("sleepy", "worker: dyno-probe worker\n");
+    let bad = p.dyno(&["apps:create", "sleepy", "--owner", "not an owner"]);
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("not an owner"));
+    p.dyno_ok(&["apps:create", "sleepy", "--owner", "acme"]);
+    let dir = p.app_dir("sleepy", "worker: dyno-probe worker\n");
+    p.dyno_ok(&["deploy", dir.to_str().unwrap(), "-a", "sleepy"]);
     p.dyno_ok(&["ps:scale", "worker=1:eco", "-a", "sleepy"]);
     wait_until("the eco worker sleeps", Duration::from_secs(30), || {
         let d = p.dynos("sleepy");
@@ -154,7 +159,7 @@ fn eco_dynos_sleep_when_the_pool_runs_out_and_a_sighup_reprices_from_then() {
     });
     let report = p.get("/billing").unwrap();
     let pool = &report["eco_pools"][0];
-    assert_eq!(pool["owner"], "default");
+    assert_eq!(pool["owner"], "acme");
     assert_eq!(pool["exhausted"], true, "{report}");
     assert_eq!(pool["cost"], 5.0);
     let used = pool["hours_used"].as_f64().unwrap();

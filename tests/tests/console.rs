@@ -276,6 +276,20 @@ fn console_scales_restarts_and_filters_logs() {
                 .all(|l| l.ends_with('7') && l.contains("worker tick"))
     });
 
+    // Billing: the month's lines of the app's dynos, from the coordinator's meter.
+    t.keys(&["Escape"]);
+    t.keys(&[":"]);
+    t.text("billing");
+    t.keys(&["Enter"]);
+    let s = t.wait_for("shop's web and worker billed", |s| {
+        s.contains("Billing for")
+            && s.lines()
+                .any(|l| l.contains("shop") && l.contains("web") && l.contains("Standard-1X"))
+            && s.lines()
+                .any(|l| l.contains("worker") && l.contains("Standard-1X"))
+    });
+    assert!(s.contains("Total: $"), "{s}");
+
     // q quits and leaves a usable terminal: no alternate screen, cursor shown.
     t.keys(&["q"]);
     t.assert_clean_exit();

@@ -17,14 +17,14 @@ pub fn list(ctx: &Ctx) -> Result<i32> {
     Ok(0)
 }
 
-pub fn create(ctx: &Ctx, name: &str) -> Result<i32> {
+pub fn create(ctx: &Ctx, name: &str, owner: Option<String>) -> Result<i32> {
     let name = app_name(name)?;
     let app: App = ctx.client()?.send(
         "POST",
         "/apps",
         &CreateApp {
             name: name.clone(),
-            owner: None,
+            owner,
         },
     )?;
     if ctx.json() {

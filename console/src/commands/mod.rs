@@ -134,7 +134,7 @@ pub fn run(cli: Cli) -> Result<i32> {
     let ctx = Ctx::new(cli.global);
     match cli.command {
         Command::Apps => apps::list(&ctx),
-        Command::AppsCreate { name } => apps::create(&ctx, &name),
+        Command::AppsCreate { name, owner } => apps::create(&ctx, &name, owner),
         Command::AppsDestroy { name, confirm } => {
             apps::destroy(&ctx, name.as_deref(), confirm.as_deref())
         }
