@@ -33,6 +33,8 @@ pub const LOG_COALESCE: Duration = Duration::from_millis(2);
 /// Most `Logs` frames sent per flush, so heartbeats and states are not starved by a flood.
 const MAX_LOG_FRAMES_PER_FLUSH: usize = 16;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Between attempts with a refused credential.
+const REFUSED_RETRY: Duration = Duration::from_secs(60);
 /// How long the coordinator has to answer `Hello`.
 pub const WELCOME_TIMEOUT: Duration = Duration::from_secs(10);
 /// Replies (errors) waiting for the writer.
@@ -42,7 +44,7 @@ const REPLY_QUEUE: usize = 64;
 pub struct ConnectionConfig {
     /// `ws://host:port/agent/ws`.
     pub ws_url: String,
-    pub token: String,
+    pub credential: crate::credential::Credential,
     pub name: String,
     pub address: String,
     pub memory_mb: u64,
@@ -113,6 +115,11 @@ impl Backoff {
         self.next = BACKOFF_MIN;
     }
 
+    /// The next delay is at least about `d` (with the usual jitter below it).
+    pub fn at_least(&mut self, d: Duration) {
+        self.next = self.next.max(d);
+    }
+
     /// The next delay: between half and all of the current step, so agents that lost the same
     /// coordinator do not all come back at once.
     pub fn next_delay(&mut self) -> Duration {
@@ -142,6 +149,17 @@ pub async fn run(
         match session(&config, &supervisor, &outbox, &mut finish, &mut backoff).await {
             Ok(SessionEnd::Finished) => return,
             Ok(SessionEnd::Closed) => info!("the coordinator closed the connection; reconnecting"),
+            Err(ConnError::Unauthorized) if config.credential.is_own() => {
+                error!(
+                    url = %config.ws_url,
+                    credential = %config.credential.path().display(),
+                    "the coordinator refused this host's credential (HTTP 401): it was revoked \
+                     (hosts:remove). To join again, delete the credential file and start the \
+                     agent with a join token"
+                );
+                // Retrying fast would only count as failed logins from this address.
+                backoff.at_least(REFUSED_RETRY);
+            }
             Err(ConnError::Unauthorized) => {
                 error!(url = %config.ws_url, "coordinator refused the token (HTTP 401); check --token")
             }
@@ -179,7 +197,7 @@ async fn session(
         .as_str()
         .into_client_request()
         .map_err(|e| ConnError::Request(e.to_string()))?;
-    let bearer = HeaderValue::from_str(&format!("Bearer {}", config.token))
+    let bearer = HeaderValue::from_str(&format!("Bearer {}", config.credential.current()))
         .map_err(|_| ConnError::Request("the token is not a valid header value".into()))?;
     request.headers_mut().insert(AUTHORIZATION, bearer);
     let ws_config = WebSocketConfig::default()
@@ -207,7 +225,11 @@ async fn session(
         labels: config.labels.clone(),
     });
     send(&mut sink, &hello).await?;
-    let host_id = match tokio::time::timeout(WELCOME_TIMEOUT, welcome(&mut sink, &mut stream)).await
+    let host_id = match tokio::time::timeout(
+        WELCOME_TIMEOUT,
+        welcome(&mut sink, &mut stream, &config.credential),
+    )
+    .await
     {
         Ok(result) => result?,
         Err(_) => return Err(ConnError::Timeout("waiting for Welcome")),
@@ -231,7 +253,11 @@ where
 }
 
 /// Reads until `Welcome` (its host id) or `Error`.
-async fn welcome<S, R>(sink: &mut S, stream: &mut R) -> Result<String, ConnError>
+async fn welcome<S, R>(
+    sink: &mut S,
+    stream: &mut R,
+    credential: &crate::credential::Credential,
+) -> Result<String, ConnError>
 where
     S: Sink<Message, Error = WsError> + Unpin,
     R: Stream<Item = Result<Message, WsError>> + Unpin,
@@ -250,7 +276,18 @@ where
             Ok(CoordinatorMsg::Welcome {
                 protocol_version,
                 host_id,
+                credential: issued,
             }) => {
+                if let Some(own) = issued {
+                    // Saved before anything else: the join token may be revoked from now on.
+                    credential.save(&own).map_err(|e| {
+                        ConnError::Request(format!(
+                            "failed to save this host's credential to {}: {e}",
+                            credential.path().display()
+                        ))
+                    })?;
+                    info!(path = %credential.path().display(), "joined; saved this host's own credential");
+                }
                 if protocol_version != PROTOCOL_VERSION {
                     warn!(
                         theirs = protocol_version,

@@ -6,6 +6,7 @@
 
 pub mod cgroup;
 pub mod connection;
+pub mod credential;
 pub mod host;
 #[cfg(target_os = "linux")]
 pub mod linux;
@@ -139,8 +140,10 @@ pub async fn run(
     let dynos_dir = config.state_dir.join("dynos");
     std::fs::create_dir_all(&dynos_dir).map_err(state_err(&dynos_dir))?;
     let slugs_dir = config.state_dir.join("slugs");
-    let slugs =
-        SlugCache::open(&slugs_dir, &coordinator, &config.token).map_err(state_err(&slugs_dir))?;
+    let credential = credential::Credential::load(&config.state_dir, &config.token)
+        .map_err(state_err(&config.state_dir))?;
+    let slugs = SlugCache::open(&slugs_dir, &coordinator, credential.clone())
+        .map_err(state_err(&slugs_dir))?;
 
     let runtime: Arc<dyn Runtime> = match config.isolation {
         Isolation::None => Arc::new(PlainRuntime::new()),
@@ -170,7 +173,7 @@ pub async fn run(
 
     let conn_config = connection::ConnectionConfig {
         ws_url: connection::ws_url(&coordinator),
-        token: config.token.clone(),
+        credential,
         name: config.name.clone(),
         address: config.address.clone(),
         memory_mb: config.memory_mb.unwrap_or_else(host::memory_mb),

@@ -64,14 +64,18 @@ pub fn valid_sha(sha: &str) -> bool {
 pub struct SlugCache {
     dir: PathBuf,
     coordinator: String,
-    token: String,
+    credential: crate::credential::Credential,
     /// One lock per slug, so concurrent starts of dynos with the same slug fetch it once.
     locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
 }
 
 impl SlugCache {
     /// Opens (creating) the cache in `dir` and removes what an interrupted fetch left behind.
-    pub fn open(dir: &Path, coordinator: &str, token: &str) -> io::Result<Self> {
+    pub fn open(
+        dir: &Path,
+        coordinator: &str,
+        credential: impl Into<crate::credential::Credential>,
+    ) -> io::Result<Self> {
         fs::create_dir_all(dir)?;
         for entry in fs::read_dir(dir)? {
             let entry = entry?;
@@ -83,7 +87,7 @@ impl SlugCache {
         Ok(SlugCache {
             dir: dir.to_path_buf(),
             coordinator: coordinator.trim_end_matches('/').to_string(),
-            token: token.to_string(),
+            credential: credential.into(),
             locks: Mutex::new(HashMap::new()),
         })
     }
@@ -111,7 +115,7 @@ impl SlugCache {
             return Ok(target);
         }
         let url = format!("{}/slugs/{sha}", self.coordinator);
-        let (token, dir, sha) = (self.token.clone(), self.dir.clone(), sha.to_string());
+        let (token, dir, sha) = (self.credential.current(), self.dir.clone(), sha.to_string());
         // The guard moves into the blocking task: if this caller is dropped (its dyno stopped
         // mid-fetch), the download runs on, and the next caller must wait for it, not race it.
         tokio::task::spawn_blocking(move || {

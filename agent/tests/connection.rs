@@ -121,6 +121,7 @@ fn welcome() -> CoordinatorMsg {
     CoordinatorMsg::Welcome {
         protocol_version: PROTOCOL_VERSION,
         host_id: "host-1".into(),
+        credential: None,
     }
 }
 

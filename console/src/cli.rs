@@ -184,6 +184,41 @@ pub enum Command {
     },
     /// List the hosts running agents
     Hosts,
+    /// Revoke a host's credential and forget it; its dynos start on other hosts
+    #[command(name = "hosts:remove")]
+    HostsRemove {
+        /// The host's name, as `dyno hosts` lists it
+        host: String,
+        /// The host's name again, to confirm
+        #[arg(long)]
+        confirm: Option<String>,
+    },
+    /// Check a token against the coordinator and save both (mode 0600) for later commands
+    Login,
+    /// List API tokens (never their secrets)
+    Tokens,
+    /// Create an API token and print its secret (once)
+    #[command(name = "tokens:create")]
+    TokensCreate {
+        /// Its name, shown in the audit
+        name: String,
+        /// operate (everything), read (ps, logs, billing, hosts) or join (agents joining)
+        #[arg(long, default_value = "read")]
+        role: String,
+    },
+    /// Revoke an API token: refused from now on
+    #[command(name = "tokens:revoke")]
+    TokensRevoke {
+        /// The token's name, as `dyno tokens` lists it
+        name: String,
+    },
+    /// Show who changed what: every state-changing request, newest last
+    Audit {
+        /// How many entries
+        #[arg(short = 'n', long = "num", default_value_t = 50,
+              value_parser = clap::value_parser!(u16).range(1..=10000))]
+        num: u16,
+    },
     /// Take no new dynos on a host and move its dynos elsewhere, one at a time
     #[command(name = "hosts:drain")]
     HostsDrain {

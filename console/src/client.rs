@@ -185,7 +185,7 @@ impl Client {
                     Ok(body) => {
                         let message = if status == 401 {
                             format!(
-                                "{} (pass --token or set DYNO_TOKEN; `dyno up` prints the token)",
+                                "{} (run `dyno login`, pass --token or set DYNO_TOKEN; `dyno up` prints the root token)",
                                 body.message
                             )
                         } else {

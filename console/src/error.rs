@@ -38,6 +38,9 @@ impl ApiError {
         // The server rejected the input itself: the same class as local validation.
         if self.status == Some(422) || self.id == "invalid_params" {
             2
+        } else if matches!(self.status, Some(401 | 403 | 429)) {
+            // Not allowed: a script can tell a credential problem from a failure.
+            3
         } else {
             1
         }

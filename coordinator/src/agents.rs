@@ -45,6 +45,7 @@ pub async fn session<S>(
     inner: Shared,
     mut ws: WebSocketStream<S>,
     peer: String,
+    principal: crate::auth::Principal,
     mut stop: watch::Receiver<bool>,
 ) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
@@ -91,6 +92,39 @@ pub async fn session<S>(
         .await;
         return;
     }
+    // A host's own credential speaks for that host only; a join (or operator) token gets the
+    // joining host a credential of its own.
+    let credential = match (principal.role, principal.host.as_deref()) {
+        (crate::auth::Role::Agent, Some(h)) if h == hello.name => None,
+        (crate::auth::Role::Agent, owner) => {
+            tracing::warn!(%peer, host = %hello.name, credential = %principal.name, "refused an agent presenting another host's credential");
+            send_error(
+                &mut ws,
+                format!(
+                    "this credential belongs to host {}, not {}",
+                    owner.unwrap_or("-"),
+                    hello.name
+                ),
+            )
+            .await;
+            return;
+        }
+        (crate::auth::Role::Join | crate::auth::Role::Operate, _) => {
+            match inner.issue_agent_credential(&hello.name, &principal.name) {
+                Ok(secret) => Some(secret),
+                Err(e) => {
+                    tracing::error!(host = %hello.name, error = %e, "failed to issue a credential");
+                    send_error(
+                        &mut ws,
+                        format!("coordinator failed to issue a credential: {e}"),
+                    )
+                    .await;
+                    return;
+                }
+            }
+        }
+        (crate::auth::Role::Read, _) => return,
+    };
     let host = hello.name.clone();
     let (tx, mut rx) = mpsc::unbounded_channel::<CoordinatorMsg>();
     let conn_id = inner.next_conn.fetch_add(1, Ordering::Relaxed);
@@ -118,6 +152,7 @@ pub async fn session<S>(
     let welcome = CoordinatorMsg::Welcome {
         protocol_version: PROTOCOL_VERSION,
         host_id: host.clone(),
+        credential,
     };
     if ws.send(Message::text(welcome.encode())).await.is_err() {
         disconnect(&inner, &host, conn_id);

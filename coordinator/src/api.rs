@@ -57,6 +57,9 @@ impl ApiError {
     fn not_found(message: impl Into<String>) -> Self {
         Self::new(StatusCode::NOT_FOUND, "not_found", message)
     }
+    fn internal(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", message)
+    }
 }
 
 impl From<StoreError> for ApiError {
@@ -140,6 +143,11 @@ pub fn router(inner: Shared, shutdown: watch::Receiver<bool>) -> Router {
         )
         .route("/pricing", get(get_pricing))
         .route("/billing", get(get_billing))
+        .route("/tokens", get(list_tokens).post(create_token))
+        .route("/tokens/self", get(whoami))
+        .route("/tokens/{name}", delete(revoke_token))
+        .route("/audit", get(list_audit))
+        .route("/hosts/{host}", delete(remove_host))
         .route("/hosts", get(hosts))
         .route("/hosts/{host}/drain", post(drain_host))
         .route("/hosts/{host}/undrain", post(undrain_host))
@@ -155,11 +163,50 @@ pub fn router(inner: Shared, shutdown: watch::Receiver<bool>) -> Router {
         .with_state(api)
 }
 
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+pub(crate) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-async fn auth(State(api): State<Api>, req: Request, next: Next) -> Response {
+/// Authenticates the bearer token, checks its role may make this request, and audits every
+/// request that is not a read.
+async fn auth(State(api): State<Api>, mut req: Request, next: Next) -> Response {
+    let inner = &api.inner;
+    let addr = req
+        .extensions()
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .map(|c| c.0);
+    let ip = addr.map_or(std::net::IpAddr::from([0, 0, 0, 0]), |a| a.ip());
+    let method = req.method().as_str().to_string();
+    let path = req.uri().path().to_string();
+    let audited = !matches!(method.as_str(), "GET" | "HEAD" | "OPTIONS");
+    let audit = |token: &str, status: StatusCode| {
+        if audited {
+            let row = crate::store::audit::AuditRow {
+                at: now_ms(),
+                token: token.to_string(),
+                method: method.clone(),
+                path: path.clone(),
+                status: status.as_u16(),
+                address: addr.map_or_else(String::new, |a| a.to_string()),
+            };
+            if let Err(e) = inner.audit.lock().expect("audit lock").insert(&row) {
+                tracing::error!(error = %e, "failed to write the audit row");
+            }
+        }
+    };
+    let now = std::time::Instant::now();
+    if let Some(left) = inner.failed_auth.blocked(ip, now) {
+        let e = ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate_limited",
+            format!(
+                "too many failed authentications from {ip}; try again in {} s",
+                left.as_secs() + 1
+            ),
+        );
+        audit("-", e.status);
+        return e.into_response();
+    }
     let presented = req
         .headers()
         .get(header::AUTHORIZATION)
@@ -167,22 +214,40 @@ async fn auth(State(api): State<Api>, req: Request, next: Next) -> Response {
         .and_then(|v| {
             v.strip_prefix("Bearer ")
                 .or_else(|| v.strip_prefix("bearer "))
-        });
-    match presented {
-        Some(t) if constant_time_eq(t.trim().as_bytes(), api.inner.token().as_bytes()) => {
-            next.run(req).await
+        })
+        .map(|t| t.trim().to_string());
+    let principal = match presented {
+        Some(t) => inner.authenticate(&t),
+        None => Err("missing `Authorization: Bearer TOKEN` header".into()),
+    };
+    let principal = match principal {
+        Ok(p) => p,
+        Err(why) => {
+            inner.failed_auth.fail(ip, now);
+            tracing::warn!(%ip, %method, %path, reason = %why, "refused a request");
+            let e = ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", why);
+            audit("-", e.status);
+            return e.into_response();
         }
-        Some(_) => {
-            tracing::warn!(path = %req.uri().path(), "request with a wrong token");
-            ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", "invalid token").into_response()
-        }
-        None => ApiError::new(
-            StatusCode::UNAUTHORIZED,
-            "unauthorized",
-            "missing `Authorization: Bearer TOKEN` header",
-        )
-        .into_response(),
+    };
+    if !crate::auth::allowed(principal.role, &method, &path) {
+        let e = ApiError::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            format!(
+                "the {} token {} may not {method} {path}",
+                principal.role.as_str(),
+                principal.name
+            ),
+        );
+        audit(&principal.name, e.status);
+        return e.into_response();
     }
+    let name = principal.name.clone();
+    req.extensions_mut().insert(principal);
+    let resp = next.run(req).await;
+    audit(&name, resp.status());
+    resp
 }
 
 /// A body the server could not read: 413 naming `what` and its `limit`, else 400.
@@ -1666,6 +1731,138 @@ async fn patch_feature(
     Ok(Json(feature_json(&app, info, &rows)))
 }
 
+fn token_json(t: &crate::store::TokenRow) -> wire::Token {
+    wire::Token {
+        name: t.name.clone(),
+        role: t.role.clone(),
+        host: t.host.clone(),
+        created_at: iso_secs(t.created_at / 1000),
+        revoked_at: t.revoked_at.map(|r| iso_secs(r / 1000)),
+    }
+}
+
+async fn list_tokens(State(api): State<Api>) -> ApiResult<Json<Vec<wire::Token>>> {
+    let tokens = api.inner.store().read(|r| r.tokens())?;
+    Ok(Json(tokens.iter().map(token_json).collect()))
+}
+
+async fn create_token(
+    State(api): State<Api>,
+    b: Result<Bytes, BytesRejection>,
+) -> ApiResult<(StatusCode, Json<wire::CreatedToken>)> {
+    use crate::auth::Role;
+    let req: wire::CreateToken = body(b)?;
+    if !crate::auth::valid_token_name(&req.name) || req.name == "root" || req.name == "-" {
+        return Err(ApiError::invalid(format!(
+            "invalid token name {:?}: use 1-64 letters, digits, '-', '_', '.' or '@' (not root)",
+            req.name
+        )));
+    }
+    let role = match Role::parse(&req.role) {
+        Some(r @ (Role::Operate | Role::Read | Role::Join)) => r,
+        _ => {
+            return Err(ApiError::invalid(format!(
+                "invalid role {:?}: expected operate, read or join (agents get theirs by joining)",
+                req.role
+            )));
+        }
+    };
+    let secret = crate::auth::new_secret(role)
+        .map_err(|e| ApiError::internal(format!("no randomness for a token: {e}")))?;
+    let row = crate::store::TokenRow {
+        name: req.name.clone(),
+        role: role.as_str().into(),
+        hash: crate::auth::hash(&secret),
+        host: None,
+        created_at: now_ms(),
+        revoked_at: None,
+    };
+    if !api.inner.store().transaction(|tx| tx.insert_token(&row))? {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "conflict",
+            format!(
+                "a token named {:?} exists (revoked ones keep their names)",
+                req.name
+            ),
+        ));
+    }
+    Ok((
+        StatusCode::CREATED,
+        Json(wire::CreatedToken {
+            token: token_json(&row),
+            secret,
+        }),
+    ))
+}
+
+async fn whoami(axum::Extension(p): axum::Extension<crate::auth::Principal>) -> Json<wire::Whoami> {
+    Json(wire::Whoami {
+        name: p.name,
+        role: p.role.as_str().into(),
+    })
+}
+
+async fn revoke_token(
+    State(api): State<Api>,
+    Path(name): Path<String>,
+) -> ApiResult<Json<wire::Token>> {
+    let now = now_ms();
+    let row = api.inner.store().transaction(|tx| {
+        if !tx.revoke_token(&name, now)? {
+            return Ok(None);
+        }
+        Ok(tx.tokens()?.into_iter().find(|t| t.name == name))
+    })?;
+    api.inner.forget_tokens();
+    match row {
+        Some(t) => {
+            tracing::warn!(token = %t.name, "token revoked");
+            Ok(Json(token_json(&t)))
+        }
+        None => Err(ApiError::not_found(format!("no live token named {name:?}"))),
+    }
+}
+
+#[derive(Deserialize)]
+struct AuditQuery {
+    limit: Option<usize>,
+}
+
+async fn list_audit(
+    State(api): State<Api>,
+    Query(q): Query<AuditQuery>,
+) -> ApiResult<Json<Vec<wire::AuditEntry>>> {
+    let limit = q.limit.unwrap_or(100);
+    if !(1..=10_000).contains(&limit) {
+        return Err(ApiError::invalid("limit must be 1 to 10000"));
+    }
+    let rows = api.inner.audit.lock().expect("audit lock").newest(limit)?;
+    Ok(Json(
+        rows.into_iter()
+            .map(|a| wire::AuditEntry {
+                at: dyno_shared::time::rfc3339_micros(a.at * 1000),
+                token: a.token,
+                method: a.method,
+                path: a.path,
+                status: a.status,
+                address: a.address,
+            })
+            .collect(),
+    ))
+}
+
+/// `hosts:remove`: revoke the host's credentials and forget it; its dynos start elsewhere.
+async fn remove_host(
+    State(api): State<Api>,
+    Path(host): Path<String>,
+) -> ApiResult<Json<Vec<wire::Host>>> {
+    if !api.inner.remove_host(&host)? {
+        return Err(ApiError::not_found(format!("no host named {host:?}")));
+    }
+    Ok(Json(host_list(&api.inner)?))
+}
+
 async fn hosts(State(api): State<Api>) -> ApiResult<Json<Vec<wire::Host>>> {
     Ok(Json(host_list(&api.inner)?))
 }
@@ -2183,6 +2380,11 @@ async fn agent_ws(
         .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
         .map(|c| c.0.to_string())
         .unwrap_or_default();
+    let principal = req
+        .extensions()
+        .get::<crate::auth::Principal>()
+        .cloned()
+        .ok_or_else(|| ApiError::internal("no principal on an authenticated request"))?;
     let inner = api.inner.clone();
     let stop = api.stop.clone();
     tokio::spawn(async move {
@@ -2195,7 +2397,7 @@ async fn agent_ws(
                     Some(crate::agents::ws_config()),
                 )
                 .await;
-                crate::agents::session(inner, ws, peer, stop).await;
+                crate::agents::session(inner, ws, peer, principal, stop).await;
             }
             Err(e) => tracing::warn!(error = %e, "agent websocket upgrade failed"),
         }

@@ -3,6 +3,7 @@
 
 pub mod agents;
 pub mod api;
+pub mod auth;
 pub mod billing;
 pub mod drains;
 pub mod loghub;
@@ -47,6 +48,8 @@ pub enum CoordinatorError {
     LogWriter(std::io::Error),
     #[error(transparent)]
     Pricing(#[from] billing::PricingError),
+    #[error("{0}")]
+    Token(String),
 }
 
 #[derive(Debug, Clone)]
@@ -105,6 +108,10 @@ impl CoordinatorConfig {
 
 /// The Procfile process type of the release phase.
 pub const RELEASE_TYPE: &str = "release";
+
+/// Failed authentications from one address before it is refused for the rest of the window.
+pub const FAILED_AUTH_MAX: u32 = 20;
+pub const FAILED_AUTH_WINDOW: Duration = Duration::from_secs(60);
 
 /// After a coordinator start, agents get this long (on top of `host_lost_after`) to reconnect
 /// before their hosts count as lost: their reconnect backoff reaches 5 s.
@@ -172,6 +179,11 @@ pub struct Inner {
     pub stats: stats::StatsBook,
     /// The price table in effect (also the newest entry of the store's pricing history).
     pricing: Mutex<billing::PriceTable>,
+    /// The audit trail (`audit.sqlite`).
+    pub audit: Mutex<store::audit::AuditStore>,
+    /// Valid tokens by hash, so a request costs no store read; emptied on every revoke.
+    token_cache: Mutex<HashMap<String, auth::Principal>>,
+    pub failed_auth: auth::FailedAuth,
 }
 
 pub type Shared = Arc<Inner>;
@@ -237,6 +249,7 @@ impl Inner {
         record_pricing(&mut store, &pricing)?;
         let slugs = SlugStore::open(dir.join("slugs"))?;
         let mut log_store = store::logs::LogStore::open(&dir.join("logs.sqlite"))?;
+        let audit = store::audit::AuditStore::open(&dir.join("audit.sqlite"))?;
         // Lines that arrived for an app after it was destroyed must not greet a new app that
         // takes its name.
         let apps: HashSet<String> = store
@@ -273,7 +286,99 @@ impl Inner {
             started_at: now_ms() + RECONNECT_GRACE.as_millis() as i64,
             stats: stats::StatsBook::default(),
             pricing: Mutex::new(pricing),
+            audit: Mutex::new(audit),
+            token_cache: Mutex::new(HashMap::new()),
+            failed_auth: auth::FailedAuth::new(FAILED_AUTH_MAX, FAILED_AUTH_WINDOW),
         }))
+    }
+
+    /// Who `secret` is: the root token (`--token` or `STATE_DIR/token`), or a live stored one.
+    pub fn authenticate(&self, secret: &str) -> Result<auth::Principal, String> {
+        if api::constant_time_eq(secret.as_bytes(), self.token.as_bytes()) {
+            return Ok(auth::Principal {
+                name: "root".into(),
+                role: auth::Role::Operate,
+                host: None,
+            });
+        }
+        let hash = auth::hash(secret);
+        if let Some(p) = self.token_cache.lock().expect("token cache").get(&hash) {
+            return Ok(p.clone());
+        }
+        let row = self
+            .store()
+            .read(|r| r.token_by_hash(&hash))
+            .map_err(|e| format!("token lookup failed: {e}"))?;
+        let Some(row) = row else {
+            return Err("invalid token".into());
+        };
+        if row.revoked_at.is_some() {
+            return Err(format!("token {} was revoked", row.name));
+        }
+        let Some(role) = auth::Role::parse(&row.role) else {
+            return Err(format!("token {} has an unknown role", row.name));
+        };
+        let p = auth::Principal {
+            name: row.name,
+            role,
+            host: row.host,
+        };
+        let mut cache = self.token_cache.lock().expect("token cache");
+        if cache.len() > 10_000 {
+            cache.clear();
+        }
+        cache.insert(hash, p.clone());
+        Ok(p)
+    }
+
+    /// Forgets cached tokens: after a revoke, the next request reads the store.
+    pub fn forget_tokens(&self) {
+        self.token_cache.lock().expect("token cache").clear();
+    }
+
+    /// A host's own credential, replacing any it had: returns the secret.
+    pub fn issue_agent_credential(&self, host: &str, via: &str) -> Result<String, String> {
+        let secret = auth::new_secret(auth::Role::Agent).map_err(|e| e.to_string())?;
+        let suffix = &auth::hash(&secret)[..8];
+        let now = now_ms();
+        let name = format!("agent-{host}-{suffix}");
+        let revoked = self
+            .store()
+            .transaction(|tx| {
+                let n = tx.revoke_host_tokens(host, now)?;
+                tx.insert_token(&store::TokenRow {
+                    name: name.clone(),
+                    role: auth::Role::Agent.as_str().into(),
+                    hash: auth::hash(&secret),
+                    host: Some(host.to_string()),
+                    created_at: now,
+                    revoked_at: None,
+                })?;
+                Ok(n)
+            })
+            .map_err(|e| e.to_string())?;
+        self.forget_tokens();
+        tracing::info!(host, token = %name, joined_with = via, revoked, "host joined; issued its credential");
+        Ok(secret)
+    }
+
+    /// `hosts:remove`: revokes the host's credentials, drops its connection and forgets it; its
+    /// dynos count as lost and start elsewhere. False when no such host is known.
+    pub fn remove_host(&self, host: &str) -> Result<bool, StoreError> {
+        let now = now_ms();
+        let (known, revoked) = self.store().transaction(|tx| {
+            let n = tx.revoke_host_tokens(host, now)?;
+            Ok((tx.delete_host(host)?, n))
+        })?;
+        self.forget_tokens();
+        // Dropping its sender ends the session: the agent is disconnected at once.
+        self.agents.lock().expect("agents lock").remove(host);
+        self.away.lock().expect("away lock").remove(host);
+        if known || revoked > 0 {
+            tracing::warn!(host, revoked, "host removed; its credentials are revoked");
+            self.wake();
+        }
+        Ok(known || revoked > 0)
     }
 
     /// The price table in effect.
@@ -1070,6 +1175,43 @@ impl Inner {
 
 /// Runs the coordinator until `shutdown` resolves: control API and agent websocket on `api`,
 /// the routing mesh on `router`.
+/// Creates a token straight in the store under `state_dir` (the coordinator may be running:
+/// SQLite serialises the writers). Returns its secret.
+pub fn create_token(
+    state_dir: &std::path::Path,
+    name: &str,
+    role: &str,
+) -> Result<String, CoordinatorError> {
+    let invalid = |m: String| CoordinatorError::Token(m);
+    if !auth::valid_token_name(name) || name == "root" {
+        return Err(invalid(format!(
+            "invalid token name {name:?}: use 1-64 letters, digits, '-', '_', '.' or '@' (not root)"
+        )));
+    }
+    let role = match auth::Role::parse(role) {
+        Some(r @ (auth::Role::Operate | auth::Role::Read | auth::Role::Join)) => r,
+        _ => return Err(invalid(format!("invalid role {role:?}"))),
+    };
+    std::fs::create_dir_all(state_dir).map_err(|source| CoordinatorError::StateDir {
+        path: state_dir.display().to_string(),
+        source,
+    })?;
+    let mut store = Store::open(&state_dir.join("state.db"))?;
+    let secret = auth::new_secret(role).map_err(|e| invalid(e.to_string()))?;
+    let row = store::TokenRow {
+        name: name.to_string(),
+        role: role.as_str().into(),
+        hash: auth::hash(&secret),
+        host: None,
+        created_at: now_ms(),
+        revoked_at: None,
+    };
+    if !store.transaction(|tx| tx.insert_token(&row))? {
+        return Err(invalid(format!("a token named {name:?} exists")));
+    }
+    Ok(secret)
+}
+
 fn load_pricing(path: Option<&std::path::Path>) -> Result<billing::PriceTable, CoordinatorError> {
     let config = match path {
         Some(p) => billing::CoordinatorConfig::load(p)?,

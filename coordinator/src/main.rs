@@ -6,8 +6,14 @@ use std::time::Duration;
 
 /// The dyno platform's coordinator: control API, agent websocket, dyno manager and router.
 #[derive(Parser)]
-#[command(name = "dyno-coordinator", version)]
+#[command(
+    name = "dyno-coordinator",
+    version,
+    args_conflicts_with_subcommands = false
+)]
 struct Args {
+    #[command(subcommand)]
+    command: Option<Sub>,
     /// Address of the control API and the agents' websocket.
     #[arg(long, default_value = "127.0.0.1:7070", env = "DYNO_LISTEN")]
     listen: String,
@@ -17,7 +23,8 @@ struct Args {
     /// Directory for the SQLite store, slugs and the token.
     #[arg(long, env = "DYNO_STATE_DIR")]
     state_dir: PathBuf,
-    /// Token for operators and agents; generated into STATE_DIR/token when not given.
+    /// The root operator token (also joins agents); generated into STATE_DIR/token when not
+    /// given. Create narrower ones with `tokens:create`.
     #[arg(long, env = "DYNO_TOKEN", hide_env_values = true)]
     token: Option<String>,
     /// Apps answer at APP.DOMAIN on the router.
@@ -69,6 +76,23 @@ struct Args {
     config: Option<std::path::PathBuf>,
 }
 
+#[derive(clap::Subcommand)]
+enum Sub {
+    /// Create an API token in the store (the coordinator may be running) and print its secret
+    #[command(name = "tokens:create")]
+    TokensCreate {
+        /// A join token for agents (`dyno-agent --token ...`); each host that joins gets a
+        /// credential of its own
+        #[arg(long, conflicts_with = "role")]
+        agent: bool,
+        /// `operate` or `read`
+        #[arg(long)]
+        role: Option<String>,
+        /// Its name, shown in the audit (default: join-TIME for --agent)
+        name: Option<String>,
+    },
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
@@ -79,6 +103,23 @@ async fn main() -> anyhow::Result<()> {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let args = Args::parse();
+    if let Some(Sub::TokensCreate { agent, role, name }) = args.command {
+        let role = match (agent, role.as_deref()) {
+            (true, _) => "join",
+            (false, Some(r @ ("operate" | "read"))) => r,
+            (false, Some(other)) => {
+                anyhow::bail!("invalid --role {other:?}: expected operate or read")
+            }
+            (false, None) => {
+                anyhow::bail!("say what the token may do: --agent, --role operate or --role read")
+            }
+        };
+        let name = name.unwrap_or_else(|| format!("{role}-{}", dyno_shared::time::now_secs()));
+        let secret = dyno_coordinator::create_token(&args.state_dir, &name, role)?;
+        eprintln!("Created the {role} token {name}; it is shown only now:");
+        println!("{secret}");
+        return Ok(());
+    }
     if args.crash_backoff_secs.is_empty() {
         anyhow::bail!("--crash-backoff-secs needs at least one delay");
     }

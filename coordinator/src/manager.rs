@@ -153,11 +153,19 @@ pub fn plan(view: &View) -> Plan {
         .filter(|h| h.connected)
         .map(|h| h.name.as_str())
         .collect();
+    // A host nobody knows any more (removed with `hosts:remove`) is as good as lost.
+    let known: HashSet<&str> = view.hosts.iter().map(|h| h.name.as_str()).collect();
     let lost: HashSet<&str> = view
         .hosts
         .iter()
         .filter(|h| h.lost)
         .map(|h| h.name.as_str())
+        .chain(
+            view.dynos
+                .iter()
+                .filter_map(|d| d.host.as_deref())
+                .filter(|h| !known.contains(h)),
+        )
         .collect();
     let drained: HashSet<&str> = view
         .hosts
@@ -1050,6 +1058,20 @@ mod tests {
         // A new month: the pool has hours again.
         app.eco_sleeps = false;
         let p = run(std::slice::from_ref(&app), &[web, worker], &hosts(1));
+        assert_eq!(
+            p.actions,
+            vec![Action::Start {
+                dyno_id: "d1".into(),
+                host: "h1".into()
+            }]
+        );
+    }
+
+    #[test]
+    fn dynos_of_a_removed_host_start_elsewhere() {
+        // h9 is in no view: removed with hosts:remove.
+        let d = dyno("d1", "web", 1, DynoState::Up, "h9");
+        let p = run(&[app_view(&["web=1"], 1)], &[d], &hosts(1));
         assert_eq!(
             p.actions,
             vec![Action::Start {

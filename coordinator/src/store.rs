@@ -2,6 +2,7 @@
 //! This module (with `store::logs`, the persisted log rings) is the only one that touches
 //! rusqlite; everything it returns is plain data.
 
+pub mod audit;
 pub mod logs;
 
 use dyno_shared::protocol::{DynoState, HealthCheck};
@@ -191,7 +192,43 @@ CREATE TABLE pricing (
     spec TEXT NOT NULL
 );
 "#,
+    r#"
+-- API tokens, stored as the sha256 of their secret. Revoked ones stay, so their names do too.
+CREATE TABLE tokens (
+    name TEXT PRIMARY KEY,
+    role TEXT NOT NULL,
+    hash TEXT NOT NULL UNIQUE,
+    host TEXT,
+    created_at INTEGER NOT NULL,
+    revoked_at INTEGER
+);
+CREATE INDEX tokens_host ON tokens(host) WHERE host IS NOT NULL;
+"#,
 ];
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenRow {
+    pub name: String,
+    /// `operate`, `read`, `join` or `agent`.
+    pub role: String,
+    /// sha256 hex of the secret.
+    pub hash: String,
+    /// The host an `agent` credential belongs to.
+    pub host: Option<String>,
+    pub created_at: i64,
+    pub revoked_at: Option<i64>,
+}
+
+fn token_from_row(r: &Row) -> rusqlite::Result<TokenRow> {
+    Ok(TokenRow {
+        name: r.get(0)?,
+        role: r.get(1)?,
+        hash: r.get(2)?,
+        host: r.get(3)?,
+        created_at: r.get(4)?,
+        revoked_at: r.get(5)?,
+    })
+}
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct AppRow {
@@ -540,6 +577,23 @@ impl std::ops::Deref for Reader<'_> {
 
 /// Queries shared by `Reader` and `Tx`.
 pub trait Queries: std::ops::Deref<Target = Connection> {
+    fn token_by_hash(&self, hash: &str) -> Result<Option<TokenRow>> {
+        Ok(self
+            .prepare_cached(
+                "SELECT name, role, hash, host, created_at, revoked_at FROM tokens WHERE hash = ?1",
+            )?
+            .query_row([hash], token_from_row)
+            .optional()?)
+    }
+
+    fn tokens(&self) -> Result<Vec<TokenRow>> {
+        let mut st = self.prepare_cached(
+            "SELECT name, role, hash, host, created_at, revoked_at FROM tokens ORDER BY created_at, name",
+        )?;
+        let rows = st.query_map([], token_from_row)?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
     /// Usage intervals that overlap [from, to) (unix ms), eco ones only if `eco_only`.
     fn usage_between(
         &self,
@@ -1042,6 +1096,36 @@ impl Tx<'_> {
             params![app_id, name, enabled, now],
         )?;
         Ok(())
+    }
+
+    /// False when the name is taken (also by a revoked token).
+    pub fn insert_token(&self, t: &TokenRow) -> Result<bool> {
+        let n = self.execute(
+            "INSERT OR IGNORE INTO tokens (name, role, hash, host, created_at, revoked_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            params![t.name, t.role, t.hash, t.host, t.created_at, t.revoked_at],
+        )?;
+        Ok(n == 1)
+    }
+
+    /// Revokes a live token; false when there is none of that name.
+    pub fn revoke_token(&self, name: &str, at: i64) -> Result<bool> {
+        let n = self.execute(
+            "UPDATE tokens SET revoked_at = ?2 WHERE name = ?1 AND revoked_at IS NULL",
+            params![name, at],
+        )?;
+        Ok(n == 1)
+    }
+
+    /// Revokes every live credential of `host`; how many.
+    pub fn revoke_host_tokens(&self, host: &str, at: i64) -> Result<usize> {
+        Ok(self.execute(
+            "UPDATE tokens SET revoked_at = ?2 WHERE host = ?1 AND revoked_at IS NULL",
+            params![host, at],
+        )?)
+    }
+
+    pub fn delete_host(&self, name: &str) -> Result<bool> {
+        Ok(self.execute("DELETE FROM hosts WHERE name = ?1", [name])? == 1)
     }
 
     pub fn upsert_host(&self, h: &HostRow) -> Result<()> {

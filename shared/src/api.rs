@@ -434,3 +434,52 @@ pub struct EcoPool {
     /// The pool ran out: the owner's eco dynos sleep until the month ends.
     pub exhausted: bool,
 }
+
+/// `GET /tokens`: an API token (never its secret, which is stored hashed).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Token {
+    pub name: String,
+    /// `operate` (everything), `read` (GETs but config vars, tokens and audit), `join` (agents
+    /// joining) or `agent` (one host's own credential).
+    pub role: String,
+    /// The host an `agent` credential belongs to.
+    #[serde(default)]
+    pub host: Option<String>,
+    pub created_at: String,
+    #[serde(default)]
+    pub revoked_at: Option<String>,
+}
+
+/// `POST /tokens`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CreateToken {
+    pub name: String,
+    pub role: String,
+}
+
+/// The answer to `POST /tokens`: the only time the secret is shown.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CreatedToken {
+    #[serde(flatten)]
+    pub token: Token,
+    pub secret: String,
+}
+
+/// `GET /tokens/self`: who the presented token is.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Whoami {
+    pub name: String,
+    pub role: String,
+}
+
+/// `GET /audit`: one state-changing request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditEntry {
+    pub at: String,
+    /// The token's name; `-` when none was valid.
+    pub token: String,
+    pub method: String,
+    pub path: String,
+    pub status: u16,
+    pub address: String,
+}

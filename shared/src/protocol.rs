@@ -272,6 +272,10 @@ pub enum CoordinatorMsg {
     Welcome {
         protocol_version: u32,
         host_id: String,
+        /// This host's own credential, issued when it joined with a join (or operator) token:
+        /// the agent keeps it and presents it from then on; `hosts:remove` revokes it.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        credential: Option<String>,
     },
     /// Idempotent: a dyno already running under this id is left alone.
     StartDyno(DynoSpec),

@@ -53,9 +53,11 @@ impl FromStr for ScaleArg {
     /// `^([\w-]+)([=+-]\d+)(?::([\w-]+))?$`
     fn from_str(s: &str) -> Result<Self, ScaleError> {
         let syntax = || ScaleError::Syntax(s.to_string());
-        let pos = s.find(['=', '+']).or_else(|| {
+        // The operator comes before the size, which may hold '-' itself (`standard-2x`).
+        let head = s.split(':').next().unwrap_or(s);
+        let pos = head.find(['=', '+']).or_else(|| {
             // '-' is legal inside a type name, so the operator is the last '-' followed by digits.
-            s.rfind('-')
+            head.rfind('-')
         });
         let pos = pos.ok_or_else(syntax)?;
         let (name, rest) = s.split_at(pos);
@@ -214,6 +216,32 @@ mod tests {
         assert_eq!(a.op, ScaleOp::Sub(1));
         let a: ScaleArg = "web=0".parse().unwrap();
         assert_eq!(a.to_string(), "web=0");
+    }
+
+    #[test]
+    fn subtracts_with_a_dashed_size() {
+        // Found by the `scale` fuzz target: the last '-' of `standard-2x` was taken for the
+        // operator, so `web-1:standard-2x` was refused and `web-1:pm` printed unparseably.
+        let a: ScaleArg = "web-1:standard-2x".parse().unwrap();
+        assert_eq!(a.process_type.as_str(), "web");
+        assert_eq!((a.op, a.size), (ScaleOp::Sub(1), Some(Size::Standard2x)));
+        let a: ScaleArg = "clock-2-1:pm".parse().unwrap();
+        assert_eq!(a.process_type.as_str(), "clock-2");
+        assert_eq!(a.to_string(), "clock-2-1:performance-m");
+        for op in [ScaleOp::Set(2), ScaleOp::Add(2), ScaleOp::Sub(2)] {
+            for size in Size::ALL {
+                let a = ScaleArg {
+                    process_type: "a-b".parse().unwrap(),
+                    op,
+                    size: Some(size),
+                };
+                assert_eq!(a.to_string().parse(), Ok(a));
+            }
+        }
+        assert!(matches!(
+            "web-1:x=y".parse::<ScaleArg>(),
+            Err(ScaleError::Size { .. })
+        ));
     }
 
     #[test]

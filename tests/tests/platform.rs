@@ -103,6 +103,10 @@ fn a_web_dyno_that_crashes_is_replaced_and_served_again() {
     let p = Platform::start();
     p.deploy("phoenix", SAMPLE);
     p.wait_up("phoenix", &["web.1"]);
+    // The route table follows a dyno's `up` a moment after the API shows it.
+    wait_until("web.1 routed", Duration::from_secs(10), || {
+        p.route("phoenix", "/").ok().filter(|(s, _)| *s == 200)
+    });
     let (status, _) = p.route("phoenix", "/exit?code=1").unwrap();
     assert_eq!(status, 200);
     wait_until(

@@ -1,5 +1,6 @@
 //! One function per CLI command; each validates its input before the first request.
 
+pub mod access;
 mod apps;
 mod billing;
 mod config;
@@ -40,6 +41,22 @@ impl Ctx {
 
     pub fn json(&self) -> bool {
         self.global.json
+    }
+
+    /// The token given by flag or DYNO_TOKEN (not the saved one).
+    pub fn token_flag(&self) -> Option<String> {
+        self.global.token.clone()
+    }
+
+    /// A client for the resolved coordinator, presenting `token`.
+    pub fn client_with_token(&self, token: String) -> Result<Client> {
+        let url = config_file::resolve(
+            self.global.coordinator.as_deref(),
+            self.saved.coordinator.as_deref(),
+            Some(DEFAULT_COORDINATOR),
+        )
+        .unwrap_or_else(|| DEFAULT_COORDINATOR.to_string());
+        Client::new(&url, Some(token))
     }
 
     pub fn client(&self) -> Result<Client> {
@@ -175,6 +192,14 @@ pub fn run(cli: Cli) -> Result<i32> {
         Command::LabsInfo { feature } => labs::info(&ctx, &feature),
         Command::Hosts => apps::hosts(&ctx),
         Command::HostsDrain { host } => fleet::drain(&ctx, &host, true),
+        Command::HostsRemove { host, confirm } => {
+            access::remove_host(&ctx, &host, confirm.as_deref())
+        }
+        Command::Login => access::login(&ctx, None),
+        Command::Tokens => access::list(&ctx),
+        Command::TokensCreate { name, role } => access::create(&ctx, &name, &role),
+        Command::TokensRevoke { name } => access::revoke(&ctx, &name),
+        Command::Audit { num } => access::audit(&ctx, num.into()),
         Command::HostsUndrain { host } => fleet::drain(&ctx, &host, false),
         Command::ReleasesRollback { version } => fleet::rollback(&ctx, version.as_deref()),
         Command::Checks => fleet::checks(&ctx),
