@@ -203,7 +203,13 @@ async fn session(
     let ws_config = WebSocketConfig::default()
         .max_message_size(Some(MAX_FRAME_BYTES))
         .max_frame_size(Some(MAX_FRAME_BYTES));
-    let connect = tokio_tungstenite::connect_async_with_config(request, Some(ws_config), true);
+    let connector = config.ws_url.starts_with("wss://").then(|| {
+        tokio_tungstenite::Connector::Rustls(dyno_shared::tls::client_config(
+            config.credential.pin(),
+        ))
+    });
+    let connect =
+        tokio_tungstenite::connect_async_tls_with_config(request, Some(ws_config), true, connector);
     let (ws, _) = match tokio::time::timeout(CONNECT_TIMEOUT, connect).await {
         Err(_) => return Err(ConnError::Timeout("connecting")),
         Ok(Err(WsError::Http(resp))) if resp.status() == StatusCode::UNAUTHORIZED => {

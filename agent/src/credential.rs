@@ -1,6 +1,7 @@
 //! The token the agent presents to the coordinator: its own credential once it has joined
 //! (kept in `STATE_DIR/credential`), else the join token it was started with.
 
+use dyno_shared::tls::Pin;
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
@@ -10,7 +11,14 @@ use std::sync::{Arc, RwLock};
 pub struct Credential {
     token: Arc<RwLock<String>>,
     own: Arc<std::sync::atomic::AtomicBool>,
+    /// The coordinator certificate to trust, from the join token (`SECRET@sha256:HEX`).
+    pin: Option<Pin>,
     path: PathBuf,
+}
+
+fn split(token: &str) -> std::io::Result<(String, Option<Pin>)> {
+    dyno_shared::tls::split_token(token)
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))
 }
 
 impl Credential {
@@ -23,11 +31,20 @@ impl Credential {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => (join_token.to_string(), false),
             Err(e) => return Err(e),
         };
+        let (secret, pin) = split(&token)?;
+        // A pin given now (a re-issued certificate) wins over the one saved.
+        let (_, given_pin) = split(join_token)?;
         Ok(Credential {
-            token: Arc::new(RwLock::new(token)),
+            token: Arc::new(RwLock::new(secret)),
             own: Arc::new(own.into()),
+            pin: given_pin.or(pin),
             path,
         })
+    }
+
+    /// The coordinator certificate to trust, if pinned.
+    pub fn pin(&self) -> Option<Pin> {
+        self.pin
     }
 
     /// A token that is never saved (tests, tools).
@@ -35,6 +52,7 @@ impl Credential {
         Credential {
             token: Arc::new(RwLock::new(token.to_string())),
             own: Arc::new(false.into()),
+            pin: None,
             path: PathBuf::new(),
         }
     }
@@ -61,7 +79,11 @@ impl Credential {
             .create_new(true)
             .mode(0o600)
             .open(&tmp)?;
-        f.write_all(format!("{token}\n").as_bytes())?;
+        let saved = match self.pin {
+            Some(pin) => format!("{token}@{pin}\n"),
+            None => format!("{token}\n"),
+        };
+        f.write_all(saved.as_bytes())?;
         f.sync_all()?;
         std::fs::rename(&tmp, &self.path)?;
         *self.token.write().unwrap_or_else(|e| e.into_inner()) = token.to_string();

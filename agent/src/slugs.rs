@@ -116,23 +116,30 @@ impl SlugCache {
         }
         let url = format!("{}/slugs/{sha}", self.coordinator);
         let (token, dir, sha) = (self.credential.current(), self.dir.clone(), sha.to_string());
+        let pin = self.credential.pin();
         // The guard moves into the blocking task: if this caller is dropped (its dyno stopped
         // mid-fetch), the download runs on, and the next caller must wait for it, not race it.
         tokio::task::spawn_blocking(move || {
             let _guard = guard;
-            fetch_and_extract(&url, &token, &dir, &sha)
+            fetch_and_extract(&url, &token, pin, &dir, &sha)
         })
         .await
         .map_err(|e| SlugError::Task(e.to_string()))?
     }
 }
 
-fn fetch_and_extract(url: &str, token: &str, dir: &Path, sha: &str) -> Result<PathBuf, SlugError> {
+fn fetch_and_extract(
+    url: &str,
+    token: &str,
+    pin: Option<dyno_shared::tls::Pin>,
+    dir: &Path,
+    sha: &str,
+) -> Result<PathBuf, SlugError> {
     let tarball = dir.join(format!("{sha}.tar.gz"));
     // A tarball is only renamed into place after verification, so one that exists is good.
     if !tarball.is_file() {
         let started = std::time::Instant::now();
-        let bytes = download(url, token, &tarball, sha)?;
+        let bytes = download(url, token, pin, &tarball, sha)?;
         info!(slug = %sha, bytes, elapsed_ms = started.elapsed().as_millis() as u64, "fetched slug");
     }
     let target = dir.join(sha);
@@ -156,10 +163,17 @@ fn fetch_and_extract(url: &str, token: &str, dir: &Path, sha: &str) -> Result<Pa
 
 /// Streams the slug to `{dest}.tmp` while hashing it, then renames it to `dest` if the hash is
 /// `sha`. Returns the size.
-pub fn download(url: &str, token: &str, dest: &Path, sha: &str) -> Result<u64, SlugError> {
+pub fn download(
+    url: &str,
+    token: &str,
+    pin: Option<dyno_shared::tls::Pin>,
+    dest: &Path,
+    sha: &str,
+) -> Result<u64, SlugError> {
     let agent = ureq::AgentBuilder::new()
         .timeout_connect(CONNECT_TIMEOUT)
         .timeout_read(READ_TIMEOUT)
+        .tls_config(dyno_shared::tls::client_config(pin))
         .build();
     let response = agent
         .get(url)

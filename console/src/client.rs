@@ -12,7 +12,10 @@ pub const DEFAULT_COORDINATOR: &str = "http://127.0.0.1:7070";
 
 pub struct Client {
     base: String,
+    /// The secret presented as the bearer token.
     token: Option<String>,
+    /// The token as given, with its pinned fingerprint, for clients made from this one.
+    given_token: Option<String>,
     agent: ureq::Agent,
     /// No read timeout: `run` and `logs --tail` streams stay quiet for as long as they like.
     stream_agent: ureq::Agent,
@@ -24,16 +27,11 @@ pub fn normalize_url(raw: &str) -> Result<String> {
     if raw.is_empty() {
         return Err(usage("the coordinator URL is empty"));
     }
-    if raw.starts_with("https://") {
-        return Err(usage(format!(
-            "coordinator URL {raw}: https is not supported by this build, use http://"
-        )));
-    }
-    if raw.starts_with("http://") {
+    if raw.starts_with("http://") || raw.starts_with("https://") {
         Ok(raw.to_string())
     } else if raw.contains("://") {
         Err(usage(format!(
-            "coordinator URL {raw}: expected http://HOST:PORT"
+            "coordinator URL {raw}: expected https://HOST:PORT or http://HOST:PORT"
         )))
     } else {
         Ok(format!("http://{raw}"))
@@ -54,18 +52,32 @@ impl Client {
         read: Duration,
     ) -> Result<Client> {
         let base = normalize_url(base)?;
+        // `SECRET@sha256:HEX`: the secret to present and the certificate to pin.
+        let given_token = token.filter(|t| !t.is_empty());
+        let (token, pin) = match given_token.clone() {
+            Some(t) => {
+                let (secret, pin) =
+                    dyno_shared::tls::split_token(&t).map_err(|e| usage(e.to_string()))?;
+                (Some(secret), pin)
+            }
+            None => (None, None),
+        };
+        let tls = dyno_shared::tls::client_config(pin);
         let agent = ureq::AgentBuilder::new()
             .timeout_connect(connect)
             .timeout_read(read)
             .timeout_write(Duration::from_secs(120))
+            .tls_config(tls.clone())
             .build();
         let stream_agent = ureq::AgentBuilder::new()
             .timeout_connect(Duration::from_secs(5))
             .timeout_write(Duration::from_secs(60))
+            .tls_config(tls)
             .build();
         Ok(Client {
             base,
-            token: token.filter(|t| !t.is_empty()),
+            token,
+            given_token,
             agent,
             stream_agent,
         })
@@ -75,8 +87,9 @@ impl Client {
         &self.base
     }
 
+    /// The token as given (with any `@sha256:` pin), to make other clients from.
     pub fn token(&self) -> Option<&str> {
-        self.token.as_deref()
+        self.given_token.as_deref()
     }
 
     fn request(&self, agent: &ureq::Agent, method: &str, path: &str) -> ureq::Request {
@@ -233,7 +246,7 @@ mod tests {
             "http://127.0.0.1:7070"
         );
         assert_eq!(normalize_url("http://h:1/").unwrap(), "http://h:1");
-        assert!(normalize_url("https://h").is_err());
+        assert_eq!(normalize_url("https://h:1/").unwrap(), "https://h:1");
         assert!(normalize_url("ftp://h").is_err());
         assert!(normalize_url(" ").is_err());
     }

@@ -1792,6 +1792,7 @@ async fn create_token(
         Json(wire::CreatedToken {
             token: token_json(&row),
             secret,
+            fingerprint: api.inner.api_pin().map(|p| p.to_string()),
         }),
     ))
 }

@@ -12,6 +12,7 @@ pub mod metrics;
 pub mod slugs;
 pub mod stats;
 pub mod store;
+pub mod tls;
 
 use drains::{DrainOptions, DrainSpec, Drains};
 use dyno_router::{Backend, RouteTable, RouterConfig};
@@ -50,6 +51,8 @@ pub enum CoordinatorError {
     Pricing(#[from] billing::PricingError),
     #[error("{0}")]
     Token(String),
+    #[error("API TLS: {0}")]
+    Tls(#[from] tls::TlsSetupError),
 }
 
 #[derive(Debug, Clone)]
@@ -80,6 +83,20 @@ pub struct CoordinatorConfig {
     pub drains: DrainOptions,
     /// The coordinator's TOML config (`[pricing]`), re-read on SIGHUP; `None`: defaults.
     pub config_file: Option<PathBuf>,
+    /// TLS on the control API and the agents' websocket.
+    pub api_tls: ApiTlsMode,
+    /// Names (DNS or IP) a self-made API certificate is issued for, besides localhost.
+    pub api_tls_names: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ApiTlsMode {
+    /// Plain HTTP: loopback, or explicitly allowed.
+    Off,
+    /// A CA and certificate made in `STATE_DIR/tls` on first start.
+    SelfMade,
+    /// The operator's certificate chain and key (PEM).
+    Files { cert: PathBuf, key: PathBuf },
 }
 
 impl CoordinatorConfig {
@@ -102,6 +119,8 @@ impl CoordinatorConfig {
             metrics_interval: metrics::DEFAULT_INTERVAL,
             drains: DrainOptions::default(),
             config_file: None,
+            api_tls: ApiTlsMode::Off,
+            api_tls_names: Vec::new(),
         }
     }
 }
@@ -179,6 +198,8 @@ pub struct Inner {
     pub stats: stats::StatsBook,
     /// The price table in effect (also the newest entry of the store's pricing history).
     pricing: Mutex<billing::PriceTable>,
+    /// The API's TLS certificate, when it speaks TLS.
+    api_tls: Option<tls::ApiTls>,
     /// The audit trail (`audit.sqlite`).
     pub audit: Mutex<store::audit::AuditStore>,
     /// Valid tokens by hash, so a request costs no store read; emptied on every revoke.
@@ -244,6 +265,22 @@ impl Inner {
             Some(t) => t.clone(),
             None => load_or_create_token(dir).map_err(io)?,
         };
+        let api_tls = match &config.api_tls {
+            ApiTlsMode::Off => None,
+            ApiTlsMode::SelfMade => {
+                let mut names = vec!["localhost".to_string(), "127.0.0.1".to_string()];
+                names.extend(config.api_tls_names.iter().cloned());
+                Some(tls::self_made(&dir.join("tls"), &names)?)
+            }
+            ApiTlsMode::Files { cert, key } => Some(tls::from_files(cert, key)?),
+        };
+        let fingerprint_file = dir.join("fingerprint");
+        match &api_tls {
+            Some(t) => std::fs::write(&fingerprint_file, format!("{}\n", t.pin)).map_err(io)?,
+            None => {
+                let _ = std::fs::remove_file(&fingerprint_file);
+            }
+        }
         let mut store = Store::open(&dir.join("state.db"))?;
         let pricing = load_pricing(config.config_file.as_deref())?;
         record_pricing(&mut store, &pricing)?;
@@ -287,6 +324,7 @@ impl Inner {
             stats: stats::StatsBook::default(),
             pricing: Mutex::new(pricing),
             audit: Mutex::new(audit),
+            api_tls,
             token_cache: Mutex::new(HashMap::new()),
             failed_auth: auth::FailedAuth::new(FAILED_AUTH_MAX, FAILED_AUTH_WINDOW),
         }))
@@ -397,6 +435,11 @@ impl Inner {
             self.wake();
         }
         Ok(changed)
+    }
+
+    /// The fingerprint clients pin, when the API speaks TLS.
+    pub fn api_pin(&self) -> Option<dyno_shared::tls::Pin> {
+        self.api_tls.as_ref().map(|t| t.pin)
     }
 
     pub fn token(&self) -> &str {
@@ -1341,16 +1384,35 @@ pub async fn serve(
     let app = api::router(inner.clone(), stop_rx.clone());
     tracing::info!(api = %api.local_addr().map_err(CoordinatorError::Serve)?, router_port = inner.router_port, "coordinator listening");
     use axum::serve::ListenerExt;
-    // Without TCP_NODELAY a log line written alone waits for the client's delayed ACK (~40 ms).
-    let api = api.tap_io(|tcp| {
-        if let Err(e) = tcp.set_nodelay(true) {
-            tracing::debug!(error = %e, "failed to set TCP_NODELAY");
+    match inner.api_tls.as_ref() {
+        Some(t) => {
+            tracing::info!(fingerprint = %t.pin, "the API speaks TLS; clients pin this fingerprint");
+            let listener = tls::TlsListener::spawn(api, t.server.clone())
+                .map_err(CoordinatorError::Serve)?
+                // TapIo gives the listener axum's ConnectInfo<SocketAddr>.
+                .tap_io(|_| {});
+            axum::serve(
+                listener,
+                app.into_make_service_with_connect_info::<SocketAddr>(),
+            )
+            .with_graceful_shutdown(wait_for(stop_rx))
+            .await
+            .map_err(CoordinatorError::Serve)?;
         }
-    });
-    axum::serve(api, app.into_make_service_with_connect_info::<SocketAddr>())
-        .with_graceful_shutdown(wait_for(stop_rx))
-        .await
-        .map_err(CoordinatorError::Serve)?;
+        None => {
+            // Without TCP_NODELAY a log line written alone waits for the client's delayed ACK
+            // (~40 ms).
+            let api = api.tap_io(|tcp| {
+                if let Err(e) = tcp.set_nodelay(true) {
+                    tracing::debug!(error = %e, "failed to set TCP_NODELAY");
+                }
+            });
+            axum::serve(api, app.into_make_service_with_connect_info::<SocketAddr>())
+                .with_graceful_shutdown(wait_for(stop_rx))
+                .await
+                .map_err(CoordinatorError::Serve)?;
+        }
+    }
     let _ = manager_task.await;
     match router_task.await {
         Ok(Err(e)) => tracing::error!(error = %e, "router failed"),

@@ -71,6 +71,21 @@ struct Args {
     #[arg(long, default_value_t = 20, hide = true,
           value_parser = clap::value_parser!(u64).range(1..))]
     metrics_interval_secs: u64,
+    /// Serve the API and agent websocket over TLS with a CA and certificate made in
+    /// STATE_DIR/tls (the default when --listen is not a loopback address)
+    #[arg(long)]
+    api_tls: bool,
+    /// The API's certificate chain (PEM) instead of a self-made one
+    #[arg(long, value_name = "PATH", requires = "api_tls_key")]
+    api_tls_cert: Option<PathBuf>,
+    #[arg(long, value_name = "PATH", requires = "api_tls_cert")]
+    api_tls_key: Option<PathBuf>,
+    /// A DNS name or IP address the self-made certificate also names (repeatable)
+    #[arg(long = "api-tls-name", value_name = "NAME")]
+    api_tls_names: Vec<String>,
+    /// Serve plain HTTP on a non-loopback --listen address (tokens then cross the network in the clear)
+    #[arg(long, conflicts_with_all = ["api_tls", "api_tls_cert"])]
+    insecure_http: bool,
     /// The coordinator's TOML config (`[pricing]`: preset, currency, prices); re-read on SIGHUP.
     #[arg(long, value_name = "PATH", env = "DYNO_CONFIG")]
     config: Option<std::path::PathBuf>,
@@ -117,7 +132,11 @@ async fn main() -> anyhow::Result<()> {
         let name = name.unwrap_or_else(|| format!("{role}-{}", dyno_shared::time::now_secs()));
         let secret = dyno_coordinator::create_token(&args.state_dir, &name, role)?;
         eprintln!("Created the {role} token {name}; it is shown only now:");
-        println!("{secret}");
+        // With TLS on, the token carries the fingerprint to pin: it alone is enough to join.
+        match std::fs::read_to_string(args.state_dir.join("fingerprint")) {
+            Ok(fp) if !fp.trim().is_empty() => println!("{secret}@{}", fp.trim()),
+            _ => println!("{secret}"),
+        }
         return Ok(());
     }
     if args.crash_backoff_secs.is_empty() {
@@ -156,6 +175,20 @@ async fn main() -> anyhow::Result<()> {
     });
     config.metrics_interval = Duration::from_secs(args.metrics_interval_secs);
     config.config_file = args.config;
+    let loopback = args
+        .listen
+        .parse::<std::net::SocketAddr>()
+        .is_ok_and(|a| a.ip().is_loopback());
+    config.api_tls = match (args.api_tls_cert, args.api_tls_key) {
+        (Some(cert), Some(key)) => dyno_coordinator::ApiTlsMode::Files { cert, key },
+        _ if args.api_tls => dyno_coordinator::ApiTlsMode::SelfMade,
+        _ if loopback || args.insecure_http => dyno_coordinator::ApiTlsMode::Off,
+        _ => dyno_coordinator::ApiTlsMode::SelfMade,
+    };
+    if args.insecure_http {
+        tracing::warn!("--insecure-http: tokens cross the network in the clear");
+    }
+    config.api_tls_names = args.api_tls_names;
     config.max_slug_bytes = (args.max_slug_mb as usize).saturating_mul(1024 * 1024);
     config.restart = RestartPolicy {
         backoff: args

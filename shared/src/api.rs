@@ -463,6 +463,10 @@ pub struct CreatedToken {
     #[serde(flatten)]
     pub token: Token,
     pub secret: String,
+    /// The API certificate's fingerprint when it speaks TLS: clients pin it
+    /// (`SECRET@FINGERPRINT` carries both).
+    #[serde(default)]
+    pub fingerprint: Option<String>,
 }
 
 /// `GET /tokens/self`: who the presented token is.

@@ -10,6 +10,8 @@ pub mod protocol;
 pub mod scale;
 pub mod size;
 pub mod time;
+#[cfg(feature = "tls")]
+pub mod tls;
 
 pub use config::{ConfigError, ConfigVars};
 pub use logline::{LogLine, LogSource};

@@ -131,7 +131,13 @@ impl Platform {
             agent: None,
             crash_backoff: backoff.to_string(),
             agent_args: agent_args.iter().map(|s| s.to_string()).collect(),
-            coordinator_args: coordinator_args.iter().map(|s| s.to_string()).collect(),
+            coordinator_args: coordinator_args
+                .iter()
+                .map(|s| s.to_string())
+                // Off loopback the API speaks TLS unless told otherwise; these tests reach
+                // it over plain HTTP from their network namespaces (tests/trust.rs covers TLS).
+                .chain((listen_ip != "127.0.0.1").then(|| "--insecure-http".to_string()))
+                .collect(),
             listen_ip: listen_ip.to_string(),
         };
         p.start_coordinator();

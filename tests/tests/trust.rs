@@ -350,3 +350,163 @@ fn an_address_that_keeps_failing_to_log_in_is_refused_for_a_while() {
         "{body}"
     );
 }
+
+/// A coordinator of our own on `listen` (loopback or 0.0.0.0), its state in `dir`.
+fn coordinator(dir: &std::path::Path, listen: &str, extra: &[&str]) -> std::process::Child {
+    let child = Command::new(bin("dyno-coordinator"))
+        .args(["--listen", listen])
+        .args([
+            "--router",
+            &format!("127.0.0.1:{}", dyno_tests::free_port()),
+        ])
+        .arg("--state-dir")
+        .arg(dir.join("coordinator"))
+        .args(["--token", "root-secret"])
+        .args(extra)
+        .env("RUST_LOG", "info")
+        .stderr(std::fs::File::create(dir.join("coordinator.log")).unwrap())
+        .spawn()
+        .unwrap();
+    wait_until("the fingerprint file", Duration::from_secs(20), || {
+        std::fs::read_to_string(dir.join("coordinator/fingerprint"))
+            .ok()
+            .filter(|f| f.trim().starts_with("sha256:"))
+            .map(|_| ())
+    });
+    child
+}
+
+fn cli(dir: &std::path::Path, url: &str, token: &str, args: &[&str]) -> std::process::Output {
+    Command::new(bin("dyno"))
+        .args(args)
+        .env("DYNO_COORDINATOR", url)
+        .env("DYNO_TOKEN", token)
+        .env("XDG_CONFIG_HOME", dir.join("cfg"))
+        .stdin(Stdio::null())
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn the_api_speaks_tls_that_clients_and_agents_pin_by_fingerprint() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = dyno_tests::free_port();
+    let mut c = coordinator(dir.path(), &format!("127.0.0.1:{port}"), &["--api-tls"]);
+    let fp = std::fs::read_to_string(dir.path().join("coordinator/fingerprint"))
+        .unwrap()
+        .trim()
+        .to_string();
+    let https = format!("https://127.0.0.1:{port}");
+    let pinned = format!("root-secret@{fp}");
+    wait_until("the API answers over TLS", Duration::from_secs(20), || {
+        cli(dir.path(), &https, &pinned, &["apps"])
+            .status
+            .success()
+            .then_some(())
+    });
+
+    // Without the pin (the system's roots), with a wrong one, or over plain HTTP: refused,
+    // and the reason says which.
+    let unpinned = cli(dir.path(), &https, "root-secret", &["apps"]);
+    assert!(!unpinned.status.success());
+    let wrong_fp = format!("root-secret@sha256:{}", "ab".repeat(32));
+    let wrong = cli(dir.path(), &https, &wrong_fp, &["apps"]);
+    assert!(!wrong.status.success());
+    assert!(
+        stderr(&wrong).contains("does not match the pinned fingerprint"),
+        "{}",
+        stderr(&wrong)
+    );
+    let plain = cli(
+        dir.path(),
+        &format!("http://127.0.0.1:{port}"),
+        "root-secret",
+        &["apps"],
+    );
+    assert!(!plain.status.success());
+
+    // A join token carries the fingerprint; the agent joins over wss and fetches slugs over
+    // https with it.
+    let out = Command::new(bin("dyno-coordinator"))
+        .arg("--state-dir")
+        .arg(dir.path().join("coordinator"))
+        .args(["tokens:create", "--agent"])
+        .output()
+        .unwrap();
+    let join = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    assert!(join.ends_with(&format!("@{fp}")), "{join}");
+    let agent = Command::new(bin("dyno-agent"))
+        .args([
+            "--coordinator",
+            &https,
+            "--token",
+            &join,
+            "--name",
+            "tls-host",
+        ])
+        .arg("--state-dir")
+        .arg(dir.path().join("agent"))
+        .args(["--stop-grace-secs", "3"])
+        .stderr(std::fs::File::create(dir.path().join("agent.log")).unwrap())
+        .spawn()
+        .unwrap();
+    let app = dir.path().join("app");
+    std::fs::create_dir_all(app.join("bin")).unwrap();
+    std::fs::copy(bin("dyno-probe"), app.join("bin/dyno-probe")).unwrap();
+    std::fs::write(app.join("Procfile"), "worker: dyno-probe worker\n").unwrap();
+    for args in [
+        vec!["apps:create", "secure"],
+        vec!["deploy", app.to_str().unwrap(), "-a", "secure"],
+        vec!["ps:scale", "worker=1", "-a", "secure", "--wait"],
+    ] {
+        let out = cli(dir.path(), &https, &pinned, &args);
+        assert!(out.status.success(), "{args:?}: {}", stderr(&out));
+    }
+    let ps = cli(
+        dir.path(),
+        &https,
+        &pinned,
+        &["ps", "-a", "secure", "--json"],
+    );
+    let dynos: Value = serde_json::from_slice(&ps.stdout).unwrap();
+    assert_eq!(dynos[0]["state"], "up", "{dynos}");
+    assert_eq!(dynos[0]["host"], "tls-host");
+    let cred = std::fs::read_to_string(dir.path().join("agent/credential")).unwrap();
+    assert!(
+        cred.trim().ends_with(&fp),
+        "the credential keeps the pin: {cred}"
+    );
+
+    stop(agent);
+    let _ = c.kill();
+    let _ = c.wait();
+}
+
+#[test]
+fn off_loopback_the_api_is_tls_unless_plain_http_is_asked_for() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = dyno_tests::free_port();
+    let mut c = coordinator(dir.path(), &format!("0.0.0.0:{port}"), &[]);
+    let fp = std::fs::read_to_string(dir.path().join("coordinator/fingerprint")).unwrap();
+    let pinned = format!("root-secret@{}", fp.trim());
+    wait_until("TLS on 0.0.0.0", Duration::from_secs(20), || {
+        cli(
+            dir.path(),
+            &format!("https://127.0.0.1:{port}"),
+            &pinned,
+            &["apps"],
+        )
+        .status
+        .success()
+        .then_some(())
+    });
+    let plain = cli(
+        dir.path(),
+        &format!("http://127.0.0.1:{port}"),
+        "root-secret",
+        &["apps"],
+    );
+    assert!(!plain.status.success(), "no plain HTTP off loopback");
+    let _ = c.kill();
+    let _ = c.wait();
+}

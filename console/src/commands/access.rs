@@ -105,7 +105,10 @@ pub fn create(ctx: &Ctx, name: &str, role: &str) -> Result<i32> {
             "Created the {} token {}; its secret is shown only now:",
             created.token.role, created.token.name
         );
-        emit_line(&created.secret)?;
+        match &created.fingerprint {
+            Some(fp) => emit_line(&format!("{}@{fp}", created.secret))?,
+            None => emit_line(&created.secret)?,
+        }
     }
     Ok(0)
 }

@@ -13,6 +13,7 @@ use dyno_shared::api::{
     ActionResult, App, Dyno, ErrorBody, FormationItem, FormationUpdate, FormationUpdates, Host,
     Release, ScaleRequest,
 };
+use dyno_shared::tls::rustls;
 use std::collections::BTreeMap;
 use std::io::{self, Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
@@ -501,7 +502,7 @@ impl TailJob {
 /// A response body over a socket we own, so a stopped tail never waits on a quiet stream: reads
 /// time out every 100 ms and the caller checks its stop flag.
 pub struct BodyReader {
-    stream: TcpStream,
+    stream: Conn,
     /// Bytes read past the headers, not yet decoded.
     raw: Vec<u8>,
     chunked: bool,
@@ -585,22 +586,84 @@ impl Read for BodyReader {
 }
 
 /// `GET path` on an `http://host:port` base; fails with the coordinator's message on a non-200.
+/// The stream's connection: plain, or TLS to a coordinator whose certificate is pinned.
+enum Conn {
+    Plain(TcpStream),
+    Tls(Box<rustls::StreamOwned<rustls::ClientConnection, TcpStream>>),
+}
+
+impl Read for Conn {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Conn::Plain(s) => s.read(buf),
+            Conn::Tls(s) => s.read(buf),
+        }
+    }
+}
+
+impl Write for Conn {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Conn::Plain(s) => s.write(buf),
+            Conn::Tls(s) => s.write(buf),
+        }
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        match self {
+            Conn::Plain(s) => s.flush(),
+            Conn::Tls(s) => s.flush(),
+        }
+    }
+}
+
 pub fn open_stream(base: &str, token: Option<&str>, path: &str) -> io::Result<BodyReader> {
-    let hostport = base
-        .strip_prefix("http://")
-        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "expected an http:// URL"))?;
+    let (secret, pin) = match token {
+        Some(t) => {
+            let (s, p) = dyno_shared::tls::split_token(t)
+                .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+            (Some(s), p)
+        }
+        None => (None, None),
+    };
+    let token = secret.as_deref();
+    let (tls, hostport) = match (base.strip_prefix("https://"), base.strip_prefix("http://")) {
+        (Some(h), _) => (true, h),
+        (None, Some(h)) => (false, h),
+        _ => {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "expected an http:// or https:// URL",
+            ));
+        }
+    };
     let addr = hostport
         .to_socket_addrs()?
         .next()
         .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "no address"))?;
-    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).map_err(|e| {
+    let stream = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).map_err(|e| {
         io::Error::new(
             e.kind(),
             format!("cannot reach the coordinator at {base}: {e}"),
         )
     })?;
-    stream.set_read_timeout(Some(Duration::from_millis(100)))?;
     stream.set_write_timeout(Some(Duration::from_secs(5)))?;
+    let mut stream = if tls {
+        let host = hostport.rsplit_once(':').map_or(hostport, |(h, _)| h);
+        let name =
+            rustls::pki_types::ServerName::try_from(host.trim_matches(['[', ']']).to_string())
+                .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+        let conn = rustls::ClientConnection::new(dyno_shared::tls::client_config(pin), name)
+            .map_err(io::Error::other)?;
+        // The handshake completes on the first write, before the read timeout applies.
+        stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+        let mut s = rustls::StreamOwned::new(conn, stream);
+        s.conn.complete_io(&mut s.sock)?;
+        s.sock.set_read_timeout(Some(Duration::from_millis(100)))?;
+        Conn::Tls(Box::new(s))
+    } else {
+        stream.set_read_timeout(Some(Duration::from_millis(100)))?;
+        Conn::Plain(stream)
+    };
     let auth = token
         .map(|t| format!("Authorization: Bearer {t}\r\n"))
         .unwrap_or_default();
