@@ -5,6 +5,7 @@ pub mod agents;
 pub mod api;
 pub mod auth;
 pub mod billing;
+pub mod conns;
 pub mod drains;
 pub mod loghub;
 pub mod manager;
@@ -87,6 +88,8 @@ pub struct CoordinatorConfig {
     pub api_tls: ApiTlsMode,
     /// Names (DNS or IP) a self-made API certificate is issued for, besides localhost.
     pub api_tls_names: Vec<String>,
+    /// Open API connections (agents' websockets included) beyond which new ones get a 503.
+    pub max_connections: usize,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -121,6 +124,7 @@ impl CoordinatorConfig {
             config_file: None,
             api_tls: ApiTlsMode::Off,
             api_tls_names: Vec::new(),
+            max_connections: 4096,
         }
     }
 }
@@ -1387,10 +1391,12 @@ pub async fn serve(
     match inner.api_tls.as_ref() {
         Some(t) => {
             tracing::info!(fingerprint = %t.pin, "the API speaks TLS; clients pin this fingerprint");
-            let listener = tls::TlsListener::spawn(api, t.server.clone())
-                .map_err(CoordinatorError::Serve)?
-                // TapIo gives the listener axum's ConnectInfo<SocketAddr>.
-                .tap_io(|_| {});
+            let listener = conns::Limited::new(
+                tls::TlsListener::spawn(api, t.server.clone()).map_err(CoordinatorError::Serve)?,
+                inner.config.max_connections,
+            )
+            // TapIo gives the listener axum's ConnectInfo<SocketAddr>.
+            .tap_io(|_| {});
             axum::serve(
                 listener,
                 app.into_make_service_with_connect_info::<SocketAddr>(),
@@ -1402,8 +1408,8 @@ pub async fn serve(
         None => {
             // Without TCP_NODELAY a log line written alone waits for the client's delayed ACK
             // (~40 ms).
-            let api = api.tap_io(|tcp| {
-                if let Err(e) = tcp.set_nodelay(true) {
+            let api = conns::Limited::new(api, inner.config.max_connections).tap_io(|conn| {
+                if let Err(e) = conn.get_mut().set_nodelay(true) {
                     tracing::debug!(error = %e, "failed to set TCP_NODELAY");
                 }
             });

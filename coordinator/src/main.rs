@@ -86,6 +86,9 @@ struct Args {
     /// Serve plain HTTP on a non-loopback --listen address (tokens then cross the network in the clear)
     #[arg(long, conflicts_with_all = ["api_tls", "api_tls_cert"])]
     insecure_http: bool,
+    /// Open API connections (agents included) beyond which new ones are answered 503
+    #[arg(long, default_value_t = 4096, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    max_connections: u32,
     /// The coordinator's TOML config (`[pricing]`: preset, currency, prices); re-read on SIGHUP.
     #[arg(long, value_name = "PATH", env = "DYNO_CONFIG")]
     config: Option<std::path::PathBuf>,
@@ -189,6 +192,7 @@ async fn main() -> anyhow::Result<()> {
         tracing::warn!("--insecure-http: tokens cross the network in the clear");
     }
     config.api_tls_names = args.api_tls_names;
+    config.max_connections = args.max_connections as usize;
     config.max_slug_bytes = (args.max_slug_mb as usize).saturating_mul(1024 * 1024);
     config.restart = RestartPolicy {
         backoff: args

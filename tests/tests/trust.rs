@@ -510,3 +510,46 @@ fn off_loopback_the_api_is_tls_unless_plain_http_is_asked_for() {
     let _ = c.kill();
     let _ = c.wait();
 }
+
+#[test]
+fn past_its_connection_limit_the_api_answers_503_and_recovers() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = dyno_tests::free_port();
+    let mut c = Command::new(bin("dyno-coordinator"))
+        .args(["--listen", &format!("127.0.0.1:{port}")])
+        .args([
+            "--router",
+            &format!("127.0.0.1:{}", dyno_tests::free_port()),
+        ])
+        .arg("--state-dir")
+        .arg(dir.path().join("c"))
+        .args(["--token", "t", "--max-connections", "3"])
+        .stderr(std::fs::File::create(dir.path().join("c.log")).unwrap())
+        .spawn()
+        .unwrap();
+    let url = format!("http://127.0.0.1:{port}/healthz");
+    let status = || match ureq::get(&url).call() {
+        Ok(r) => (r.status(), r.into_string().unwrap_or_default()),
+        Err(ureq::Error::Status(code, r)) => (code, r.into_string().unwrap_or_default()),
+        Err(e) => (0, e.to_string()),
+    };
+    wait_until("the coordinator", Duration::from_secs(20), || {
+        (status().0 == 200).then_some(())
+    });
+    // Three idle connections take every slot.
+    let held: Vec<std::net::TcpStream> = (0..3)
+        .map(|_| std::net::TcpStream::connect(("127.0.0.1", port)).unwrap())
+        .collect();
+    let (code, body) = wait_until("a 503", Duration::from_secs(10), || {
+        let s = status();
+        (s.0 == 503).then_some(s)
+    });
+    assert_eq!(code, 503);
+    assert!(body.contains("--max-connections"), "{body}");
+    drop(held);
+    wait_until("room again", Duration::from_secs(10), || {
+        (status().0 == 200).then_some(())
+    });
+    let _ = c.kill();
+    let _ = c.wait();
+}
