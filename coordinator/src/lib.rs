@@ -90,6 +90,9 @@ pub struct CoordinatorConfig {
     pub api_tls_names: Vec<String>,
     /// Open API connections (agents' websockets included) beyond which new ones get a 503.
     pub max_connections: usize,
+    /// An app with eco web dynos and no request for this long sleeps (its eco dynos stop, the
+    /// next request wakes them). `None`: never.
+    pub eco_idle_after: Option<Duration>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -125,6 +128,7 @@ impl CoordinatorConfig {
             api_tls: ApiTlsMode::Off,
             api_tls_names: Vec::new(),
             max_connections: 4096,
+            eco_idle_after: Some(Duration::from_secs(30 * 60)),
         }
     }
 }
@@ -423,6 +427,68 @@ impl Inner {
         Ok(known || revoked > 0)
     }
 
+    /// Apps whose eco web dynos are all up and have had no request through the router for
+    /// `eco_idle_after` (counting from when they came up, or this coordinator started).
+    fn idle_eco_apps(
+        &self,
+        apps: &[AppView],
+        dynos: &[DynoRow],
+        sleeping: &HashMap<String, bool>,
+        now: i64,
+    ) -> HashSet<String> {
+        let Some(after) = self.config.eco_idle_after else {
+            return HashSet::new();
+        };
+        let after = after.as_millis() as i64;
+        let mut idle = HashSet::new();
+        for app in apps {
+            let web_eco = app.formation.entries.iter().any(|(t, e)| {
+                t.as_str() == "web" && e.size == dyno_shared::Size::Eco && e.quantity > 0
+            });
+            if !web_eco || app.eco_sleeps || sleeping.contains_key(&app.app.id) {
+                continue;
+            }
+            let web: Vec<&DynoRow> = dynos
+                .iter()
+                .filter(|d| d.app_id == app.app.id && d.process_type == "web" && !d.one_off)
+                .collect();
+            if web.is_empty() || web.iter().any(|d| d.state != DynoState::Up) {
+                continue;
+            }
+            let since = web
+                .iter()
+                .filter_map(|d| d.up_since)
+                .max()
+                .unwrap_or(now)
+                .max(self.routes.last_request_ms(&app.app.name).unwrap_or(0))
+                .max(self.started_at - RECONNECT_GRACE.as_millis() as i64);
+            if now - since >= after {
+                idle.insert(app.app.id.clone());
+            }
+        }
+        idle
+    }
+
+    /// A request arrived for a sleeping app: wake its eco dynos.
+    pub fn wake_app(&self, app: &str) -> Result<(), StoreError> {
+        let now = now_ms();
+        let woke = self.store().transaction(|tx| {
+            let Some(row) = tx.app(app)? else {
+                return Ok(false);
+            };
+            if !tx.set_waking(&row.id)? {
+                return Ok(false);
+            }
+            tx.insert_event(&row.id, now, "api", "Waking: a request arrived")?;
+            Ok(true)
+        })?;
+        if woke {
+            self.system_log(app, "api", "Waking: a request arrived".to_string());
+            self.wake();
+        }
+        Ok(())
+    }
+
     /// The price table in effect.
     pub fn pricing(&self) -> billing::PriceTable {
         self.pricing.lock().expect("pricing lock").clone()
@@ -647,7 +713,8 @@ impl Inner {
         let mut store = self.store();
         let month = billing::Month::containing(now);
         let eco_pool_ms = self.pricing().eco_pool_hours * 3_600_000.0;
-        let (apps, dynos, hosts, checks) = store.read(|r| {
+        let (mut apps, dynos, hosts, checks, sleeping) = store.read(|r| {
+            let sleeping = r.sleeping_apps()?;
             let mut apps = Vec::new();
             let eco_used = billing::eco_ms_by_owner(
                 month,
@@ -667,14 +734,57 @@ impl Inner {
                     formation: r.formation(&app.id)?,
                     preboot: preboot.contains(&app.name),
                     requires,
-                    eco_sleeps: eco_used
-                        .get(&app.owner)
-                        .is_some_and(|&ms| ms as f64 >= eco_pool_ms),
+                    eco_sleeps: sleeping.get(&app.id) == Some(&false)
+                        || eco_used
+                            .get(&app.owner)
+                            .is_some_and(|&ms| ms as f64 >= eco_pool_ms),
                     app,
                 });
             }
-            Ok((apps, r.dynos()?, r.hosts()?, r.checks()?))
+            Ok((apps, r.dynos()?, r.hosts()?, r.checks()?, sleeping))
         })?;
+        // Woken apps whose web dynos are on their way: requests now wait for them to boot.
+        let awake: Vec<&str> = sleeping
+            .iter()
+            .filter(|(_, waking)| **waking)
+            .map(|(id, _)| id.as_str())
+            .filter(|id| {
+                !dynos.iter().any(|d| {
+                    d.app_id == *id && d.process_type == "web" && d.desired == Desired::Sleep
+                })
+            })
+            .collect();
+        if !awake.is_empty() {
+            store.transaction(|tx| {
+                for id in &awake {
+                    tx.set_awake(id)?;
+                }
+                Ok(())
+            })?;
+        }
+        // Eco apps nobody has asked anything for a while go to sleep.
+        let idle = self.idle_eco_apps(&apps, &dynos, &sleeping, now);
+        if !idle.is_empty() {
+            let minutes = self
+                .config
+                .eco_idle_after
+                .map_or(0.0, |d| d.as_secs_f64() / 60.0);
+            store.transaction(|tx| {
+                for app in apps.iter().filter(|a| idle.contains(&a.app.id)) {
+                    if tx.set_asleep(&app.app.id, now)? {
+                        let why = format!(
+                            "Idling: no requests for {minutes} minutes; eco dynos sleep until the next one"
+                        );
+                        tx.insert_event(&app.app.id, now, "api", &why)?;
+                        logs.push((app.app.name.clone(), "api".into(), why));
+                    }
+                }
+                Ok(())
+            })?;
+            for app in apps.iter_mut().filter(|a| idle.contains(&a.app.id)) {
+                app.eco_sleeps = true;
+            }
+        }
         let host_views = self.host_views(&hosts, now);
         self.note_lost(&host_views);
         let lost: HashSet<&str> = host_views
@@ -777,9 +887,15 @@ impl Inner {
                                 let owner = apps_by_id
                                     .get(row.app_id.as_str())
                                     .map_or("default", |a| a.app.owner.as_str());
-                                let why = format!(
-                                    "Sleeping: the eco dyno hours of {owner} are used up for {month}"
-                                );
+                                let idling = idle.contains(&row.app_id)
+                                    || sleeping.get(&row.app_id) == Some(&false);
+                                let why = if idling {
+                                    "Sleeping until the next request".to_string()
+                                } else {
+                                    format!(
+                                        "Sleeping: the eco dyno hours of {owner} are used up for {month}"
+                                    )
+                                };
                                 tx.insert_event(&row.app_id, now, &row.name(), &why)?;
                                 logs.push((row.app.clone(), row.name(), why));
                                 row.desired = Desired::Sleep;
@@ -859,13 +975,14 @@ impl Inner {
 
     /// Web dynos that are up, wanted and on a connected host, per app.
     pub fn refresh_routes(&self) -> Result<(), StoreError> {
-        let (apps, dynos, hosts, domains, concurrency) = self.store().read(|r| {
+        let (apps, dynos, hosts, domains, concurrency, sleeping) = self.store().read(|r| {
             Ok((
                 r.apps()?,
                 r.dynos()?,
                 r.hosts()?,
                 r.domains()?,
                 r.concurrency()?,
+                r.sleeping_apps()?,
             ))
         })?;
         // Dynos of an away host keep their routes: its agent is gone for a blip, they may well
@@ -906,6 +1023,19 @@ impl Inner {
                 });
             }
         }
+        // Backends first: a request waiting for a booting dyno must get it, not the H14 that
+        // the app's no-backends answer turns to once that dyno is no longer starting.
+        let now: HashSet<String> = table.keys().cloned().collect();
+        {
+            let mut routed = self.routed.lock().expect("routed lock");
+            for stale in routed.difference(&now) {
+                self.routes.remove_app(stale);
+            }
+            *routed = now;
+        }
+        for (app, backends) in table {
+            self.routes.set_backends(&app, backends);
+        }
         for app in &apps {
             self.routes.set_maintenance(&app.name, app.maintenance);
             self.routes
@@ -929,7 +1059,9 @@ impl Inner {
                         && d.desired == Desired::Run
                 })
                 .collect();
-            let why = if web.iter().any(|d| d.state == DynoState::Starting) {
+            let why = if sleeping.contains_key(&app.id) {
+                dyno_router::NoBackends::Asleep
+            } else if web.iter().any(|d| d.state == DynoState::Starting) {
                 dyno_router::NoBackends::Booting
             } else if !web.is_empty() && web.iter().all(|d| d.state == DynoState::Crashed) {
                 dyno_router::NoBackends::Crashed
@@ -937,15 +1069,6 @@ impl Inner {
                 dyno_router::NoBackends::NotRunning
             };
             self.routes.set_no_backends(&app.name, why);
-        }
-        let now: HashSet<String> = table.keys().cloned().collect();
-        let mut routed = self.routed.lock().expect("routed lock");
-        for stale in routed.difference(&now) {
-            self.routes.remove_app(stale);
-        }
-        *routed = now;
-        for (app, backends) in table {
-            self.routes.set_backends(&app, backends);
         }
         Ok(())
     }
@@ -1297,6 +1420,22 @@ pub async fn serve(
     });
     inner.refresh_routes()?;
     inner.start_stored_drains()?;
+    // Requests for sleeping apps wake them, off the router's path.
+    let (wake_tx, mut wake_rx) = mpsc::unbounded_channel::<String>();
+    inner.routes.set_waker(move |app| {
+        let _ = wake_tx.send(app.to_string());
+    });
+    let waker = inner.clone();
+    tokio::spawn(async move {
+        while let Some(app) = wake_rx.recv().await {
+            let w = waker.clone();
+            match tokio::task::spawn_blocking(move || w.wake_app(&app)).await {
+                Ok(Err(e)) => tracing::error!(error = %e, "failed to wake an app"),
+                Err(e) => tracing::error!(error = %e, "waking an app panicked"),
+                Ok(Ok(())) => {}
+            }
+        }
+    });
     if let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
         let reloader = inner.clone();
         let mut stop = stop_rx.clone();

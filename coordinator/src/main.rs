@@ -86,6 +86,10 @@ struct Args {
     /// Serve plain HTTP on a non-loopback --listen address (tokens then cross the network in the clear)
     #[arg(long, conflicts_with_all = ["api_tls", "api_tls_cert"])]
     insecure_http: bool,
+    /// Minutes without a request after which an app's eco dynos sleep (0: never); the next
+    /// request wakes them
+    #[arg(long, default_value_t = 30.0)]
+    eco_idle_minutes: f64,
     /// Open API connections (agents included) beyond which new ones are answered 503
     #[arg(long, default_value_t = 4096, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     max_connections: u32,
@@ -193,6 +197,12 @@ async fn main() -> anyhow::Result<()> {
     }
     config.api_tls_names = args.api_tls_names;
     config.max_connections = args.max_connections as usize;
+    anyhow::ensure!(
+        args.eco_idle_minutes.is_finite() && args.eco_idle_minutes >= 0.0,
+        "--eco-idle-minutes must be 0 (never) or a positive number of minutes"
+    );
+    config.eco_idle_after = (args.eco_idle_minutes > 0.0)
+        .then(|| Duration::from_secs_f64(args.eco_idle_minutes * 60.0));
     config.max_slug_bytes = (args.max_slug_mb as usize).saturating_mul(1024 * 1024);
     config.restart = RestartPolicy {
         backoff: args

@@ -204,6 +204,15 @@ CREATE TABLE tokens (
 );
 CREATE INDEX tokens_host ON tokens(host) WHERE host IS NOT NULL;
 "#,
+    r#"
+-- Apps whose eco dynos sleep for want of requests, until the next one arrives; `waking`
+-- from that request until their web dynos are starting (requests keep waiting meanwhile).
+CREATE TABLE sleeping_apps (
+    app_id TEXT PRIMARY KEY REFERENCES apps(id) ON DELETE CASCADE,
+    since INTEGER NOT NULL,
+    waking INTEGER NOT NULL DEFAULT 0
+);
+"#,
 ];
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -577,6 +586,13 @@ impl std::ops::Deref for Reader<'_> {
 
 /// Queries shared by `Reader` and `Tx`.
 pub trait Queries: std::ops::Deref<Target = Connection> {
+    /// Apps whose eco dynos sleep for want of requests: app id -> waking (a request came).
+    fn sleeping_apps(&self) -> Result<HashMap<String, bool>> {
+        let mut st = self.prepare_cached("SELECT app_id, waking FROM sleeping_apps")?;
+        let rows = st.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
     fn token_by_hash(&self, hash: &str) -> Result<Option<TokenRow>> {
         Ok(self
             .prepare_cached(
@@ -1122,6 +1138,27 @@ impl Tx<'_> {
             "UPDATE tokens SET revoked_at = ?2 WHERE host = ?1 AND revoked_at IS NULL",
             params![host, at],
         )?)
+    }
+
+    /// Puts the app's eco dynos to sleep; true when they were awake.
+    pub fn set_asleep(&self, app_id: &str, now: i64) -> Result<bool> {
+        Ok(self.execute(
+            "INSERT OR IGNORE INTO sleeping_apps (app_id, since) VALUES (?1, ?2)",
+            params![app_id, now],
+        )? == 1)
+    }
+
+    /// A request came for a sleeping app; true when it was asleep and not yet waking.
+    pub fn set_waking(&self, app_id: &str) -> Result<bool> {
+        Ok(self.execute(
+            "UPDATE sleeping_apps SET waking = 1 WHERE app_id = ?1 AND waking = 0",
+            [app_id],
+        )? == 1)
+    }
+
+    /// The app is awake: its web dynos are starting.
+    pub fn set_awake(&self, app_id: &str) -> Result<bool> {
+        Ok(self.execute("DELETE FROM sleeping_apps WHERE app_id = ?1", [app_id])? == 1)
     }
 
     pub fn delete_host(&self, name: &str) -> Result<bool> {

@@ -52,6 +52,9 @@ pub enum NoBackends {
     Booting,
     /// Every web dyno crashed: H10 at once.
     Crashed,
+    /// Eco web dynos sleep: a request wakes the app (the waker set with
+    /// [`RouteTable::set_waker`]) and waits like one for a booting dyno.
+    Asleep,
 }
 
 /// Why a request gets no backend.
@@ -96,6 +99,9 @@ pub(crate) struct App {
     pub(crate) name: String,
     state: Mutex<AppState>,
     pub(crate) metrics: Arc<AppMetrics>,
+    /// Unix ms of the latest request for the app, 0 before the first (eco dynos sleep when
+    /// it is old enough).
+    last_request: std::sync::atomic::AtomicI64,
 }
 
 #[derive(Debug)]
@@ -188,6 +194,7 @@ impl App {
                 removed: false,
             }),
             metrics: Arc::new(AppMetrics::default()),
+            last_request: std::sync::atomic::AtomicI64::new(0),
         }
     }
 
@@ -305,7 +312,7 @@ impl AppState {
             match self.no_backends {
                 NoBackends::NotRunning => Some(Refusal::NotRunning),
                 NoBackends::Crashed => Some(Refusal::Crashed),
-                NoBackends::Booting => return undelivered,
+                NoBackends::Booting | NoBackends::Asleep => return undelivered,
             }
         } else {
             None
@@ -359,10 +366,21 @@ struct Tables {
     domains: HashMap<String, String>,
 }
 
+/// Called with an app's name when a request arrives while its eco dynos sleep.
+#[derive(Clone)]
+struct Waker(Arc<dyn Fn(&str) + Send + Sync>);
+
+impl std::fmt::Debug for Waker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Waker")
+    }
+}
+
 /// App name -> web backends, settings and queue. Cheap to clone; all clones share one table.
 #[derive(Debug, Clone, Default)]
 pub struct RouteTable {
     inner: Arc<RwLock<Tables>>,
+    waker: Arc<Mutex<Option<Waker>>>,
 }
 
 impl RouteTable {
@@ -461,6 +479,23 @@ impl RouteTable {
     /// `RouterConfig::max_queue` of them, then H11) instead of queueing inside a busy dyno.
     pub fn set_concurrency(&self, app: &str, limit: Option<u32>) {
         self.update(app, |_, state| state.limit = limit.map(|l| l.max(1)));
+    }
+
+    /// Who hears of requests for sleeping apps (`NoBackends::Asleep`): it must start their
+    /// dynos, and should return at once.
+    pub fn set_waker(&self, wake: impl Fn(&str) + Send + Sync + 'static) {
+        *self.waker.lock().unwrap_or_else(PoisonError::into_inner) = Some(Waker(Arc::new(wake)));
+    }
+
+    /// Unix ms of the app's latest request through this router, if it had one.
+    pub fn last_request_ms(&self, app: &str) -> Option<i64> {
+        let t = self
+            .read()
+            .apps
+            .get(app)?
+            .last_request
+            .load(std::sync::atomic::Ordering::Relaxed);
+        (t > 0).then_some(t)
     }
 
     /// What requests get while the app has no backends: H14, wait for a booting dyno (H20
@@ -564,10 +599,13 @@ impl RouteTable {
         max_queue: usize,
         retry: bool,
     ) -> Acquire {
+        app.last_request
+            .store(unix_ms(), std::sync::atomic::Ordering::Relaxed);
         let mut state = app.lock();
         if state.maintenance {
             return Acquire::Refused(Refusal::Maintenance);
         }
+        let mut wake = false;
         if state.removed {
             return Acquire::Refused(Refusal::NotRunning);
         }
@@ -577,6 +615,7 @@ impl RouteTable {
                 NoBackends::NotRunning => return Acquire::Refused(Refusal::NotRunning),
                 NoBackends::Crashed => return Acquire::Refused(Refusal::Crashed),
                 NoBackends::Booting => {}
+                NoBackends::Asleep => wake = true,
             }
         } else if state.queue.is_empty() || retry {
             match state.pick(tried, balance, now_ms()) {
@@ -602,6 +641,16 @@ impl RouteTable {
         let undelivered = state.dispatch(app);
         drop(state);
         drop(undelivered);
+        if wake {
+            let waker = self
+                .waker
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .clone();
+            if let Some(w) = waker {
+                (w.0)(&app.name);
+            }
+        }
         Acquire::Wait { grant: rx, booting }
     }
 
@@ -609,6 +658,12 @@ impl RouteTable {
         let until = now_ms() + QUARANTINE.as_millis() as u64;
         slot.quarantined_until.store(until, Ordering::Relaxed);
     }
+}
+
+fn unix_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
 }
 
 fn now_ms() -> u64 {
@@ -782,6 +837,28 @@ mod tests {
         };
         table.set_maintenance("shop", true);
         assert_eq!(grant.await.unwrap().unwrap_err(), Refusal::Maintenance);
+    }
+
+    #[tokio::test]
+    async fn a_request_for_a_sleeping_app_wakes_it_and_waits_for_its_dyno() {
+        let table = RouteTable::new();
+        let woken = Arc::new(Mutex::new(Vec::<String>::new()));
+        let w = woken.clone();
+        table.set_waker(move |app| w.lock().unwrap().push(app.to_string()));
+        table.set_backends("shop", vec![]);
+        table.set_no_backends("shop", NoBackends::Asleep);
+        assert_eq!(table.last_request_ms("shop"), None);
+        let app = table.lookup("shop").unwrap();
+        let Acquire::Wait { grant, booting } =
+            table.acquire(&app, &[], Balance::PowerOfTwo, 9, false)
+        else {
+            panic!("expected to wait");
+        };
+        assert!(booting, "a sleeping app waits as long as a booting one");
+        assert_eq!(*woken.lock().unwrap(), vec!["shop".to_string()]);
+        assert!(table.last_request_ms("shop").is_some());
+        table.set_backends("shop", vec![backend("web.1", 1)]);
+        assert_eq!(grant.await.unwrap().unwrap().slot().dyno, "web.1");
     }
 
     #[test]

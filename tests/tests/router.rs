@@ -3,7 +3,7 @@
 //! limit with its router-side queue, and H10 for an app whose web dynos all crashed. Timeouts,
 //! TLS and HTTP/2 are tested on the router itself in router/tests/.
 
-use dyno_tests::Platform;
+use dyno_tests::{Platform, wait_until};
 use serde_json::Value;
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
@@ -193,5 +193,42 @@ fn custom_domains_a_concurrency_limit_and_h10_through_the_coordinator() {
     // The router's line reaches the log a moment after the answer.
     dyno_tests::wait_until("an H10 line", Duration::from_secs(10), || {
         p.logs("crashy").contains("code=H10").then_some(())
+    });
+}
+
+#[test]
+fn an_idle_eco_app_sleeps_and_the_next_request_wakes_and_is_served() {
+    // Idle after 2 s without requests.
+    let p = Platform::start_with_coordinator_args(&["--eco-idle-minutes", "0.0333"]);
+    p.deploy("nap", "web: dyno-probe web\n");
+    p.dyno_ok(&["ps:scale", "web=1:eco", "-a", "nap", "--wait"]);
+    let id = p.dyno_ids("nap")["web.1"].0.clone();
+    wait_until("web.1 asleep", Duration::from_secs(30), || {
+        let d = p.dynos("nap");
+        (d.len() == 1 && d[0]["state"] == "idle").then_some(())
+    });
+    assert_eq!(
+        p.dyno_process_groups().len(),
+        0,
+        "nothing runs while it sleeps"
+    );
+    let events = p.dyno_ok(&["events", "-a", "nap"]);
+    assert!(events.contains("Idling: no requests"), "{events}");
+
+    // The request is held while the dyno starts, then served by the same dyno (woken, not
+    // replaced).
+    let started = std::time::Instant::now();
+    let (status, body) = p.route("nap", "/").unwrap();
+    assert_eq!(status, 200, "{body}");
+    eprintln!("woke and served in {:?}", started.elapsed());
+    let d = p.dynos("nap");
+    assert_eq!(d[0]["state"], "up");
+    assert_eq!(p.dyno_ids("nap")["web.1"].0, id);
+    let events = p.dyno_ok(&["events", "-a", "nap"]);
+    assert!(events.contains("Waking: a request arrived"), "{events}");
+
+    // A request keeps it awake; silence puts it back to sleep.
+    wait_until("asleep again", Duration::from_secs(30), || {
+        (p.dynos("nap")[0]["state"] == "idle").then_some(())
     });
 }
