@@ -41,6 +41,43 @@ mod tls;
 pub use table::{Backend, Balance, NoBackends, RouteTable};
 pub use tls::{TlsConfig, TlsError};
 
+/// Entry points for the cargo-fuzz targets in `fuzz/` and their corpus replay test
+/// (`tests/fuzz_corpus.rs`). Not an API.
+#[doc(hidden)]
+pub mod fuzzing {
+    use crate::log::{Outcome, RequestInfo, format_line};
+
+    /// The app a request for `host` (lowercase, without port) goes to; `domain_suffix` is
+    /// `.DOMAIN`.
+    pub fn route(table: &crate::RouteTable, host: &str, domain_suffix: &str) -> Option<String> {
+        table.route(host, domain_suffix).map(|app| app.name.clone())
+    }
+
+    /// Whether a client's `X-Request-Id` is kept rather than replaced.
+    pub fn valid_request_id(id: &str) -> bool {
+        crate::request_id::is_valid(id)
+    }
+
+    /// The router log line of a request to app `shop` that `web.1` answered with 200.
+    pub fn log_line(method: &str, path: &str, host: &str, request_id: &str, fwd: &str) -> String {
+        let info = RequestInfo {
+            app: "shop".to_string(),
+            method: method.to_string(),
+            path: path.to_string(),
+            host: host.to_string(),
+            request_id: request_id.to_string(),
+            fwd: fwd.to_string(),
+            protocol: "http",
+        };
+        let outcome = Outcome {
+            dyno: "web.1",
+            status: 200,
+            ..Outcome::default()
+        };
+        format_line(&info, &outcome)
+    }
+}
+
 use bytes::Bytes;
 use dyno_shared::LogLine;
 use http_body_util::Full;

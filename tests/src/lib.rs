@@ -112,6 +112,12 @@ impl Platform {
         Self::start_on(listen_ip, "0,1,2", &[], coordinator_args)
     }
 
+    /// Both sets of extra arguments (`--isolation linux` for the agent, `--eco-idle-minutes 1`
+    /// for the coordinator).
+    pub fn start_custom(agent_args: &[&str], coordinator_args: &[&str]) -> Platform {
+        Self::start_full("0,1,2", agent_args, coordinator_args)
+    }
+
     fn start_full(backoff: &str, agent_args: &[&str], coordinator_args: &[&str]) -> Platform {
         Self::start_on("127.0.0.1", backoff, agent_args, coordinator_args)
     }
