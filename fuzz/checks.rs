@@ -323,10 +323,6 @@ pub fn agent_msg(data: &[u8]) {
             (Err(err), Ok(plain)) => {
                 panic!("decode refuses a frame serde reads as {plain:?}: {err}")
             }
-            // A known difference, left to protocol.rs: the fast path never looks at a second
-            // `type` key, which serde refuses as a duplicate field.
-            (Ok(AgentMsg::Logs { .. }), Err(err))
-                if err.to_string().starts_with("duplicate field `type`") => {}
             (Ok(fast), Err(err)) => {
                 panic!("decode reads {fast:?} from a frame serde refuses: {err}")
             }

@@ -183,6 +183,15 @@ impl Proxy {
         let received_unix_ms = dyno_shared::time::now_micros() / 1000;
         let host = request_host(&req);
         let client_version = req.version();
+        if !valid_host(&host) {
+            // Also keeps spaces and quotes out of the app's router log lines.
+            let mut response = text_page(
+                StatusCode::BAD_REQUEST,
+                "400 Bad Request\n\nThe Host header is not a host name.\n".to_string(),
+            );
+            *response.version_mut() = client_version;
+            return response;
+        }
         let Some(app) = self.table.route(&host, &self.domain_suffix) else {
             let mut response = not_found(&host);
             *response.version_mut() = client_version;
@@ -622,6 +631,22 @@ fn request_host<B>(req: &Request<B>) -> String {
     without_port.trim_end_matches('.').to_ascii_lowercase()
 }
 
+/// A DNS name (letters, digits, `-`, `_`, dot-separated labels of 1-63 bytes, 253 at most) or
+/// an IP address literal, as `request_host` leaves it (lowercase, without port).
+fn valid_host(host: &str) -> bool {
+    if let Some(inner) = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
+        return inner.parse::<std::net::Ipv6Addr>().is_ok();
+    }
+    !host.is_empty()
+        && host.len() <= 253
+        && host.split('.').all(|label| {
+            (1..=63).contains(&label.len())
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        })
+}
+
 /// The client's X-Forwarded-For chain with the client's own address appended.
 fn forwarded_for(headers: &HeaderMap, client: IpAddr) -> String {
     if !headers.contains_key(X_FORWARDED_FOR) {
@@ -768,6 +793,25 @@ mod tests {
             "a.localhost"
         );
         assert_eq!(request_host(&get(None, "/")), "");
+        for ok in [
+            "shop.localhost",
+            "www.example.com",
+            "127.0.0.1",
+            "[::1]",
+            "a_b.c",
+        ] {
+            assert!(valid_host(ok), "{ok}");
+        }
+        for bad in [
+            "",
+            "x status=500 dyno=web.9.shop.test",
+            "a\"b.test",
+            "a..b",
+            "[zz]",
+            "é.test",
+        ] {
+            assert!(!valid_host(bad), "{bad}");
+        }
     }
 
     #[test]

@@ -308,7 +308,16 @@ fn decode<T: for<'de> Deserialize<'de>>(text: &str) -> Result<T, DecodeError> {
 /// the frame into an intermediate tree first, the agent protocol's hottest path.
 #[derive(Deserialize)]
 struct LogsFrame {
+    /// Declared so a second `type` is an error here too, as on the general path.
+    #[serde(rename = "type")]
+    _tag: LogsTag,
     lines: Vec<LogLine>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum LogsTag {
+    Logs,
 }
 
 impl AgentMsg {
@@ -407,6 +416,9 @@ mod tests {
         let e = AgentMsg::decode(r#"{"type":"launch_missiles"}"#).unwrap_err();
         assert!(e.to_string().contains("launch_missiles"), "{e}");
         assert!(AgentMsg::decode("{not json").is_err());
+        // The logs fast path refuses a second tag as the general path does.
+        let twice = AgentMsg::decode(r#"{"type":"logs","type":"heartbeat","lines":[]}"#);
+        assert!(twice.unwrap_err().to_string().contains("duplicate field"));
         let big = " ".repeat(MAX_FRAME_BYTES + 1);
         assert!(matches!(
             AgentMsg::decode(&big),
