@@ -141,6 +141,7 @@ pub fn router(inner: Shared, shutdown: watch::Receiver<bool>) -> Router {
             "/apps/{app}/checks/{ptype}",
             put(set_check).delete(delete_check),
         )
+        .route("/stream", get(change_stream))
         .route("/pricing", get(get_pricing))
         .route("/billing", get(get_billing))
         .route("/tokens", get(list_tokens).post(create_token))
@@ -1328,11 +1329,13 @@ async fn run(
     spec.env.extend(req.env);
     let (ev_tx, mut ev_rx) = mpsc::channel::<RunEvent>(4096);
     let key = (app.name.clone(), row.name());
-    inner
-        .runs
-        .lock()
-        .expect("runs lock")
-        .insert(key.clone(), ev_tx);
+    if !req.detached {
+        inner
+            .runs
+            .lock()
+            .expect("runs lock")
+            .insert(key.clone(), ev_tx);
+    }
     let host = row.host.clone().expect("placed");
     inner.system_log(
         &app.name,
@@ -1350,6 +1353,10 @@ async fn run(
             "unavailable",
             format!("host {host} went away"),
         ));
+    }
+    if req.detached {
+        // Its output goes to the app's logs; it runs until its command exits.
+        return Ok((StatusCode::CREATED, Json(dyno_json(&inner, &row))).into_response());
     }
     let guard = RunGuard {
         inner: inner.clone(),
@@ -2032,6 +2039,31 @@ struct EventsQuery {
 }
 
 /// The app's newest events (state changes, releases, scaling, moves), oldest first.
+/// NDJSON of `StreamItem`s as things change, a ping every 15 s, until the client hangs up.
+async fn change_stream(State(api): State<Api>) -> ApiResult<Response> {
+    let mut rx = api.inner.stream.subscribe();
+    let (out_tx, out_rx) = mpsc::channel::<Bytes>(64);
+    let mut stop = api.stop.clone();
+    tokio::spawn(async move {
+        loop {
+            let item = tokio::select! {
+                r = rx.recv() => match r {
+                    Ok(item) => item,
+                    // Fell behind: the client refetches everything it shows.
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => wire::StreamItem::Apps,
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
+                },
+                () = tokio::time::sleep(Duration::from_secs(15)) => wire::StreamItem::Ping,
+                _ = stop.changed() => break,
+            };
+            if out_tx.send(json_line(&item)).await.is_err() {
+                break;
+            }
+        }
+    });
+    Ok(ndjson(out_rx))
+}
+
 async fn get_pricing(State(api): State<Api>) -> ApiResult<Json<wire::Pricing>> {
     let history = api.inner.store().read(|r| r.pricing_history())?;
     let from = history.last().map_or(0, |(at, _)| *at);

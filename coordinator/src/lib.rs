@@ -13,6 +13,7 @@ pub mod metrics;
 pub mod slugs;
 pub mod stats;
 pub mod store;
+pub mod stream;
 pub mod tls;
 
 use drains::{DrainOptions, DrainSpec, Drains};
@@ -206,6 +207,8 @@ pub struct Inner {
     pub stats: stats::StatsBook,
     /// The price table in effect (also the newest entry of the store's pricing history).
     pricing: Mutex<billing::PriceTable>,
+    /// Changes pushed to `GET /stream` subscribers.
+    pub stream: tokio::sync::broadcast::Sender<dyno_shared::api::StreamItem>,
     /// The API's TLS certificate, when it speaks TLS.
     api_tls: Option<tls::ApiTls>,
     /// The audit trail (`audit.sqlite`).
@@ -332,6 +335,7 @@ impl Inner {
             stats: stats::StatsBook::default(),
             pricing: Mutex::new(pricing),
             audit: Mutex::new(audit),
+            stream: stream::channel(),
             api_tls,
             token_cache: Mutex::new(HashMap::new()),
             failed_auth: auth::FailedAuth::new(FAILED_AUTH_MAX, FAILED_AUTH_WINDOW),
@@ -1454,6 +1458,7 @@ pub async fn serve(
             }
         });
     }
+    tokio::spawn(stream::watch(inner.clone(), stop_rx.clone()));
     tokio::spawn(metrics::run(
         inner.clone(),
         inner.config.metrics_interval,

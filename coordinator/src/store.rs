@@ -713,6 +713,23 @@ pub trait Queries: std::ops::Deref<Target = Connection> {
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 
+    /// Events of every app after `seq`, oldest first, at most `limit`: (seq, app name, at,
+    /// dyno, message).
+    fn events_after(&self, seq: i64, limit: usize) -> Result<Vec<(i64, String, i64, String, String)>> {
+        let mut st = self.prepare_cached(
+            "SELECT e.seq, a.name, e.at, e.dyno, e.message FROM events e JOIN apps a ON a.id = e.app_id
+             WHERE e.seq > ?1 ORDER BY e.seq LIMIT ?2",
+        )?;
+        let rows = st.query_map(params![seq, limit as i64], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+        })?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    fn last_event_seq(&self) -> Result<i64> {
+        Ok(self.query_row("SELECT COALESCE(MAX(seq), 0) FROM events", [], |r| r.get(0))?)
+    }
+
     /// Every custom domain: (hostname, app id), by hostname.
     fn domains(&self) -> Result<Vec<(String, String)>> {
         let mut st =

@@ -246,6 +246,9 @@ pub struct ActionResult {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RunRequest {
     pub command: String,
+    /// Answer at once with the started `Dyno` (201); its output goes to the app's logs.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub detached: bool,
     #[serde(default)]
     pub size: Option<Size>,
     #[serde(default)]
@@ -486,4 +489,25 @@ pub struct AuditEntry {
     pub path: String,
     pub status: u16,
     pub address: String,
+}
+
+/// `GET /stream`: one NDJSON line per change, pushed as it happens, so a console refreshes what
+/// changed instead of polling everything.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum StreamItem {
+    /// A new row of an app's events (`GET /apps/{app}/events`): a dyno's state, a release,
+    /// scaling, a host loss.
+    Event {
+        seq: i64,
+        app: String,
+        #[serde(flatten)]
+        event: Event,
+    },
+    /// The apps were created or destroyed.
+    Apps,
+    /// A host joined, left, went away or lost, was drained or removed.
+    Hosts,
+    /// Nothing happened for a while; the connection is alive.
+    Ping,
 }

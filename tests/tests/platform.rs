@@ -476,3 +476,46 @@ fn an_agent_killed_with_9_leaves_no_dyno_running_twice() {
         "each dyno runs exactly once"
     );
 }
+
+#[test]
+fn the_change_stream_pushes_app_events_app_set_and_host_changes() {
+    use std::io::BufRead;
+    let mut p = Platform::start();
+    let resp = ureq::get(&format!("{}/stream", p.url()))
+        .set("Authorization", &format!("Bearer {}", p.token))
+        .call()
+        .unwrap();
+    let (tx, rx) = std::sync::mpsc::channel::<serde_json::Value>();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(resp.into_reader()).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(serde_json::from_str(&line).unwrap()).is_err() {
+                break;
+            }
+        }
+    });
+    let expect = |what: &str, ok: &dyn Fn(&serde_json::Value) -> bool| {
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match rx.recv_timeout(left) {
+                Ok(v) if ok(&v) => return v,
+                Ok(_) => {}
+                Err(_) => panic!("no {what} on the stream"),
+            }
+        }
+    };
+    p.deploy("streamy", SAMPLE);
+    expect("apps change", &|v| v["type"] == "apps");
+    let up = expect("web.1 up", &|v| {
+        v["type"] == "event"
+            && v["app"] == "streamy"
+            && v["dyno"] == "web.1"
+            && v["message"]
+                .as_str()
+                .is_some_and(|m| m.ends_with("to up"))
+    });
+    assert!(up["seq"].as_i64().unwrap() > 0, "{up}");
+    p.stop_agent();
+    expect("hosts change", &|v| v["type"] == "hosts");
+}
