@@ -1110,6 +1110,7 @@ run.1 (standard-1x): up 2026/11/23 15:12:46 +0000 (~ 1m ago): bash
             currency: currency.into(),
             model: "monthly".into(),
             generated_at: "2026-11-23T15:13:46Z".into(),
+            daily: Vec::new(),
             current,
             apps: vec![
                 AppBilling {

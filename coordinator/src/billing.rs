@@ -3,13 +3,16 @@
 //! store keeps the intervals and the history of price tables.
 
 use dyno_shared::Size;
-use dyno_shared::api::{AppBilling, BillingLine, BillingReport, EcoPool, Pricing, SizePrice};
+use dyno_shared::api::{
+    AppBilling, BillingLine, BillingReport, DayCost, EcoPool, Pricing, SizePrice,
+};
 use dyno_shared::time::{civil_from_days, days_from_civil, iso_secs, rfc3339_micros};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 
 const HOUR_MS: f64 = 3_600_000.0;
+const DAY_MS: i64 = 86_400_000;
 /// Heroku prices an hour at a thirtieth of a 24-hour month: monthly / 720.
 const HOURS_PER_PRICED_MONTH: f64 = 720.0;
 
@@ -387,7 +390,9 @@ pub fn bill(
             let next_change = versions
                 .get(v + 1)
                 .map_or(i64::MAX, |n| n.from_ms.max(from + 1));
-            let cut = to.min(next_change);
+            // Also at midnight, for the cost per day.
+            let midnight = (from.div_euclid(DAY_MS) + 1) * DAY_MS;
+            let cut = to.min(next_change).min(midnight);
             segments.push(Segment {
                 iv,
                 from,
@@ -409,9 +414,14 @@ pub fn bill(
     // Dyno-hour model: dyno-hours each app used this month, for its free hours.
     let mut app_units: HashMap<String, f64> = HashMap::new();
     let mut eco_ms_by_owner: BTreeMap<String, f64> = BTreeMap::new();
+    let days = ((end - start) / DAY_MS) as usize;
+    let mut daily = vec![0.0; days];
+    let mut eco_first_day: HashMap<String, usize> = HashMap::new();
+    let shown = |app: &str| only_app.is_none_or(|a| a == app);
 
     for s in &segments {
         let iv = s.iv;
+        let day = (((s.from - start) / DAY_MS) as usize).min(days - 1);
         app_meta
             .entry(iv.app_id.clone())
             .or_insert_with(|| (iv.app.clone(), iv.owner.clone()));
@@ -424,8 +434,11 @@ pub fn bill(
         if iv.size == Size::Eco {
             acc.eco_ms += ms as f64;
             *eco_ms_by_owner.entry(iv.owner.clone()).or_default() += ms as f64;
+            let first = eco_first_day.entry(iv.owner.clone()).or_insert(day);
+            *first = (*first).min(day);
             continue;
         }
+        let before = acc.cost;
         let hours = ms as f64 / HOUR_MS;
         match table.model {
             Model::Monthly => {
@@ -444,6 +457,9 @@ pub fn bill(
                 acc.cost += (units - free_left).max(0.0) * table.dyno_hour_price;
                 *used += units;
             }
+        }
+        if shown(&iv.app) {
+            daily[day] += acc.cost - before;
         }
     }
 
@@ -531,7 +547,12 @@ pub fn bill(
                 continue;
             }
             if used_ms > 0.0 {
-                l.cost += cost * l.eco_ms / used_ms;
+                let share = cost * l.eco_ms / used_ms;
+                l.cost += share;
+                let name = app_meta.get(app_id).map_or("", |(n, _)| n.as_str());
+                if let (true, Some(&d)) = (shown(name), eco_first_day.get(owner)) {
+                    daily[d] += share;
+                }
             }
             if total_future > 0.0 {
                 l.future += projected * (l.eco_ms + l.eco_future_ms) / total_future
@@ -606,6 +627,24 @@ pub fn bill(
         current,
         cost: money(apps.iter().map(|a| a.cost).sum()),
         projected: money(apps.iter().map(|a| a.projected).sum()),
+        daily: daily
+            .iter()
+            .enumerate()
+            .take(if current {
+                ((now_ms - start) / DAY_MS) as usize + 1
+            } else if now_ms < start {
+                0
+            } else {
+                days
+            })
+            .map(|(i, c)| {
+                let (y, m, d) = civil_from_days((start / DAY_MS) + i as i64);
+                DayCost {
+                    date: format!("{y:04}-{m:02}-{d:02}"),
+                    cost: money(*c),
+                }
+            })
+            .collect(),
         apps,
         eco_pools,
     }
@@ -774,6 +813,21 @@ mod tests {
         let r = bill(m, m.end_ms() - 1, &ivs, &monthly(), &[], None);
         let one = line(&r, "web", Size::Standard1x);
         let two = line(&r, "web", Size::Standard2x);
+        // Per day: 24 h of a 1x, then of a 2x from day 16; the days add up to the month.
+        assert_eq!(r.daily.len(), 30);
+        assert_eq!(r.daily[0].date, "2026-11-01");
+        assert!(
+            (r.daily[0].cost - 25.0 / 30.0).abs() < 1e-3,
+            "{:?}",
+            r.daily[0]
+        );
+        assert!(
+            (r.daily[20].cost - 50.0 / 30.0).abs() < 1e-3,
+            "{:?}",
+            r.daily[20]
+        );
+        let sum: f64 = r.daily.iter().map(|d| d.cost).sum();
+        assert!((sum - r.cost).abs() < 0.01, "{sum} vs {}", r.cost);
         assert!(
             (one.cost - 25.0 * 360.0 / 720.0).abs() < 1e-3,
             "{}",

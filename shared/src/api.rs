@@ -399,6 +399,17 @@ pub struct BillingReport {
     pub eco_pools: Vec<EcoPool>,
     pub cost: f64,
     pub projected: f64,
+    /// Cost per UTC day of the month, up to today (the whole month once it is over); an eco
+    /// pool's price falls on the day it was first drawn on.
+    #[serde(default)]
+    pub daily: Vec<DayCost>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DayCost {
+    /// `2026-11-29`
+    pub date: String,
+    pub cost: f64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

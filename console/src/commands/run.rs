@@ -35,6 +35,7 @@ pub fn run(
     let app = ctx.app()?;
     let request = RunRequest {
         command: command.clone(),
+        detached: false,
         size,
         env: vars,
     };

@@ -264,6 +264,7 @@ fn billing_report() -> BillingReport {
         currency: "USD".into(),
         model: "monthly".into(),
         generated_at: iso(0),
+        daily: Vec::new(),
         current: true,
         apps: vec![
             AppBilling {
