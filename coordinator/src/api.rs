@@ -12,7 +12,7 @@ use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get, post, put};
+use axum::routing::{any, delete, get, post, put};
 use axum::{Json, Router};
 use dyno_shared::api::{self as wire, MAX_REQUEST_BYTES, RunEvent};
 use dyno_shared::protocol::{CoordinatorMsg, DynoState, HealthCheck};
@@ -105,7 +105,49 @@ pub fn router(inner: Shared, shutdown: watch::Receiver<bool>) -> Router {
         )
         .route("/apps/{app}/formation/scale", post(scale))
         .route("/apps/{app}/dynos", get(list_dynos).delete(restart_all))
-        .route("/apps/{app}/dynos/{dyno}", delete(restart_one))
+        .route(
+            "/apps/{app}/dynos/{dyno}",
+            get(get_dyno).delete(restart_one),
+        )
+        .route("/apps/{app}/dynos/{dyno}/actions/stop", post(stop_one))
+        .route("/apps/{app}/formations/{ptype}", delete(restart_type))
+        .route(
+            "/apps/{app}/formations/{ptype}/actions/stop",
+            post(stop_type),
+        )
+        .route("/account", get(account))
+        .route("/users/~/apps", get(list_apps))
+        // What Heroku has and this platform does not: a clear Platform API error, except the
+        // two lists commands we support read on their way.
+        .route(
+            "/apps/{app}/addons",
+            get(empty_list).fallback(not_supported),
+        )
+        .route(
+            "/apps/{app}/sni-endpoints",
+            get(empty_list).fallback(not_supported),
+        )
+        .route("/addons", any(not_supported))
+        .route("/addons/{*rest}", any(not_supported))
+        .route("/addon-attachments", any(not_supported))
+        .route("/addon-attachments/{*rest}", any(not_supported))
+        .route("/apps/{app}/addon-attachments", any(not_supported))
+        .route("/apps/{app}/addon-attachments/{*rest}", any(not_supported))
+        .route("/apps/{app}/addons/{*rest}", any(not_supported))
+        .route("/apps/{app}/buildpack-installations", any(not_supported))
+        .route("/apps/{app}/collaborators", any(not_supported))
+        .route("/apps/{app}/collaborators/{*rest}", any(not_supported))
+        .route("/apps/{app}/pipeline-couplings", any(not_supported))
+        .route("/pipelines", any(not_supported))
+        .route("/pipelines/{*rest}", any(not_supported))
+        .route("/pipeline-couplings", any(not_supported))
+        .route("/pipeline-couplings/{*rest}", any(not_supported))
+        .route("/teams", any(not_supported))
+        .route("/teams/{*rest}", any(not_supported))
+        .route("/organizations", any(not_supported))
+        .route("/organizations/{*rest}", any(not_supported))
+        .route("/spaces", any(not_supported))
+        .route("/spaces/{*rest}", any(not_supported))
         .route("/apps/{app}/restart", post(restart))
         .route("/apps/{app}/stop", post(stop))
         .route(
@@ -160,7 +202,20 @@ pub fn router(inner: Shared, shutdown: watch::Receiver<bool>) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .merge(authed)
-        .fallback(|| async { ApiError::not_found("no such endpoint") })
+        .fallback(|req: Request| async move {
+            ApiError::not_found(format!(
+                "no such endpoint: {} {}",
+                req.method(),
+                req.uri().path()
+            ))
+        })
+        .method_not_allowed_fallback(|req: Request| async move {
+            ApiError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                format!("{} is not allowed on {}", req.method(), req.uri().path()),
+            )
+        })
         .with_state(api)
 }
 
@@ -705,10 +760,13 @@ fn new_release(
     Ok(release)
 }
 
+/// Every release, oldest first; with a Platform API `Range: version ..; max=N, order=desc`
+/// header, that page (206 and `Next-Range` when more follow).
 async fn list_releases(
     State(api): State<Api>,
     Path(name): Path<String>,
-) -> ApiResult<Json<Vec<wire::Release>>> {
+    headers: HeaderMap,
+) -> ApiResult<Response> {
     let app = find_app(&api.inner, &name)?;
     let releases = api.inner.store().read(|r| r.releases(&app.id))?;
     let current = releases
@@ -716,9 +774,38 @@ async fn list_releases(
         .rev()
         .find(|r| r.status == "succeeded")
         .map_or(0, |r| r.version);
-    Ok(Json(
-        releases.iter().map(|r| release_json(r, current)).collect(),
-    ))
+    let all: Vec<wire::Release> = releases.iter().map(|r| release_json(r, current)).collect();
+    let range = headers
+        .get(header::RANGE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(dyno_shared::range::parse)
+        .filter(|r| r.field == "version");
+    let mut resp = match range {
+        None => Json(all).into_response(),
+        Some(spec) => {
+            let (page, next) =
+                dyno_shared::range::page_numeric(all, |r| i64::from(r.version), &spec)
+                    .map_err(ApiError::invalid)?;
+            let content_range = match (page.first(), page.last()) {
+                (Some(f), Some(l)) => format!("version {}..{}", f.version, l.version),
+                _ => "version ..".to_string(),
+            };
+            let mut resp = Json(page).into_response();
+            if let Some(next) = next {
+                *resp.status_mut() = StatusCode::PARTIAL_CONTENT;
+                if let Ok(v) = HeaderValue::from_str(&next) {
+                    resp.headers_mut().insert("next-range", v);
+                }
+            }
+            if let Ok(v) = HeaderValue::from_str(&content_range) {
+                resp.headers_mut().insert(header::CONTENT_RANGE, v);
+            }
+            resp
+        }
+    };
+    resp.headers_mut()
+        .insert(header::ACCEPT_RANGES, HeaderValue::from_static("version"));
+    Ok(resp)
 }
 
 fn formation_json(release: Option<&ReleaseRow>, f: &Formation) -> Vec<wire::FormationItem> {
@@ -821,12 +908,13 @@ async fn patch_formation(
             .map(str::parse)
             .transpose()
             .map_err(ApiError::invalid)?;
-        let quantity = u
-            .quantity
-            .unwrap_or_else(|| current.entries.get(&process_type).map_or(0, |e| e.quantity));
+        let op = match &u.quantity {
+            Some(q) => q.op().map_err(ApiError::invalid)?,
+            None => ScaleOp::Set(current.entries.get(&process_type).map_or(0, |e| e.quantity)),
+        };
         args.push(ScaleArg {
             process_type,
-            op: ScaleOp::Set(quantity),
+            op,
             size,
         });
     }
@@ -1160,6 +1248,129 @@ async fn restart_one(
         false,
         "Restarting",
     )?))
+}
+
+/// `GET /apps/{app}/dynos/{name or id}`.
+async fn get_dyno(
+    State(api): State<Api>,
+    Path((name, dyno)): Path<(String, String)>,
+) -> ApiResult<Json<wire::Dyno>> {
+    let app = find_app(&api.inner, &name)?;
+    let dynos = api.inner.store().read(|r| r.app_dynos(&app.id))?;
+    dynos
+        .iter()
+        .filter(|d| d.desired != Desired::Stop)
+        .find(|d| d.name() == dyno || d.id == dyno)
+        .map(|d| Json(dyno_json(&api.inner, d)))
+        .ok_or_else(|| ApiError::not_found(format!("no dyno {dyno:?} in {name}")))
+}
+
+/// The Platform API's `dyno-action stop`: a name with a dot is one dyno, else a type.
+async fn stop_one(
+    State(api): State<Api>,
+    Path((name, dyno)): Path<(String, String)>,
+) -> ApiResult<(StatusCode, Json<wire::ActionResult>)> {
+    let sel = if dyno.contains('.') {
+        wire::DynoSelector {
+            dyno: Some(dyno),
+            ..Default::default()
+        }
+    } else {
+        wire::DynoSelector {
+            process_type: Some(dyno),
+            ..Default::default()
+        }
+    };
+    let done = stop_dynos(&api.inner, &name, &sel, true, "Stopping")?;
+    Ok((StatusCode::ACCEPTED, Json(done)))
+}
+
+/// The Platform API's formation restart: every dyno of the type.
+async fn restart_type(
+    State(api): State<Api>,
+    Path((name, ptype)): Path<(String, String)>,
+) -> ApiResult<(StatusCode, Json<wire::ActionResult>)> {
+    let sel = wire::DynoSelector {
+        process_type: Some(ptype),
+        ..Default::default()
+    };
+    let done = stop_dynos(&api.inner, &name, &sel, false, "Restarting")?;
+    Ok((StatusCode::ACCEPTED, Json(done)))
+}
+
+async fn stop_type(
+    State(api): State<Api>,
+    Path((name, ptype)): Path<(String, String)>,
+) -> ApiResult<(StatusCode, Json<wire::ActionResult>)> {
+    let sel = wire::DynoSelector {
+        process_type: Some(ptype),
+        ..Default::default()
+    };
+    let done = stop_dynos(&api.inner, &name, &sel, true, "Stopping")?;
+    Ok((StatusCode::ACCEPTED, Json(done)))
+}
+
+/// `GET /account`: the presented token, as the Platform API's account.
+async fn account(
+    axum::Extension(p): axum::Extension<crate::auth::Principal>,
+) -> Json<serde_json::Value> {
+    use sha2::Digest;
+    let h = sha2::Sha256::digest(format!("account:{}", p.name).as_bytes());
+    let hex: String = h.iter().take(16).map(|b| format!("{b:02x}")).collect();
+    // A stable UUID-shaped id derived from the token's name.
+    let id = format!(
+        "{}-{}-{}-{}-{}",
+        &hex[0..8],
+        &hex[8..12],
+        &hex[12..16],
+        &hex[16..20],
+        &hex[20..32]
+    );
+    Json(serde_json::json!({
+        "id": id,
+        "email": p.name,
+        "name": p.name,
+        "role": p.role.as_str(),
+        "verified": true,
+        "two_factor_authentication": false,
+        "allow_tracking": false,
+        "beta": false,
+        "created_at": iso_secs(0),
+        "updated_at": iso_secs(0),
+        "suspended_at": null,
+        "delinquent_at": null,
+    }))
+}
+
+async fn empty_list() -> Json<Vec<serde_json::Value>> {
+    Json(Vec::new())
+}
+
+async fn not_supported(req: Request) -> ApiError {
+    let path = req.uri().path();
+    let feature = if path.contains("addon") {
+        "Add-ons are"
+    } else if path.contains("pipeline") {
+        "Pipelines are"
+    } else if path.starts_with("/teams") || path.starts_with("/organizations") {
+        "Teams are"
+    } else if path.starts_with("/spaces") {
+        "Private spaces are"
+    } else if path.contains("collaborators") {
+        "Collaborators are"
+    } else if path.contains("buildpack") {
+        "Buildpacks are"
+    } else {
+        "SSL endpoints are"
+    };
+    ApiError::new(
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "not_supported",
+        format!(
+            "{feature} not supported by this platform ({} {path}).",
+            req.method()
+        ),
+    )
 }
 
 async fn get_config(

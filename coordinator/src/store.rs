@@ -215,6 +215,17 @@ CREATE TABLE sleeping_apps (
 "#,
 ];
 
+/// One row of an app's events, with the app's name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EventRow {
+    pub seq: i64,
+    pub app: String,
+    /// Unix ms.
+    pub at: i64,
+    pub dyno: String,
+    pub message: String,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TokenRow {
     pub name: String,
@@ -713,15 +724,20 @@ pub trait Queries: std::ops::Deref<Target = Connection> {
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 
-    /// Events of every app after `seq`, oldest first, at most `limit`: (seq, app name, at,
-    /// dyno, message).
-    fn events_after(&self, seq: i64, limit: usize) -> Result<Vec<(i64, String, i64, String, String)>> {
+    /// Events of every app after `seq`, oldest first, at most `limit`.
+    fn events_after(&self, seq: i64, limit: usize) -> Result<Vec<EventRow>> {
         let mut st = self.prepare_cached(
             "SELECT e.seq, a.name, e.at, e.dyno, e.message FROM events e JOIN apps a ON a.id = e.app_id
              WHERE e.seq > ?1 ORDER BY e.seq LIMIT ?2",
         )?;
         let rows = st.query_map(params![seq, limit as i64], |r| {
-            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+            Ok(EventRow {
+                seq: r.get(0)?,
+                app: r.get(1)?,
+                at: r.get(2)?,
+                dyno: r.get(3)?,
+                message: r.get(4)?,
+            })
         })?;
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }

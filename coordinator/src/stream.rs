@@ -57,15 +57,15 @@ pub async fn watch(inner: Arc<Inner>, mut stop: watch::Receiver<bool>) {
                 continue;
             }
         };
-        for (seq, app, at, dyno, message) in events {
-            last_seq = seq;
+        for e in events {
+            last_seq = e.seq;
             let _ = inner.stream.send(StreamItem::Event {
-                seq,
-                app,
+                seq: e.seq,
+                app: e.app,
                 event: Event {
-                    at: dyno_shared::time::rfc3339_micros(at * 1000),
-                    dyno,
-                    message,
+                    at: dyno_shared::time::rfc3339_micros(e.at * 1000),
+                    dyno: e.dyno,
+                    message: e.message,
                 },
             });
         }

@@ -81,9 +81,49 @@ pub struct FormationUpdate {
     #[serde(rename = "type")]
     pub process_type: String,
     #[serde(default)]
-    pub quantity: Option<u32>,
+    pub quantity: Option<Quantity>,
     #[serde(default)]
     pub size: Option<String>,
+}
+
+/// A formation update's quantity: a number (`3`), or a string as the heroku CLI sends it:
+/// `"3"`, or relative `"+1"` / `"-1"`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Quantity {
+    Number(i64),
+    Text(String),
+}
+
+impl Quantity {
+    pub fn op(&self) -> Result<crate::scale::ScaleOp, String> {
+        use crate::scale::ScaleOp;
+        let bad =
+            || format!("invalid quantity {self}: expected N, +N or -N (N at most 4294967295)");
+        match self {
+            Quantity::Number(n) => u32::try_from(*n).map(ScaleOp::Set).map_err(|_| bad()),
+            Quantity::Text(t) => {
+                let (op, digits): (fn(u32) -> ScaleOp, &str) = match t.as_bytes().first() {
+                    Some(b'+') => (ScaleOp::Add, &t[1..]),
+                    Some(b'-') => (ScaleOp::Sub, &t[1..]),
+                    _ => (ScaleOp::Set, t.as_str()),
+                };
+                if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+                    return Err(bad());
+                }
+                digits.parse().map(op).map_err(|_| bad())
+            }
+        }
+    }
+}
+
+impl std::fmt::Display for Quantity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Quantity::Number(n) => write!(f, "{n}"),
+            Quantity::Text(t) => write!(f, "{t:?}"),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -521,4 +561,30 @@ pub enum StreamItem {
     Hosts,
     /// Nothing happened for a while; the connection is alive.
     Ping,
+}
+
+#[cfg(test)]
+mod quantity_tests {
+    use super::*;
+    use crate::scale::ScaleOp;
+
+    #[test]
+    fn quantities_come_as_numbers_or_as_the_heroku_cli_sends_them() {
+        let q = |json: &str| serde_json::from_str::<Quantity>(json).unwrap().op();
+        assert_eq!(q("3"), Ok(ScaleOp::Set(3)));
+        assert_eq!(q(r#""3""#), Ok(ScaleOp::Set(3)));
+        assert_eq!(q(r#""+1""#), Ok(ScaleOp::Add(1)));
+        assert_eq!(q(r#""-2""#), Ok(ScaleOp::Sub(2)));
+        for bad in [
+            "-1",
+            r#""""#,
+            r#""+""#,
+            r#""three""#,
+            r#""1.5""#,
+            "4294967296",
+        ] {
+            let e = q(bad).unwrap_err();
+            assert!(e.contains("invalid quantity"), "{bad}: {e}");
+        }
+    }
 }

@@ -7,6 +7,7 @@ pub mod logline;
 pub mod names;
 pub mod procfile;
 pub mod protocol;
+pub mod range;
 pub mod scale;
 pub mod size;
 pub mod time;

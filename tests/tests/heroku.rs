@@ -1,0 +1,180 @@
+//! The Platform API as the heroku CLI 11.10.0 speaks it (docs/HEROKU-CLI.md): the requests it
+//! sends, replayed against a real coordinator and agent, and the fields it reads.
+
+use dyno_tests::Platform;
+use serde_json::{Value, json};
+
+const ACCEPT: &str = "application/vnd.heroku+json; version=3.sdk";
+
+fn call(
+    p: &Platform,
+    method: &str,
+    path: &str,
+    body: Option<Value>,
+    range: Option<&str>,
+) -> (u16, Value, ()) {
+    let mut req = ureq::request(method, &format!("{}{path}", p.url()))
+        .set("Authorization", &format!("Bearer {}", p.token))
+        .set("Accept", ACCEPT);
+    if let Some(r) = range {
+        req = req.set("Range", r);
+    }
+    let result = match body {
+        Some(b) => req.send_json(b),
+        None => req.call(),
+    };
+    let resp = match result {
+        Ok(r) => r,
+        Err(ureq::Error::Status(_, r)) => r,
+        Err(e) => panic!("{method} {path}: {e}"),
+    };
+    let status = resp.status();
+    let headers: Vec<(String, String)> = resp
+        .headers_names()
+        .into_iter()
+        .filter_map(|h| resp.header(&h).map(|v| (h.clone(), v.to_string())))
+        .collect();
+    let text = resp.into_string().unwrap_or_default();
+    let value = serde_json::from_str(&text).unwrap_or(Value::String(text));
+    let mut meta = json!({});
+    for (k, v) in headers {
+        meta[k.to_ascii_lowercase()] = Value::String(v);
+    }
+    (status, json!({"body": value, "headers": meta}), ())
+}
+
+#[test]
+fn the_heroku_clis_requests_get_platform_api_answers() {
+    let p = Platform::start();
+    p.deploy("herokuish", "web: dyno-probe web\n");
+
+    // Identity: every command asks who it is first.
+    let (status, r, _) = call(&p, "GET", "/account", None, None);
+    assert_eq!(status, 200, "{r}");
+    assert!(
+        r["body"]["id"].as_str().is_some_and(|id| id.len() == 36),
+        "{r}"
+    );
+    assert_eq!(r["body"]["email"], "root");
+
+    // ps:scale sends quantities as strings, relative ones signed.
+    let scale = |q: &str| {
+        call(
+            &p,
+            "PATCH",
+            "/apps/herokuish/formation",
+            Some(json!({"updates": [{"type": "web", "quantity": q}]})),
+            None,
+        )
+    };
+    let (status, r, _) = scale("2");
+    assert_eq!(status, 200, "{r}");
+    assert_eq!(r["body"][0]["quantity"], 2);
+    let (_, r, _) = scale("+1");
+    assert_eq!(r["body"][0]["quantity"], 3, "{r}");
+    let (_, r, _) = scale("-2");
+    assert_eq!(r["body"][0]["quantity"], 1, "{r}");
+    let (status, r, _) = scale("three");
+    assert_eq!(
+        (status, r["body"]["id"].as_str()),
+        (422, Some("invalid_params"))
+    );
+    assert!(
+        r["body"]["message"].as_str().unwrap().contains("\"three\""),
+        "{r}"
+    );
+
+    // releases asks for the newest page; more pages: 206 and Next-Range.
+    p.dyno_ok(&["config:set", "A=1", "-a", "herokuish"]);
+    p.dyno_ok(&["config:set", "B=2", "-a", "herokuish"]);
+    let (status, r, _) = call(
+        &p,
+        "GET",
+        "/apps/herokuish/releases",
+        None,
+        Some("version ..; max=2, order=desc"),
+    );
+    assert_eq!(status, 206, "{r}");
+    let versions: Vec<u64> = r["body"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x["version"].as_u64().unwrap())
+        .collect();
+    assert_eq!(versions, [3, 2]);
+    assert_eq!(
+        r["headers"]["next-range"],
+        "version ]2..; max=2, order=desc"
+    );
+    assert_eq!(r["headers"]["accept-ranges"], "version");
+    let (status, r, _) = call(
+        &p,
+        "GET",
+        "/apps/herokuish/releases",
+        None,
+        Some("version ]2..; max=2, order=desc"),
+    );
+    assert_eq!(status, 200, "the last page: {r}");
+    assert_eq!(r["body"].as_array().unwrap().len(), 1);
+    // Without Range: the whole list, oldest first, as our own CLI reads it.
+    let (status, r, _) = call(&p, "GET", "/apps/herokuish/releases", None, None);
+    assert_eq!(status, 200);
+    assert_eq!(r["body"][0]["version"], 1);
+
+    // ps:stop and ps:restart TYPE go through the Platform API's action routes.
+    p.wait_up("herokuish", &["web.1"]);
+    let (status, r, _) = call(&p, "GET", "/apps/herokuish/dynos/web.1", None, None);
+    assert_eq!(
+        (status, r["body"]["name"].as_str()),
+        (200, Some("web.1")),
+        "{r}"
+    );
+    let (status, _, _) = call(
+        &p,
+        "POST",
+        "/apps/herokuish/dynos/web.1/actions/stop",
+        None,
+        None,
+    );
+    assert_eq!(status, 202);
+    p.wait_up("herokuish", &["web.1"]);
+    let (status, _, _) = call(&p, "DELETE", "/apps/herokuish/formations/web", None, None);
+    assert_eq!(status, 202);
+    let (status, _, _) = call(&p, "GET", "/apps/herokuish/dynos/web.9", None, None);
+    assert_eq!(status, 404);
+
+    // What Heroku has and we do not: a clear error, except the lists supported commands read.
+    let (status, r, _) = call(&p, "GET", "/apps/herokuish/addons", None, None);
+    assert_eq!((status, r["body"].clone()), (200, json!([])));
+    let (status, r, _) = call(&p, "GET", "/apps/herokuish/sni-endpoints", None, None);
+    assert_eq!((status, r["body"].clone()), (200, json!([])));
+    for (method, path) in [
+        ("POST", "/apps/herokuish/addons"),
+        ("GET", "/pipelines"),
+        ("GET", "/teams/acme/apps"),
+        ("GET", "/spaces"),
+    ] {
+        let (status, r, _) = call(&p, method, path, None, None);
+        assert_eq!(status, 422, "{method} {path}: {r}");
+        assert_eq!(r["body"]["id"], "not_supported");
+        assert!(
+            r["body"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("not supported"),
+            "{r}"
+        );
+    }
+    let (status, r, _) = call(&p, "PUT", "/apps", None, None);
+    assert_eq!(status, 405);
+    assert_eq!(r["body"]["id"], "method_not_allowed", "{r}");
+    let (status, r, _) = call(&p, "GET", "/nothing/here", None, None);
+    assert_eq!(status, 404);
+    assert!(
+        r["body"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("/nothing/here"),
+        "{r}"
+    );
+}
