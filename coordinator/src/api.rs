@@ -156,6 +156,7 @@ pub fn router(inner: Shared, shutdown: watch::Receiver<bool>) -> Router {
         )
         .route("/apps/{app}/run", post(run))
         .route("/apps/{app}/logs", get(logs))
+        .route("/apps/{app}/log-sessions", post(create_log_session))
         .route(
             "/apps/{app}/log-drains",
             get(list_drains).post(create_drain),
@@ -201,6 +202,8 @@ pub fn router(inner: Shared, shutdown: watch::Receiver<bool>) -> Router {
         .route_layer(middleware::from_fn_with_state(api.clone(), auth));
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
+        // The session's secret in the path is its credential: EventSource sends no header.
+        .route("/log-stream/{secret}", get(log_stream))
         .merge(authed)
         .fallback(|req: Request| async move {
             ApiError::not_found(format!(
@@ -1653,6 +1656,7 @@ async fn logs(
         ),
     };
     let filter = crate::loghub::LogFilter {
+        platform_only: false,
         dyno: q.dyno,
         source,
         grep,
@@ -1738,6 +1742,209 @@ async fn logs(
         }
     });
     Ok(ndjson(rx))
+}
+
+/// A log session: what `GET /log-stream/{secret}` streams, for clients that cannot send a
+/// bearer token (the heroku CLI's EventSource).
+pub struct LogSession {
+    app: String,
+    filter: crate::loghub::LogFilter,
+    lines: usize,
+    tail: bool,
+    created: std::time::Instant,
+    connected: bool,
+}
+
+/// An unconnected session expires after this; a connected one (it reconnects while tailing)
+/// an hour after it was made.
+const LOG_SESSION_UNUSED: Duration = Duration::from_secs(5 * 60);
+const LOG_SESSION_MAX: Duration = Duration::from_secs(3600);
+
+#[derive(Deserialize)]
+struct LogSessionCreate {
+    dyno: Option<String>,
+    source: Option<String>,
+    lines: Option<usize>,
+    #[serde(default)]
+    tail: bool,
+}
+
+async fn create_log_session(
+    State(api): State<Api>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    b: Result<Bytes, BytesRejection>,
+) -> ApiResult<(StatusCode, Json<serde_json::Value>)> {
+    let req: LogSessionCreate = if b.as_ref().is_ok_and(|b| b.is_empty()) {
+        LogSessionCreate {
+            dyno: None,
+            source: None,
+            lines: None,
+            tail: false,
+        }
+    } else {
+        body(b)?
+    };
+    find_app(&api.inner, &name)?;
+    let (source, platform_only) = match req.source.as_deref() {
+        None => (None, false),
+        Some("heroku") => (None, true),
+        Some(s) => (
+            Some(LogSource::parse(s).ok_or_else(|| {
+                ApiError::invalid(format!(
+                    "unknown log source {s:?}: expected app, heroku, system or router"
+                ))
+            })?),
+            false,
+        ),
+    };
+    if let Some(d) = &req.dyno
+        && d.parse::<DynoName>().is_err()
+        && d.parse::<ProcessType>().is_err()
+        && !matches!(d.as_str(), "router" | "api" | "manager")
+    {
+        return Err(ApiError::invalid(format!(
+            "invalid dyno filter {d:?}: expected a dyno (web.1) or a process type (web)"
+        )));
+    }
+    let secret = crate::auth::new_secret(crate::auth::Role::Read)
+        .map_err(|e| ApiError::internal(format!("no randomness for a log session: {e}")))?;
+    let secret = crate::auth::hash(&secret);
+    let session = LogSession {
+        app: name.clone(),
+        filter: crate::loghub::LogFilter {
+            dyno: req.dyno,
+            source,
+            platform_only,
+            grep: None,
+        },
+        // Heroku caps the history rather than refusing a bigger one.
+        lines: req.lines.unwrap_or(100).min(crate::loghub::RING_LINES),
+        tail: req.tail,
+        created: std::time::Instant::now(),
+        connected: false,
+    };
+    {
+        let mut sessions = api.inner.log_sessions.lock().expect("log sessions lock");
+        sessions.retain(|_, s| s.live());
+        if sessions.len() >= 10_000 {
+            return Err(ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                "too many open log sessions; try again shortly",
+            ));
+        }
+        sessions.insert(secret.clone(), session);
+    }
+    let host = headers
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("127.0.0.1");
+    let scheme = if api.inner.api_pin().is_some() {
+        "https"
+    } else {
+        "http"
+    };
+    let now = iso_secs(now_ms() / 1000);
+    Ok((
+        StatusCode::CREATED,
+        Json(serde_json::json!({
+            "id": &secret[..32],
+            "logplex_url": format!("{scheme}://{host}/log-stream/{secret}"),
+            "created_at": now,
+            "updated_at": now,
+        })),
+    ))
+}
+
+impl LogSession {
+    fn live(&self) -> bool {
+        let age = self.created.elapsed();
+        if self.connected {
+            age < LOG_SESSION_MAX
+        } else {
+            age < LOG_SESSION_UNUSED
+        }
+    }
+}
+
+/// Server-sent events of a log session: `id:` the line's time (µs), `data:` the line as
+/// Heroku renders it; history, then (tailing) live lines and a keep-alive comment every 15 s.
+async fn log_stream(
+    State(api): State<Api>,
+    Path(secret): Path<String>,
+    headers: HeaderMap,
+) -> ApiResult<Response> {
+    let (app, filter, lines, tail) = {
+        let mut sessions = api.inner.log_sessions.lock().expect("log sessions lock");
+        match sessions.get_mut(&secret).filter(|s| s.live()) {
+            Some(s) => {
+                s.connected = true;
+                (s.app.clone(), s.filter.clone(), s.lines, s.tail)
+            }
+            None => return Err(ApiError::not_found("no such log session (or it expired)")),
+        }
+    };
+    // A reconnecting client says what it saw last; it gets only what came after.
+    let seen: Option<i64> = headers
+        .get("last-event-id")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse().ok());
+    let (history, mut live) = api.inner.logs.subscribe(&app, lines, &filter);
+    let (tx, rx) = mpsc::channel::<Bytes>(64);
+    let stop = api.stop.clone();
+    let event = |l: &LogLine| {
+        let mut s = format!("id: {}\n", l.at);
+        for part in l.render().split('\n') {
+            s.push_str("data: ");
+            s.push_str(part);
+            s.push('\n');
+        }
+        s.push('\n');
+        Bytes::from(s)
+    };
+    tokio::spawn(async move {
+        for line in history.iter().filter(|l| seen.is_none_or(|s| l.at > s)) {
+            if tx.send(event(line)).await.is_err() {
+                return;
+            }
+        }
+        if !tail {
+            return;
+        }
+        let stopped = wait_for(stop);
+        tokio::pin!(stopped);
+        loop {
+            let next = tokio::select! {
+                r = live.recv() => r,
+                () = tokio::time::sleep(Duration::from_secs(15)) => {
+                    if tx.send(Bytes::from_static(b": keep-alive\n\n")).await.is_err() {
+                        return;
+                    }
+                    continue;
+                }
+                _ = &mut stopped => return,
+                _ = tx.closed() => return,
+            };
+            match next {
+                Ok(l) if filter.matches(&l) => {
+                    if tx.send(event(&l)).await.is_err() {
+                        return;
+                    }
+                }
+                Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+            }
+        }
+    });
+    let mut resp = ndjson(rx);
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/event-stream"),
+    );
+    resp.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    Ok(resp)
 }
 
 fn drain_json(d: &DrainRow) -> wire::LogDrain {

@@ -98,8 +98,9 @@ pub fn allowed(role: Role, method: &str, path: &str) -> bool {
             let secret = path.ends_with("/config-vars")
                 || path.starts_with("/tokens")
                 || path.starts_with("/audit");
-            // `/tokens/self` only says who the caller is.
-            read_only && (!secret || path == "/tokens/self") && !agent_ws && !slug
+            // `/tokens/self` only says who the caller is; a log session only reads logs.
+            let reads_logs = method == "POST" && path.ends_with("/log-sessions");
+            (read_only || reads_logs) && (!secret || path == "/tokens/self") && !agent_ws && !slug
         }
     }
 }
@@ -159,6 +160,7 @@ mod tests {
             (Read, "GET", "/billing", true),
             (Read, "GET", "/hosts", true),
             (Read, "GET", "/tokens/self", true),
+            (Read, "POST", "/apps/shop/log-sessions", true),
             (Read, "GET", "/apps/shop/config-vars", false),
             (Read, "GET", "/tokens", false),
             (Read, "GET", "/audit", false),

@@ -207,6 +207,8 @@ pub struct Inner {
     pub stats: stats::StatsBook,
     /// The price table in effect (also the newest entry of the store's pricing history).
     pricing: Mutex<billing::PriceTable>,
+    /// Open log sessions by secret (`POST /apps/{app}/log-sessions`).
+    pub log_sessions: Mutex<HashMap<String, api::LogSession>>,
     /// Changes pushed to `GET /stream` subscribers.
     pub stream: tokio::sync::broadcast::Sender<dyno_shared::api::StreamItem>,
     /// The API's TLS certificate, when it speaks TLS.
@@ -336,6 +338,7 @@ impl Inner {
             pricing: Mutex::new(pricing),
             audit: Mutex::new(audit),
             stream: stream::channel(),
+            log_sessions: Mutex::new(HashMap::new()),
             api_tls,
             token_cache: Mutex::new(HashMap::new()),
             failed_auth: auth::FailedAuth::new(FAILED_AUTH_MAX, FAILED_AUTH_WINDOW),

@@ -55,9 +55,12 @@ pub struct LogHub {
 /// Which lines a reader wants.
 #[derive(Debug, Clone, Default)]
 pub struct LogFilter {
-    /// `web.1` (one dyno) or `web` (every dyno of the type).
+    /// `web.1` (one dyno) or `web` (every dyno of the type, or the process of that name:
+    /// `router`, `api`).
     pub dyno: Option<String>,
     pub source: Option<LogSource>,
+    /// Heroku's `heroku` source: system and router lines (`source` is then `None`).
+    pub platform_only: bool,
     /// Matched against the message (not the time or the `app[web.1]:` prefix).
     pub grep: Option<regex::Regex>,
 }
@@ -69,13 +72,18 @@ impl LogFilter {
         {
             return false;
         }
+        if self.platform_only && l.source == LogSource::App {
+            return false;
+        }
         let dyno = match &self.dyno {
             None => true,
             Some(d) if d.contains('.') => &l.process == d,
-            Some(t) => l
-                .process
-                .split_once('.')
-                .is_some_and(|(ptype, _)| ptype == t),
+            Some(t) => {
+                &l.process == t
+                    || l.process
+                        .split_once('.')
+                        .is_some_and(|(ptype, _)| ptype == t)
+            }
         };
         dyno && self.grep.as_ref().is_none_or(|re| re.is_match(&l.message))
     }
@@ -329,6 +337,7 @@ mod tests {
         let (all, _) = hub.subscribe("shop", 5000, &LogFilter::default());
         assert_eq!(all.len(), RING_LINES);
         let web = LogFilter {
+            platform_only: false,
             dyno: Some("web".into()),
             ..Default::default()
         };

@@ -143,6 +143,51 @@ fn the_heroku_clis_requests_get_platform_api_answers() {
     let (status, _, _) = call(&p, "GET", "/apps/herokuish/dynos/web.9", None, None);
     assert_eq!(status, 404);
 
+    // logs: a log session, then its event stream, which carries no Authorization.
+    let session = |body: Value| {
+        let (status, r, _) = call(&p, "POST", "/apps/herokuish/log-sessions", Some(body), None);
+        assert_eq!(status, 201, "{r}");
+        r["body"]["logplex_url"].as_str().unwrap().to_string()
+    };
+    let read_stream = |url: &str| {
+        let resp = ureq::get(url)
+            .set("Accept", "text/event-stream")
+            .call()
+            .unwrap();
+        assert_eq!(resp.header("content-type"), Some("text/event-stream"));
+        resp.into_string().unwrap()
+    };
+    let all = read_stream(&session(json!({"lines": 100, "tail": false})));
+    assert!(all.contains("\nid: ") || all.starts_with("id: "), "{all}");
+    assert!(
+        all.contains("data: ") && all.contains("app[web.1]"),
+        "{all}"
+    );
+    let platform = read_stream(&session(json!({"source": "heroku", "lines": 100})));
+    assert!(
+        platform.contains("heroku[") && !platform.contains("app[web"),
+        "{platform}"
+    );
+    let web1 = read_stream(&session(json!({"dyno": "web.1", "lines": 5})));
+    let data_lines = web1.lines().filter(|l| l.starts_with("data: ")).count();
+    assert!(data_lines <= 5 && data_lines > 0, "{web1}");
+    assert!(
+        web1.lines()
+            .filter(|l| l.starts_with("data: "))
+            .all(|l| l.contains("[web.1]")),
+        "{web1}"
+    );
+    let bad = ureq::get(&format!("{}/log-stream/nope", p.url())).call();
+    assert!(matches!(bad, Err(ureq::Error::Status(404, _))));
+    let (status, _, _) = call(
+        &p,
+        "POST",
+        "/apps/herokuish/log-sessions",
+        Some(json!({"source": "kernel"})),
+        None,
+    );
+    assert_eq!(status, 422);
+
     // What Heroku has and we do not: a clear error, except the lists supported commands read.
     let (status, r, _) = call(&p, "GET", "/apps/herokuish/addons", None, None);
     assert_eq!((status, r["body"].clone()), (200, json!([])));
