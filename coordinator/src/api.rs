@@ -444,12 +444,81 @@ fn owner_name(o: &str) -> ApiResult<String> {
     }
 }
 
+/// `POST /apps` as both our CLI and the Platform API send it: the name may be left out (one is
+/// made up), and the Platform API's `region`/`stack` must name what this platform has.
+#[derive(Deserialize)]
+struct CreateAppBody {
+    name: Option<String>,
+    owner: Option<String>,
+    region: Option<String>,
+    stack: Option<String>,
+}
+
+/// `shiny-meadow-4821`: a free app name for `POST /apps` without one.
+fn made_up_name(taken: &HashSet<String>) -> Option<String> {
+    const ADJECTIVES: [&str; 16] = [
+        "shiny", "quiet", "brave", "calm", "eager", "fancy", "gentle", "happy", "jolly", "lively",
+        "misty", "nimble", "polite", "rapid", "sunny", "witty",
+    ];
+    const NOUNS: [&str; 16] = [
+        "meadow", "river", "forest", "harbor", "canyon", "island", "lake", "valley", "summit",
+        "prairie", "glacier", "lagoon", "orchard", "reef", "dune", "grove",
+    ];
+    let seed = crate::auth::hash(&new_id("n-"));
+    for attempt in 0..32usize {
+        let n = usize::from_str_radix(&seed[attempt..attempt + 8], 16).unwrap_or(attempt);
+        let name = format!(
+            "{}-{}-{:04}",
+            ADJECTIVES[n % 16],
+            NOUNS[(n / 16) % 16],
+            (n / 256) % 10_000
+        );
+        if !taken.contains(&name) {
+            return Some(name);
+        }
+    }
+    None
+}
+
 async fn create_app(
     State(api): State<Api>,
     b: Result<Bytes, BytesRejection>,
 ) -> ApiResult<(StatusCode, Json<wire::App>)> {
-    let req: wire::CreateApp = body(b)?;
-    let name: AppName = req.name.parse().map_err(ApiError::invalid)?;
+    let req: CreateAppBody = if b.as_ref().is_ok_and(|b| b.is_empty()) {
+        CreateAppBody {
+            name: None,
+            owner: None,
+            region: None,
+            stack: None,
+        }
+    } else {
+        body(b)?
+    };
+    if let Some(r) = req.region.as_deref().filter(|r| *r != "us") {
+        return Err(ApiError::invalid(format!(
+            "region {r:?}: this platform has one region, us"
+        )));
+    }
+    if let Some(s) = req.stack.as_deref().filter(|s| *s != "dyno") {
+        return Err(ApiError::invalid(format!(
+            "stack {s:?}: this platform has one stack, dyno"
+        )));
+    }
+    let raw_name = match req.name {
+        Some(n) => n,
+        None => {
+            let taken: HashSet<String> = api
+                .inner
+                .store()
+                .read(|r| r.apps())?
+                .into_iter()
+                .map(|a| a.name)
+                .collect();
+            made_up_name(&taken)
+                .ok_or_else(|| ApiError::internal("no free app name found; name the app"))?
+        }
+    };
+    let name: AppName = raw_name.parse().map_err(ApiError::invalid)?;
     let owner = match req.owner {
         Some(o) => owner_name(&o)?,
         None => "default".to_string(),

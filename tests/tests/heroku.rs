@@ -57,6 +57,25 @@ fn the_heroku_clis_requests_get_platform_api_answers() {
     );
     assert_eq!(r["body"]["email"], "root");
 
+    // apps:create without a name gets a made-up one; only our region and stack.
+    let (status, r, _) = call(&p, "POST", "/apps", Some(json!({})), None);
+    assert_eq!(status, 201, "{r}");
+    let made = r["body"]["name"].as_str().unwrap().to_string();
+    assert!(made.split('-').count() == 3, "{made}");
+    let (status, r, _) = call(&p, "POST", "/apps", Some(json!({"region": "eu"})), None);
+    assert_eq!(
+        (status, r["body"]["id"].as_str()),
+        (422, Some("invalid_params"))
+    );
+    let (status, _, _) = call(
+        &p,
+        "POST",
+        "/apps",
+        Some(json!({"name": "regional", "region": "us"})),
+        None,
+    );
+    assert_eq!(status, 201);
+
     // ps:scale sends quantities as strings, relative ones signed.
     let scale = |q: &str| {
         call(
