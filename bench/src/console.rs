@@ -129,6 +129,17 @@ fn serve(mut s: TcpStream, f: &Fake) {
     let (route, query) = path.split_once('?').unwrap_or((&path, ""));
     match route {
         "/healthz" => respond(&mut s, "200 OK", b"ok"),
+        "/stream" => {
+            // The change stream of a coordinator where nothing changes: a ping every 15 s.
+            // With it live, the console polls the App view every 5 s instead of every second.
+            let _ = write!(
+                s,
+                "HTTP/1.1 200 OK\r\ncontent-type: application/x-ndjson\r\nconnection: close\r\n\r\n"
+            );
+            while s.write_all(b"{\"type\":\"ping\"}\n").is_ok() {
+                std::thread::sleep(Duration::from_secs(15));
+            }
+        }
         "/apps" => respond(&mut s, "200 OK", &f.apps),
         "/hosts" => respond(&mut s, "200 OK", &f.hosts),
         r if r == format!("/apps/{APP}") => respond(&mut s, "200 OK", &f.app),

@@ -146,6 +146,23 @@ pub enum Command {
         #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
         command: Vec<String>,
     },
+    /// Run a one-off dyno in the background: prints its name at once, its output goes to the
+    /// app's logs
+    #[command(name = "run:detached")]
+    RunDetached {
+        /// Dyno size
+        #[arg(short = 's', long)]
+        size: Option<String>,
+        /// Extra environment for this dyno, KEY=VALUE
+        #[arg(short = 'e', long = "env", value_name = "KEY=VALUE")]
+        env: Vec<String>,
+        /// Then follow the dyno's output in the logs
+        #[arg(short = 't', long)]
+        tail: bool,
+        /// Command and arguments (after --)
+        #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
+        command: Vec<String>,
+    },
     /// Show an app's logs: history, then with --tail live lines, every dyno merged
     Logs(LogsArgs),
     /// List an app's log drains
@@ -422,6 +439,36 @@ mod tests {
             other => panic!("{other:?}"),
         }
         assert!(Cli::try_parse_from(["dyno", "logs", "-n", "1501"]).is_err());
+        let cli = Cli::try_parse_from([
+            "dyno",
+            "run:detached",
+            "-a",
+            "shop",
+            "-s",
+            "standard-2x",
+            "-e",
+            "A=1",
+            "--",
+            "bin/migrate",
+            "--all",
+        ])
+        .unwrap();
+        assert_eq!(cli.global.app.as_deref(), Some("shop"));
+        match cli.command {
+            Command::RunDetached {
+                size,
+                env,
+                tail,
+                command,
+            } => {
+                assert_eq!(size.as_deref(), Some("standard-2x"));
+                assert_eq!(env, ["A=1"]);
+                assert!(!tail);
+                assert_eq!(command, ["bin/migrate", "--all"]);
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(Cli::try_parse_from(["dyno", "run:detached", "-a", "shop"]).is_err());
         assert!(Cli::try_parse_from(["dyno", "ps:restart", "-d", "web.1", "-p", "web"]).is_err());
     }
 

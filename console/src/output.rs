@@ -478,7 +478,7 @@ pub fn hourly_rate(amount: f64, currency: &str) -> String {
 }
 
 /// `1000` when whole, else `412.5`.
-fn quantity_text(x: f64) -> String {
+pub fn quantity_text(x: f64) -> String {
     if x.fract() == 0.0 && x.abs() < 1e15 {
         format!("{x:.0}")
     } else {

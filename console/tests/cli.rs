@@ -696,3 +696,77 @@ fn count_patches(seen: &Arc<Mutex<Vec<Seen>>>) -> usize {
         .filter(|s| s.method == "PATCH")
         .count()
 }
+
+#[test]
+fn run_detached_prints_the_dyno_and_how_to_see_its_output() {
+    let home = tempfile::tempdir().unwrap();
+    let (url, seen) = fake(Box::new(|req: &Seen| match req.target.as_str() {
+        "/apps/shop/run" => {
+            let mut d = dyno_json("run.4", "starting", None);
+            d["type"] = "run".into();
+            d["one_off"] = true.into();
+            d["size"] = "standard-2x".into();
+            (201, d.to_string())
+        }
+        _ => (404, r#"{"id":"not_found","message":"no such path"}"#.into()),
+    }));
+    let run = |args: &[&str]| {
+        let mut a = vec!["--coordinator", &url, "--token", "sekrit"];
+        a.extend(args);
+        dyno(home.path(), &a, &[])
+    };
+    let r = run(&[
+        "run:detached",
+        "-a",
+        "shop",
+        "-s",
+        "2X",
+        "-e",
+        "MODE=fast",
+        "--",
+        "bin/migrate",
+        "--all",
+    ]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(
+        r.stdout,
+        "Running bin/migrate --all on shop... up, run.4 (Standard-2X)\n\
+         Run `dyno logs -a shop -d run.4 --tail` to view the output.\n"
+    );
+    let req = seen.lock().unwrap().last().unwrap().clone();
+    assert_eq!(
+        (req.method.as_str(), req.target.as_str()),
+        ("POST", "/apps/shop/run")
+    );
+    let body: serde_json::Value = serde_json::from_str(&req.body).unwrap();
+    assert_eq!(
+        body,
+        serde_json::json!({"command": "bin/migrate --all", "detached": true,
+            "size": "standard-2x", "env": {"MODE": "fast"}})
+    );
+    // --json: the Dyno.
+    let r = run(&["run:detached", "-a", "shop", "--json", "--", "true"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let v: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+    assert_eq!(v["name"], "run.4");
+    // Bad input exits 2 before any request.
+    let before = seen.lock().unwrap().len();
+    for args in [
+        &["run:detached", "-a", "shop", "-s", "huge", "--", "true"][..],
+        &["run:detached", "-a", "shop", "-e", "NOEQUALS", "--", "true"],
+        &["run:detached", "-a", "shop", "--", " "],
+        &[
+            "run:detached",
+            "-a",
+            "shop",
+            "--json",
+            "--tail",
+            "--",
+            "true",
+        ],
+    ] {
+        let r = run(args);
+        assert_eq!(r.code, 2, "{args:?}: {}", r.stderr);
+    }
+    assert_eq!(seen.lock().unwrap().len(), before);
+}

@@ -5,7 +5,7 @@
 use dyno_tests::{Platform, bin, wait_until};
 use std::path::PathBuf;
 use std::process::Command;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 const SAMPLE: &str = "web: dyno-probe web\nworker: dyno-probe worker\n";
 const WAIT: Duration = Duration::from_secs(20);
@@ -102,16 +102,24 @@ impl Tmux {
 
     /// Waits until the screen satisfies `ok`; panics with the last screen.
     fn wait_for(&self, what: &str, ok: impl Fn(&str) -> bool) -> String {
-        let start = std::time::Instant::now();
+        self.wait_within(what, WAIT, ok)
+    }
+
+    /// Waits at most `timeout` for the screen to satisfy `ok`; panics with the last screen.
+    fn wait_within(&self, what: &str, timeout: Duration, ok: impl Fn(&str) -> bool) -> String {
+        let start = Instant::now();
         loop {
             let s = self.screen();
             if ok(&s) {
                 return s;
             }
-            if start.elapsed() > WAIT {
-                panic!("timed out waiting for {what}; the screen:\n{s}");
+            if start.elapsed() > timeout {
+                panic!(
+                    "timed out after {:?} waiting for {what}; the screen:\n{s}",
+                    start.elapsed()
+                );
             }
-            std::thread::sleep(Duration::from_millis(100));
+            std::thread::sleep(Duration::from_millis(50));
         }
     }
 
@@ -331,8 +339,9 @@ fn console_read_only_survives_a_lost_coordinator_and_sigterm_restores_the_termin
     t.wait_text("coordinator unreachable");
     p.start_coordinator();
     p.wait_for_host();
-    t.wait_for("reconnected", |s| {
-        s.contains("● connected") && row(s, "host-1").is_some_and(|r| r.contains("connected"))
+    t.wait_for("reconnected, the event stream too", |s| {
+        s.contains("● connected · live")
+            && row(s, "host-1").is_some_and(|r| r.contains("connected"))
     });
 
     // SIGTERM: the console exits cleanly and gives the terminal back.
@@ -341,5 +350,125 @@ fn console_read_only_survives_a_lost_coordinator_and_sigterm_restores_the_termin
         nix::sys::signal::Signal::SIGTERM,
     )
     .unwrap();
+    t.assert_clean_exit();
+}
+
+/// How soon a change must show when the change stream drives the console: the coordinator
+/// notices changes every 100 ms and the console refetches at once, while without the stream's
+/// item it would only poll these views every 5 s. Generous for a loaded machine.
+const PUSHED: Duration = Duration::from_millis(1500);
+
+#[test]
+fn console_follows_the_change_stream() {
+    if skip_without_tmux() {
+        return;
+    }
+    let mut p = Platform::start();
+    p.deploy("shop", "web: dyno-probe web\n");
+    p.wait_up("shop", &["web.1"]);
+
+    let t = Tmux::console(&p, &["-a", "shop"], 100, 30);
+    // The App view, with the stream connected (the header says `live`).
+    t.wait_for("web.1 up and the event stream live", |s| {
+        row(s, "web.1").is_some_and(|r| r.contains(" up ")) && s.contains("● connected · live")
+    });
+
+    // Scaled from outside the console: the new dyno shows within moments.
+    p.dyno_ok(&["ps:scale", "web=2", "-a", "shop"]);
+    let pushed = Instant::now();
+    t.wait_within("web.2 on screen, pushed by the stream", PUSHED, |s| {
+        row(s, "web.2").is_some()
+    });
+    eprintln!("web.2 on screen {:?} after ps:scale", pushed.elapsed());
+    t.wait_for("web.2 up and the scaling in the events", |s| {
+        row(s, "web.2").is_some_and(|r| r.contains(" up ")) && s.contains("api: Scaled to web")
+    });
+
+    // The Hosts view: the agent stops, and its host is away (then lost) on screen at once,
+    // long before the view's 5 s poll.
+    t.keys(&[":"]);
+    t.text("hosts");
+    t.keys(&["Enter"]);
+    t.wait_for("host-1 connected", |s| {
+        row(s, "host-1").is_some_and(|r| r.contains("connected"))
+    });
+    p.stop_agent();
+    let gone = Instant::now();
+    t.wait_within("host-1 away or lost", PUSHED, |s| {
+        row(s, "host-1").is_some_and(|r| r.contains(" away ") || r.contains(" lost "))
+    });
+    eprintln!(
+        "host-1 away on screen {:?} after the agent exited",
+        gone.elapsed()
+    );
+    let s = t.wait_for("host-1 lost", |s| {
+        row(s, "host-1").is_some_and(|r| r.contains(" lost "))
+    });
+    assert!(s.contains("● connected · live"), "{s}");
+
+    t.keys(&["q"]);
+    t.assert_clean_exit();
+}
+
+#[test]
+fn console_runs_a_one_off_and_shows_its_output() {
+    if skip_without_tmux() {
+        return;
+    }
+    let p = Platform::start();
+    p.deploy("shop", "web: dyno-probe web\n");
+    p.wait_up("shop", &["web.1"]);
+
+    let t = Tmux::console(&p, &["-a", "shop"], 100, 30);
+    t.wait_for("web.1 up", |s| {
+        row(s, "web.1").is_some_and(|r| r.contains(" up "))
+    });
+    // `o` asks for the command; enter starts it detached and opens its logs.
+    t.keys(&["o"]);
+    t.wait_text("Run in shop:");
+    t.text("dyno-probe echo hello-from-console");
+    t.keys(&["Enter"]);
+    // The bottom line names the new dyno.
+    let s = t.wait_text("Started run.");
+    let dyno = s
+        .split("Started ")
+        .nth(1)
+        .and_then(|rest| rest.split(':').next())
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        s.contains(&format!(
+            "Started {dyno}: dyno-probe echo hello-from-console"
+        )),
+        "{s}"
+    );
+    // The Logs view, narrowed to it, shows its output as it runs.
+    let s = t.wait_for("the one-off's output in its Logs view", |s| {
+        s.contains("Logs shop") && s.contains("]: hello-from-console")
+    });
+    assert!(s.contains(&format!("filter: {dyno} ")), "{s}");
+    assert!(
+        s.contains(&format!("app[{dyno}]: hello-from-console")),
+        "{s}"
+    );
+    assert!(
+        !s.contains("app[web.1]"),
+        "other dynos' lines are filtered out:\n{s}"
+    );
+
+    // The platform ran it: its start and its output are in the app's logs.
+    let logs = p.logs("shop");
+    assert!(
+        logs.contains(&format!("app[{dyno}]: hello-from-console")),
+        "{logs}"
+    );
+    assert!(
+        logs.contains(&format!(
+            "heroku[{dyno}]: Starting process with command `dyno-probe echo hello-from-console`"
+        )),
+        "{logs}"
+    );
+
+    t.keys(&["q"]);
     t.assert_clean_exit();
 }

@@ -182,6 +182,12 @@ pub fn run(cli: Cli) -> Result<i32> {
             verbose,
             command,
         } => run::run(&ctx, size.as_deref(), &env, verbose, &command),
+        Command::RunDetached {
+            size,
+            env,
+            tail,
+            command,
+        } => run::detached(&ctx, size.as_deref(), &env, tail, &command),
         Command::Logs(args) => logs::logs(&ctx, &args),
         Command::Drains => drains::list(&ctx),
         Command::DrainsAdd { url } => drains::add(&ctx, &url),

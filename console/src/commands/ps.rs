@@ -422,9 +422,15 @@ mod tests {
         ];
         let sizes = parse_type_args(&["standard-2x", "web=performance-m"]).unwrap();
         let updates = type_updates("shop", &sizes, &formation).unwrap();
-        let got: Vec<(&str, Option<u32>, Option<&str>)> = updates
+        let got: Vec<(&str, Option<dyno_shared::api::Quantity>, Option<&str>)> = updates
             .iter()
-            .map(|u| (u.process_type.as_str(), u.quantity, u.size.as_deref()))
+            .map(|u| {
+                (
+                    u.process_type.as_str(),
+                    u.quantity.clone(),
+                    u.size.as_deref(),
+                )
+            })
             .collect();
         assert_eq!(
             got,

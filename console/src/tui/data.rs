@@ -1,17 +1,20 @@
 //! Where the console's data comes from. `DataSource` is what the loop talks to; `Poller` is the
-//! implementation over today's API: it polls only what the current view shows (about once a
-//! second) on a background thread, follows an app's NDJSON log stream on another, and runs each
-//! action on a thread of its own. Everything comes back as a `Msg` on one channel. When the
-//! coordinator grows an events stream, a second implementation can replace the polling.
+//! implementation over the control API. A background thread follows the coordinator's change
+//! stream (`GET /stream`) and another fetches only what the current view shows: at once when the
+//! view changes or a stream item says it changed, slowly for numbers that move without events,
+//! and about once a second while the stream is down (`refresh` has the rules). Another thread
+//! follows an app's NDJSON log stream, and each action runs on a thread of its own. Everything
+//! comes back as a `Msg` on one channel.
 
-use super::model::{Action, AppDetail, AppRow, Interest, Msg, TailState, Update};
+use super::model::{Action, AppDetail, AppRow, Interest, Msg, StreamState, TailState, Update};
+use super::refresh::{Backoff, Schedule};
 use crate::client::Client;
 use crate::error::ApiError;
 use anyhow::Result;
 use dyno_shared::LogLine;
 use dyno_shared::api::{
     ActionResult, App, Dyno, ErrorBody, FormationItem, FormationUpdate, FormationUpdates, Host,
-    Release, ScaleRequest,
+    Pricing, Release, RunRequest, ScaleRequest, StreamItem,
 };
 use dyno_shared::tls::rustls;
 use std::collections::BTreeMap;
@@ -23,8 +26,6 @@ use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::thread;
 use std::time::{Duration, Instant};
 
-/// How often the current view is refreshed.
-pub const POLL_EVERY: Duration = Duration::from_secs(1);
 /// Lines of history the Logs view asks for.
 pub const LOG_HISTORY: u32 = 1500;
 /// The Apps view counts crashed dynos with one request per app, up to this many apps.
@@ -35,6 +36,9 @@ const EVENT_LINES: u32 = 50;
 const TAIL_FLUSH: Duration = Duration::from_millis(40);
 /// ...or when it has this many lines.
 const TAIL_BATCH: usize = 4096;
+/// The coordinator pings a quiet stream every 15 s; this much silence means the connection is
+/// dead (a host that vanished without closing it).
+const STREAM_SILENCE: Duration = Duration::from_secs(45);
 
 /// What the console's loop needs from the platform.
 pub trait DataSource {
@@ -44,13 +48,17 @@ pub trait DataSource {
     fn refresh(&mut self);
     /// Follow this app's logs (replacing any tail), or none; its messages carry `generation`.
     fn tail(&mut self, app: Option<&str>, generation: u64);
-    /// Ask the coordinator for a change; the outcome arrives as `Msg::ActionDone`.
+    /// Ask the coordinator for a change; the outcome arrives as `Msg::ActionDone` (or
+    /// `Msg::RunStarted`).
     fn act(&mut self, action: Action);
 }
 
 enum Ctl {
     Watch(Interest),
     Refresh,
+    StreamUp,
+    StreamDown,
+    Item(StreamItem),
 }
 
 pub struct Poller {
@@ -60,6 +68,9 @@ pub struct Poller {
     token: Option<String>,
     client: Arc<Client>,
     tail: Option<Tail>,
+    /// Ends the change stream's thread (which holds a `ctl` sender, so the fetching thread
+    /// ends after it).
+    stream_stop: Arc<AtomicBool>,
 }
 
 struct Tail {
@@ -72,8 +83,14 @@ impl Drop for Tail {
     }
 }
 
+impl Drop for Poller {
+    fn drop(&mut self) {
+        self.stream_stop.store(true, Ordering::Relaxed);
+    }
+}
+
 impl Poller {
-    /// Starts the polling thread; it ends when the `Poller` is dropped.
+    /// Starts the fetching and change stream threads; they end when the `Poller` is dropped.
     pub fn start(base: &str, token: Option<String>, tx: Sender<Msg>) -> Result<Poller> {
         let client = Arc::new(Client::with_timeouts(
             base,
@@ -87,6 +104,17 @@ impl Poller {
         thread::Builder::new()
             .name("console-poll".into())
             .spawn(move || poll_loop(&poll_client, &ctl_rx, &poll_tx))?;
+        let stream_stop = Arc::new(AtomicBool::new(false));
+        let job = StreamJob {
+            base: client.base().to_string(),
+            token: token.clone(),
+            stop: stream_stop.clone(),
+            ctl: ctl.clone(),
+            tx: tx.clone(),
+        };
+        thread::Builder::new()
+            .name("console-stream".into())
+            .spawn(move || job.run())?;
         Ok(Poller {
             ctl,
             tx,
@@ -94,6 +122,7 @@ impl Poller {
             token,
             client,
             tail: None,
+            stream_stop,
         })
     }
 }
@@ -136,23 +165,47 @@ impl DataSource for Poller {
             .name("console-action".into())
             .spawn(move || {
                 let label = action.describe();
-                let result = perform(&client, &action).map_err(|e| format!("{e:#}"));
-                let _ = tx.send(Msg::ActionDone { label, result });
+                let msg = match perform(&client, &action) {
+                    Ok(Outcome::Done(summary)) => Msg::ActionDone {
+                        label,
+                        result: Ok(summary),
+                    },
+                    Ok(Outcome::Started { app, dyno, command }) => {
+                        Msg::RunStarted { app, dyno, command }
+                    }
+                    Err(e) => Msg::ActionDone {
+                        label,
+                        result: Err(format!("{e:#}")),
+                    },
+                };
+                let _ = tx.send(msg);
                 let _ = ctl.send(Ctl::Refresh);
             });
     }
 }
 
+/// Fetches the current view when `Schedule` says so, until the `Poller` and the stream's
+/// thread are gone.
 fn poll_loop(client: &Client, ctl: &Receiver<Ctl>, tx: &Sender<Msg>) {
-    let mut interest: Option<Interest> = None;
-    let mut next = Instant::now();
+    let mut schedule = Schedule::default();
     loop {
-        let wait = next.saturating_duration_since(Instant::now());
+        // Nothing due: wake up now and then anyway, to notice nothing.
+        let wait = schedule.due().map_or(Duration::from_secs(60), |d| {
+            d.saturating_duration_since(Instant::now())
+        });
         match ctl.recv_timeout(wait) {
             Ok(c) => {
-                let mut apply = |c: Ctl| match c {
-                    Ctl::Watch(i) => interest = Some(i),
-                    Ctl::Refresh => {}
+                let mut apply = |c: Ctl| {
+                    let now = Instant::now();
+                    match c {
+                        Ctl::Watch(i) => schedule.watch(i, now),
+                        Ctl::Refresh => schedule.refresh(now),
+                        Ctl::StreamUp => schedule.stream_up(now),
+                        Ctl::StreamDown => schedule.stream_down(now),
+                        Ctl::Item(item) => {
+                            schedule.item(&item, now);
+                        }
+                    }
                 };
                 apply(c);
                 while let Ok(c) = ctl.try_recv() {
@@ -162,32 +215,139 @@ fn poll_loop(client: &Client, ctl: &Receiver<Ctl>, tx: &Sender<Msg>) {
             Err(RecvTimeoutError::Timeout) => {}
             Err(RecvTimeoutError::Disconnected) => return,
         }
-        let Some(i) = &interest else { continue };
-        let (conn, update) = match fetch(client, i) {
+        if !schedule.is_due(Instant::now()) {
+            continue;
+        }
+        let Some(i) = schedule.interest().cloned() else {
+            continue;
+        };
+        let (conn, updates) = match fetch(client, &i) {
             Ok(u) => (Ok(()), u),
             Err(e) => match e.downcast_ref::<ApiError>() {
                 // An answer, just not the data: the coordinator is there.
                 Some(api) if api.status.is_some() => {
-                    (Ok(()), Some(Update::Failed(api.message.clone())))
+                    (Ok(()), vec![Update::Failed(api.message.clone())])
                 }
-                _ => (Err(format!("{e:#}")), None),
+                _ => (Err(format!("{e:#}")), Vec::new()),
             },
         };
+        schedule.fetched(Instant::now());
         if tx.send(Msg::Connection(conn)).is_err() {
             return;
         }
-        if let Some(u) = update
-            && tx.send(Msg::Data(u)).is_err()
-        {
-            return;
+        for u in updates {
+            if tx.send(Msg::Data(u)).is_err() {
+                return;
+            }
         }
-        next = Instant::now() + POLL_EVERY;
+    }
+}
+
+/// Follows `GET /stream`, handing its items to the fetching thread and its state to the loop;
+/// reconnects with a backoff while the coordinator is away.
+struct StreamJob {
+    base: String,
+    token: Option<String>,
+    stop: Arc<AtomicBool>,
+    ctl: Sender<Ctl>,
+    tx: Sender<Msg>,
+}
+
+impl StreamJob {
+    fn run(self) {
+        let mut backoff = Backoff::new();
+        let mut shown: Option<StreamState> = None;
+        let mut show = |state: StreamState, tx: &Sender<Msg>| -> bool {
+            if shown.as_ref() == Some(&state) {
+                return true;
+            }
+            shown = Some(state.clone());
+            tx.send(Msg::Stream(state)).is_ok()
+        };
+        while !self.stop.load(Ordering::Relaxed) {
+            let started = Instant::now();
+            let why = match open_stream(&self.base, self.token.as_deref(), "/stream") {
+                Ok(body) => {
+                    if self.ctl.send(Ctl::StreamUp).is_err() || !show(StreamState::Live, &self.tx) {
+                        return;
+                    }
+                    let why = match self.pump(body) {
+                        Ok(()) => "the coordinator closed the event stream".to_string(),
+                        Err(e) => e.to_string(),
+                    };
+                    if self.ctl.send(Ctl::StreamDown).is_err() {
+                        return;
+                    }
+                    why
+                }
+                Err(e) => e.to_string(),
+            };
+            if self.stop.load(Ordering::Relaxed) || !show(StreamState::Down(why), &self.tx) {
+                return;
+            }
+            // Back off before reconnecting, still answering a stop quickly.
+            let until = Instant::now() + backoff.wait_after(started.elapsed());
+            while Instant::now() < until {
+                if self.stop.load(Ordering::Relaxed) {
+                    return;
+                }
+                thread::sleep(Duration::from_millis(50));
+            }
+        }
+    }
+
+    /// Reads items until the stream ends, breaks or goes silent, or the job is stopped.
+    fn pump(&self, mut body: BodyReader) -> io::Result<()> {
+        let mut partial: Vec<u8> = Vec::new();
+        let mut buf = vec![0u8; 16 * 1024];
+        let mut heard = Instant::now();
+        loop {
+            if self.stop.load(Ordering::Relaxed) {
+                return Ok(());
+            }
+            let n = match body.read(&mut buf) {
+                Ok(0) => return Ok(()),
+                Ok(n) => n,
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                    ) =>
+                {
+                    if heard.elapsed() > STREAM_SILENCE {
+                        return Err(io::Error::new(
+                            io::ErrorKind::TimedOut,
+                            format!(
+                                "no word on the event stream for {} s",
+                                STREAM_SILENCE.as_secs()
+                            ),
+                        ));
+                    }
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
+            heard = Instant::now();
+            partial.extend_from_slice(&buf[..n]);
+            let mut start = 0;
+            while let Some(pos) = partial[start..].iter().position(|b| *b == b'\n') {
+                let raw = &partial[start..start + pos];
+                start += pos + 1;
+                // Item types this console does not know are skipped.
+                if let Ok(item) = serde_json::from_slice::<StreamItem>(raw)
+                    && self.ctl.send(Ctl::Item(item)).is_err()
+                {
+                    return Ok(());
+                }
+            }
+            partial.drain(..start);
+        }
     }
 }
 
 /// One round of requests for a view.
-pub fn fetch(client: &Client, interest: &Interest) -> Result<Option<Update>> {
-    Ok(Some(match interest {
+pub fn fetch(client: &Client, interest: &Interest) -> Result<Vec<Update>> {
+    Ok(match interest {
         Interest::Apps => {
             let apps: Vec<App> = client.get("/apps")?;
             let count = apps.len() <= CRASH_COUNT_MAX_APPS;
@@ -205,37 +365,43 @@ pub fn fetch(client: &Client, interest: &Interest) -> Result<Option<Update>> {
                 };
                 rows.push(AppRow { app, crashed });
             }
-            Update::Apps(rows)
+            vec![Update::Apps(rows)]
         }
-        Interest::App(name) => {
+        Interest::App(name) | Interest::Logs(name) => {
             let app: App = client.get(&format!("/apps/{name}"))?;
             let dynos: Vec<Dyno> = client.get(&format!("/apps/{name}/dynos"))?;
             let formation: Vec<FormationItem> = client.get(&format!("/apps/{name}/formation"))?;
-            let events = recent_events(client, name).unwrap_or_default();
-            Update::App(Box::new(AppDetail {
+            // The Logs view's header does without the recent events.
+            let events = if matches!(interest, Interest::App(_)) {
+                recent_events(client, name).unwrap_or_default()
+            } else {
+                Vec::new()
+            };
+            vec![Update::App(Box::new(AppDetail {
                 app,
                 dynos,
                 formation,
                 events,
-            }))
+            }))]
         }
-        Interest::Hosts => Update::Hosts(client.get("/hosts")?),
-        Interest::Releases(app) => Update::Releases {
+        Interest::Hosts => vec![Update::Hosts(client.get("/hosts")?)],
+        Interest::Releases(app) => vec![Update::Releases {
             app: app.clone(),
             releases: client.get::<Vec<Release>>(&format!("/apps/{app}/releases"))?,
-        },
-        Interest::Config(app) => Update::Config {
+        }],
+        Interest::Config(app) => vec![Update::Config {
             app: app.clone(),
             vars: client.get::<BTreeMap<String, String>>(&format!("/apps/{app}/config-vars"))?,
-        },
-        Interest::Billing => Update::Billing(Box::new(client.get("/billing")?)),
-        Interest::Health => {
-            if !client.healthy() {
-                anyhow::bail!("cannot reach the coordinator at {}", client.base());
+        }],
+        Interest::Billing => {
+            let mut out = vec![Update::Billing(Box::new(client.get("/billing")?))];
+            // The report without the price table is still worth showing.
+            if let Ok(p) = client.get::<Pricing>("/pricing") {
+                out.push(Update::Pricing(Box::new(p)));
             }
-            return Ok(None);
+            out
         }
-    }))
+    })
 }
 
 /// The app's latest platform lines, from the log history (there is no events API). Read with a
@@ -267,9 +433,45 @@ fn recent_events(client: &Client, app: &str) -> Result<Vec<LogLine>> {
         .collect())
 }
 
-/// Runs one action against the API; the text is what the status line shows on success.
-pub fn perform(client: &Client, action: &Action) -> Result<String> {
+/// What an action came to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// What the status line shows.
+    Done(String),
+    /// A detached one-off dyno started.
+    Started {
+        app: String,
+        dyno: String,
+        command: String,
+    },
+}
+
+/// Runs one action against the API.
+pub fn perform(client: &Client, action: &Action) -> Result<Outcome> {
+    if let Action::Run { app, command } = action {
+        let d: Dyno = client.send(
+            "POST",
+            &format!("/apps/{app}/run"),
+            &RunRequest {
+                command: command.clone(),
+                detached: true,
+                size: None,
+                env: BTreeMap::new(),
+            },
+        )?;
+        return Ok(Outcome::Started {
+            app: app.clone(),
+            dyno: d.name,
+            command: command.clone(),
+        });
+    }
+    summary(client, action).map(Outcome::Done)
+}
+
+/// Runs an action other than a run; the text is what the status line shows on success.
+fn summary(client: &Client, action: &Action) -> Result<String> {
     match action {
+        Action::Run { .. } => unreachable!("perform starts runs"),
         Action::Scale { app, args } => {
             let formation: Vec<FormationItem> = client.send(
                 "POST",
@@ -813,6 +1015,38 @@ mod tests {
         );
         let err = open_stream(&base, None, "/apps/x/logs").err().unwrap();
         assert!(err.to_string().contains("no app named x"), "{err}");
+    }
+
+    #[test]
+    fn the_change_stream_hands_over_its_items_and_skips_unknown_ones() {
+        let base = serve(
+            b"HTTP/1.1 200 OK\r\ncontent-type: application/x-ndjson\r\n\r\n{\"type\":\"hosts\"}\n{\"type\":\"something_new\"}\n{\"type\":\"event\",\"seq\":4,\"app\":\"shop\",\"at\":\"2026-11-29T18:55:28.123456+00:00\",\"dyno\":\"web.1\",\"message\":\"State changed from starting to up\"}\n{\"type\":\"pi",
+            Duration::ZERO,
+        );
+        let (ctl, ctl_rx) = mpsc::channel();
+        let (tx, _rx) = mpsc::channel();
+        let job = StreamJob {
+            base: base.clone(),
+            token: None,
+            stop: Arc::new(AtomicBool::new(false)),
+            ctl,
+            tx,
+        };
+        job.pump(open_stream(&base, None, "/stream").unwrap())
+            .unwrap();
+        let items: Vec<StreamItem> = ctl_rx
+            .try_iter()
+            .filter_map(|c| match c {
+                Ctl::Item(i) => Some(i),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(items.len(), 2, "{items:?}");
+        assert_eq!(items[0], StreamItem::Hosts);
+        assert!(
+            matches!(&items[1], StreamItem::Event { app, seq: 4, .. } if app == "shop"),
+            "{items:?}"
+        );
     }
 
     #[test]

@@ -3,7 +3,7 @@
 
 use super::keymap::{self, Cmd, Scope};
 use super::logbuf::LogBuf;
-use super::model::TailState;
+use super::model::{StreamState, TailState};
 use super::state::{Conn, FlashKind, Mode, State, View};
 use dyno_shared::LogLine;
 use dyno_shared::LogSource;
@@ -91,7 +91,11 @@ pub fn draw(f: &mut Frame, s: &State) {
 
 fn draw_header(f: &mut Frame, area: Rect, s: &State) {
     let (mark, text, colour) = match &s.conn {
-        Conn::Up => ("●", "connected".to_string(), Color::Green),
+        Conn::Up => match &s.stream {
+            StreamState::Live => ("●", "connected · live".to_string(), Color::Green),
+            StreamState::Connecting => ("●", "connected".to_string(), Color::Green),
+            StreamState::Down(_) => ("●", "connected · polling".to_string(), Color::Yellow),
+        },
         Conn::Connecting => ("…", "connecting".to_string(), Color::Yellow),
         Conn::Down(_) => (
             "✖",
@@ -126,6 +130,8 @@ fn short(cmd: Cmd, logs: bool) -> &'static str {
         Cmd::Releases => "releases",
         Cmd::Config => "config",
         Cmd::Billing => "billing",
+        Cmd::Prices => "prices",
+        Cmd::RunOneOff => "run",
         Cmd::Scale => "scale",
         Cmd::ScaleUp => "+1",
         Cmd::ScaleDown => "-1",
@@ -191,6 +197,11 @@ fn draw_footer(f: &mut Frame, area: Rect, s: &State) {
     }
     if let Conn::Down(e) = &s.conn {
         f.render_widget(Paragraph::new(Line::from(e.clone()).fg(Color::Red)), area);
+        return;
+    }
+    if let StreamState::Down(e) = &s.stream {
+        let text = format!("event stream lost ({e}); polling every second, reconnecting");
+        f.render_widget(Paragraph::new(Line::from(text).fg(Color::Yellow)), area);
         return;
     }
     let scope = s.view().scope();
@@ -793,7 +804,8 @@ fn draw_config(f: &mut Frame, area: Rect, s: &State, app: &str) {
 }
 
 /// This month's cost per app, process type and size with subtotals (the table `dyno billing`
-/// prints), then the eco pools and the total with its projection.
+/// prints), a chart of the cost per day when there is room, then the eco pools and the total
+/// with its projection. `p` swaps the lines for a bigger chart and the price table.
 fn draw_billing(f: &mut Frame, area: Rect, s: &State) {
     let Some(report) = &s.billing else {
         let (t, c) = placeholder(s);
@@ -805,17 +817,32 @@ fn draw_billing(f: &mut Frame, area: Rect, s: &State) {
     };
     let rows = s.billing_rows();
     let title = crate::output::billing_title(report, None);
-    let block = body_block(s, &title, Some((s.visible_rows().len(), rows.len())));
+    let count = (!s.billing_prices).then(|| (s.visible_rows().len(), rows.len()));
+    let block = body_block(s, &title, count);
     let inner = block.inner(area);
     f.render_widget(block, area);
+    if s.billing_prices {
+        draw_prices(f, inner, s, report);
+        return;
+    }
     let pools = crate::output::eco_pool_rows(report);
     let pools_h = if pools.is_empty() {
         0
     } else {
         pools.len() as u16 + 2
     };
-    let [lines_area, pools_area, total_area] = Layout::vertical([
+    // The chart takes the room the lines leave: a blank, its title, at least two rows of
+    // bars and the days, at most six rows of bars.
+    let lines_h = rows.len().max(1) as u16 + 1;
+    let spare = inner.height.saturating_sub(lines_h + pools_h + 2);
+    let chart_h = if report.daily.is_empty() || spare < 5 {
+        0
+    } else {
+        spare.min(9)
+    };
+    let [lines_area, chart_area, pools_area, total_area] = Layout::vertical([
         Constraint::Min(2),
+        Constraint::Length(chart_h),
         Constraint::Length(pools_h),
         Constraint::Length(2),
     ])
@@ -828,69 +855,12 @@ fn draw_billing(f: &mut Frame, area: Rect, s: &State) {
             Color::DarkGray,
         );
     } else {
-        // Number columns as wide as their widest cell and a gap, aligned right under a
-        // right-aligned head.
-        let names = crate::output::billing_header(report);
-        let width = |i: usize| {
-            let widest = rows
-                .iter()
-                .map(|r| r.cells[i].chars().count())
-                .chain([names[i].len()])
-                .max()
-                .unwrap_or(0);
-            let gap = if crate::output::BILLING_RIGHT[i] {
-                1
-            } else {
-                0
-            };
-            (widest + gap) as u16
-        };
-        let heads: Vec<String> = names
-            .iter()
-            .enumerate()
-            .map(|(i, n)| {
-                let n = n.to_uppercase();
-                if crate::output::BILLING_RIGHT[i] {
-                    format!("{n:>w$}", w = width(i) as usize)
-                } else {
-                    n
-                }
-            })
-            .collect();
-        let header: Vec<&str> = heads.iter().map(String::as_str).collect();
-        let mut widths = vec![
-            Constraint::Fill(1),
-            Constraint::Length(width(1).max(8)),
-            Constraint::Length(width(2).max(11)),
-        ];
-        widths.extend((3..names.len()).map(|i| Constraint::Length(width(i))));
-        table(
-            f,
-            lines_area,
-            s,
-            Block::default(),
-            (&header, &widths),
-            rows.len(),
-            &|i| {
-                let r = &rows[i];
-                let cells = r.cells.iter().enumerate().map(|(c, text)| {
-                    let line = Line::from(text.clone());
-                    let line = if crate::output::BILLING_RIGHT[c] {
-                        line.right_aligned()
-                    } else {
-                        line
-                    };
-                    let cell = Cell::from(line);
-                    if r.subtotal && c == 1 {
-                        cell.fg(Color::DarkGray)
-                    } else {
-                        cell
-                    }
-                });
-                let row = Row::new(cells.collect::<Vec<_>>());
-                if r.subtotal { row.bold() } else { row }
-            },
-        );
+        billing_lines(f, lines_area, s, report, &rows);
+    }
+    if chart_h > 0 {
+        let mut lines = vec![Line::from("")];
+        lines.extend(day_chart(report, chart_area.width, chart_h - 3));
+        f.render_widget(Paragraph::new(lines), chart_area);
     }
     if pools_h > 0 {
         let mut all = vec![vec![
@@ -920,6 +890,297 @@ fn draw_billing(f: &mut Frame, area: Rect, s: &State) {
         ]),
         total_area,
     );
+}
+
+/// The billing lines as a table of the view's visible rows.
+fn billing_lines(
+    f: &mut Frame,
+    area: Rect,
+    s: &State,
+    report: &dyno_shared::api::BillingReport,
+    rows: &[crate::output::BillingRow],
+) {
+    // Number columns as wide as their widest cell and a gap, aligned right under a
+    // right-aligned head.
+    let names = crate::output::billing_header(report);
+    let width = |i: usize| {
+        let widest = rows
+            .iter()
+            .map(|r| r.cells[i].chars().count())
+            .chain([names[i].len()])
+            .max()
+            .unwrap_or(0);
+        let gap = if crate::output::BILLING_RIGHT[i] {
+            1
+        } else {
+            0
+        };
+        (widest + gap) as u16
+    };
+    let heads: Vec<String> = names
+        .iter()
+        .enumerate()
+        .map(|(i, n)| {
+            let n = n.to_uppercase();
+            if crate::output::BILLING_RIGHT[i] {
+                format!("{n:>w$}", w = width(i) as usize)
+            } else {
+                n
+            }
+        })
+        .collect();
+    let header: Vec<&str> = heads.iter().map(String::as_str).collect();
+    let mut widths = vec![
+        Constraint::Fill(1),
+        Constraint::Length(width(1).max(8)),
+        Constraint::Length(width(2).max(11)),
+    ];
+    widths.extend((3..names.len()).map(|i| Constraint::Length(width(i))));
+    table(
+        f,
+        area,
+        s,
+        Block::default(),
+        (&header, &widths),
+        rows.len(),
+        &|i| {
+            let r = &rows[i];
+            let cells = r.cells.iter().enumerate().map(|(c, text)| {
+                let line = Line::from(text.clone());
+                let line = if crate::output::BILLING_RIGHT[c] {
+                    line.right_aligned()
+                } else {
+                    line
+                };
+                let cell = Cell::from(line);
+                if r.subtotal && c == 1 {
+                    cell.fg(Color::DarkGray)
+                } else {
+                    cell
+                }
+            });
+            let row = Row::new(cells.collect::<Vec<_>>());
+            if r.subtotal { row.bold() } else { row }
+        },
+    );
+}
+
+/// Days of a `2026-11` month; `None` when it does not parse.
+fn days_in_month(month: &str) -> Option<u32> {
+    let (y, m) = month.split_once('-')?;
+    let (y, m): (i64, u32) = (y.parse().ok()?, m.parse().ok()?);
+    if !(1..=12).contains(&m) {
+        return None;
+    }
+    let (ny, nm) = if m == 12 { (y + 1, 1) } else { (y, m + 1) };
+    Some(
+        (dyno_shared::time::days_from_civil(ny, nm, 1)
+            - dyno_shared::time::days_from_civil(y, m, 1)) as u32,
+    )
+}
+
+/// The month's cost per UTC day as a bar chart `width` wide: a title line, `bars` rows of bars
+/// (eighths of a cell high) with the largest day's cost beside the top, and the days under it.
+/// Days to come are left empty, so the chart also shows how far the month is.
+pub fn day_chart(
+    report: &dyno_shared::api::BillingReport,
+    width: u16,
+    bars: u16,
+) -> Vec<Line<'static>> {
+    use crate::output::money;
+    let cur = &report.currency;
+    let days = days_in_month(&report.month)
+        .unwrap_or(report.daily.len() as u32)
+        .max(report.daily.len() as u32)
+        .max(1) as usize;
+    let mut cost = vec![None::<f64>; days];
+    for d in &report.daily {
+        if let Some(day) = d.date.get(8..10).and_then(|x| x.parse::<usize>().ok())
+            && (1..=days).contains(&day)
+        {
+            cost[day - 1] = Some(d.cost);
+        }
+    }
+    let max = cost.iter().flatten().copied().fold(0.0_f64, f64::max);
+    let top = money(max, cur);
+    let axis_w = top.chars().count().max(2) + 1;
+    let room = (width as usize).saturating_sub(axis_w + 1);
+    // Two columns a day (a bar and a gap) when they fit, else one.
+    let step = if days * 2 <= room { 2 } else { 1 };
+    let shown = days.min(room / step);
+    let mut title = vec![Span::raw("DAILY COST").fg(Color::Cyan).bold()];
+    if let Some((i, c)) = cost
+        .iter()
+        .enumerate()
+        .filter_map(|(i, c)| Some((i, (*c)?)))
+        .max_by(|a, b| a.1.total_cmp(&b.1))
+    {
+        let month = report.month.get(5..7).unwrap_or("");
+        title.push(Span::raw(format!(
+            "  most {} on {month}-{:02}",
+            money(c, cur),
+            i + 1
+        )));
+        if report.current
+            && let Some(last) = report.daily.last()
+        {
+            title.push(Span::raw(format!(
+                ", {} so far today",
+                money(last.cost, cur)
+            )));
+        }
+    }
+    let mut out = vec![Line::from(title)];
+    let today = if report.current {
+        report.daily.len().checked_sub(1)
+    } else {
+        None
+    };
+    const PARTS: [&str; 9] = [" ", "▁", "▂", "▃", "▄", "▅", "▆", "▇", "█"];
+    let rows = bars.max(1) as usize;
+    for r in 0..rows {
+        let from_bottom = rows - 1 - r;
+        let label = if r == 0 {
+            top.clone()
+        } else if from_bottom == 0 {
+            money(0.0, cur)
+        } else {
+            String::new()
+        };
+        let mut spans = vec![Span::raw(format!("{label:>w$}", w = axis_w - 1)).fg(Color::DarkGray)];
+        spans.push(Span::raw("│").fg(Color::DarkGray));
+        for (day, c) in cost.iter().enumerate().take(shown) {
+            let eighths = match c {
+                Some(c) if max > 0.0 => {
+                    let e = (c / max * (rows * 8) as f64).round() as usize;
+                    // A day that cost something shows, however little.
+                    if *c > 0.0 { e.max(1) } else { e }
+                }
+                _ => 0,
+            };
+            let part = eighths.saturating_sub(from_bottom * 8).min(8);
+            let colour = if Some(day) == today {
+                Color::Yellow
+            } else {
+                Color::Green
+            };
+            spans.push(Span::raw(PARTS[part]).fg(colour));
+            if step == 2 {
+                spans.push(Span::raw(" "));
+            }
+        }
+        out.push(Line::from(spans));
+    }
+    // The days: 1, then every fifth, each under its bar.
+    let mut axis = format!("{:>w$}", "", w = axis_w);
+    for day in 1..=shown {
+        if day == 1 || day % 5 == 0 {
+            let at = axis_w + (day - 1) * step;
+            let text = day.to_string();
+            if axis.chars().count() <= at {
+                while axis.chars().count() < at {
+                    axis.push(' ');
+                }
+                axis.push_str(&text);
+            }
+        }
+    }
+    out.push(Line::from(axis).fg(Color::DarkGray));
+    out
+}
+
+/// The price table in effect, as `GET /pricing` gives it: per size the cost of an hour and the
+/// most a dyno costs in a month (with the dyno-hour model, the dyno-hours an hour counts as),
+/// and the eco pool.
+pub fn price_lines(p: &dyno_shared::api::Pricing) -> Vec<Line<'static>> {
+    use crate::output::{display_size, hourly_rate, money, price, quantity_text};
+    let cur = &p.currency;
+    let since = p.effective_from.get(..10).unwrap_or(&p.effective_from);
+    let mut out = vec![Line::from(vec![
+        Span::raw("PRICES").fg(Color::Cyan).bold(),
+        Span::raw(format!("  {} model, {cur}, since {since}", p.model)),
+    ])];
+    let hour_model = p.model == "dyno-hour";
+    let mut head = vec![
+        "SIZE".to_string(),
+        "COST/HOUR".to_string(),
+        "MAX/MONTH".to_string(),
+    ];
+    if hour_model {
+        head.push("DYNO-HOURS/HOUR".to_string());
+    }
+    let mut rows = vec![head];
+    for sp in &p.sizes {
+        let hourly = if sp.size == dyno_shared::Size::Eco && sp.hourly == 0.0 {
+            "eco pool".to_string()
+        } else {
+            hourly_rate(sp.hourly, cur)
+        };
+        let mut row = vec![
+            display_size(sp.size),
+            hourly,
+            sp.max_monthly
+                .map(|m| price(m, cur))
+                .unwrap_or("-".to_string()),
+        ];
+        if hour_model {
+            row.push(quantity_text(sp.units));
+        }
+        rows.push(row);
+    }
+    let text = crate::output::columns_aligned(&rows, &[false, true, true, true]);
+    for (i, l) in text.lines().enumerate() {
+        out.push(if i == 0 {
+            Line::from(l.to_string()).fg(Color::Cyan)
+        } else {
+            Line::from(l.to_string())
+        });
+    }
+    out.push(Line::from(format!(
+        "Eco pool: {} dyno hours a month per owner for {}",
+        quantity_text(p.eco_pool_hours),
+        price(p.eco_pool_price, cur)
+    )));
+    if hour_model {
+        out.push(Line::from(format!(
+            "{} per dyno-hour; the first {} of each app's month free",
+            money(p.dyno_hour_price, cur),
+            quantity_text(p.free_hours_per_app)
+        )));
+    }
+    out
+}
+
+/// `p` in the Billing view: the daily chart as tall as the room allows and the price table.
+fn draw_prices(f: &mut Frame, area: Rect, s: &State, report: &dyno_shared::api::BillingReport) {
+    let prices = match &s.pricing {
+        Some(p) => price_lines(p),
+        None => vec![
+            Line::from("No price table from the coordinator (GET /pricing).").fg(Color::DarkGray),
+        ],
+    };
+    let prices_h = prices.len() as u16;
+    let chart_h = area.height.saturating_sub(prices_h + 1).min(12);
+    let [chart_area, _, prices_area] = Layout::vertical([
+        Constraint::Length(chart_h),
+        Constraint::Length(1),
+        Constraint::Min(0),
+    ])
+    .areas(area);
+    if report.daily.is_empty() {
+        message(
+            f,
+            chart_area,
+            &format!("No daily costs for {} yet.", report.month),
+            Color::DarkGray,
+        );
+    } else if chart_h >= 3 {
+        f.render_widget(
+            Paragraph::new(day_chart(report, chart_area.width, chart_h - 2)),
+            chart_area,
+        );
+    }
+    f.render_widget(Paragraph::new(prices), prices_area);
 }
 
 /// `15:13:46.677` of a line's unix microseconds.
@@ -973,6 +1234,28 @@ fn log_line<'a>(buf: &LogBuf, l: &'a LogLine) -> Line<'a> {
     Line::from(spans)
 }
 
+/// The Logs view's top right: the dyno the lines are narrowed to and its state (a one-off
+/// started from the console: `run.3 up`), else the app's release and dynos up.
+fn logs_status(s: &State, buf: &LogBuf) -> Option<Line<'static>> {
+    let d = s.app_detail(&buf.app)?;
+    if let Some(name) = buf.filter.dyno.as_deref().filter(|n| n.contains('.'))
+        && let Some(x) = d.dynos.iter().find(|x| x.name == name)
+    {
+        return Some(Line::from(vec![
+            Span::raw(format!(" {name} ")),
+            Span::styled(x.state.clone(), state_colour(&x.state)),
+            Span::raw(" "),
+        ]));
+    }
+    let up = d.dynos.iter().filter(|x| x.state == "up").count();
+    let release = d
+        .app
+        .release
+        .map(|v| format!("v{v} · "))
+        .unwrap_or_default();
+    Some(Line::from(format!(" {release}{up}/{} up ", d.dynos.len())).fg(Color::DarkGray))
+}
+
 fn draw_logs(f: &mut Frame, area: Rect, s: &State) {
     let Some(buf) = &s.logs else { return };
     let mut title = vec![Span::raw(format!(" Logs {} ", buf.app)).bold()];
@@ -1001,15 +1284,18 @@ fn draw_logs(f: &mut Frame, area: Rect, s: &State) {
         TailState::Connecting => title.push(Span::raw("connecting... ").fg(Color::Yellow)),
         TailState::Broken(e) => title.push(Span::raw(format!("tail lost: {e} ")).fg(Color::Red)),
     }
-    let block = Block::default()
+    let mut block = Block::default()
         .borders(Borders::ALL)
         .border_style(Style::default().fg(Color::DarkGray))
-        .title(Line::from(title))
-        .title_bottom(
-            Line::from(format!(" {} lines ", buf.len()))
-                .fg(Color::DarkGray)
-                .right_aligned(),
-        );
+        .title(Line::from(title));
+    if let Some(status) = logs_status(s, buf) {
+        block = block.title_top(status.right_aligned());
+    }
+    let block = block.title_bottom(
+        Line::from(format!(" {} lines ", buf.len()))
+            .fg(Color::DarkGray)
+            .right_aligned(),
+    );
     let inner = block.inner(area);
     f.render_widget(block, area);
     let h = inner.height as usize;

@@ -55,6 +55,8 @@ pub enum Cmd {
     Releases,
     Config,
     Billing,
+    Prices,
+    RunOneOff,
     Scale,
     ScaleUp,
     ScaleDown,
@@ -246,6 +248,14 @@ pub const BINDINGS: &[Binding] = &[
         "maintenance mode on/off (H80 page, dynos keep running)",
         true,
     ),
+    b(
+        App,
+        &[Ch('o')],
+        "o",
+        Cmd::RunOneOff,
+        "run a one-off dyno (detached): COMMAND; its logs open",
+        true,
+    ),
     // Billing
     b(
         Billing,
@@ -253,6 +263,14 @@ pub const BINDINGS: &[Binding] = &[
         "enter",
         Cmd::Open,
         "open the selected row's app",
+        false,
+    ),
+    b(
+        Billing,
+        &[Ch('p')],
+        "p",
+        Cmd::Prices,
+        "daily cost chart and the price table / back to the lines",
         false,
     ),
     // Hosts

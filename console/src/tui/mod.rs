@@ -2,7 +2,8 @@
 //!
 //! - `model`: the data, messages and actions; `state`: pure updates from messages to effects;
 //! - `keymap`: every key binding; `draw`: rendering; `logbuf`: the Logs view's buffer;
-//! - `data`: the `DataSource` trait and its polling implementation over the control API.
+//! - `data`: the `DataSource` trait and its implementation over the control API, driven by the
+//!   coordinator's change stream; `refresh`: the pure rules of when it fetches what.
 //!
 //! The loop (`run_loop`) is generic over the ratatui backend, so tests drive it on `TestBackend`.
 //! The terminal is restored by a guard's `Drop`, by a panic hook, on SIGTERM/SIGINT/SIGHUP (read
@@ -13,6 +14,7 @@ pub mod draw;
 pub mod keymap;
 pub mod logbuf;
 pub mod model;
+pub mod refresh;
 pub mod state;
 
 use anyhow::{Context, Result};

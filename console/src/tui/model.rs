@@ -2,7 +2,7 @@
 //! asks the coordinator for. Plain data: no I/O, no drawing.
 
 use dyno_shared::LogLine;
-use dyno_shared::api::{App, BillingReport, Dyno, FormationItem, Host, Release};
+use dyno_shared::api::{App, BillingReport, Dyno, FormationItem, Host, Pricing, Release};
 use ratatui::crossterm::event::KeyEvent;
 use std::collections::BTreeMap;
 
@@ -40,6 +40,8 @@ pub enum Update {
     },
     /// This month's usage and cost of every app.
     Billing(Box<BillingReport>),
+    /// The price table in effect (`GET /pricing`), fetched with the billing report.
+    Pricing(Box<Pricing>),
     /// The coordinator answered, but not with the data (an unknown app, a 500).
     Failed(String),
 }
@@ -52,10 +54,22 @@ pub enum Interest {
     Hosts,
     Releases(String),
     Config(String),
-    /// This month's billing report, every app.
+    /// This month's billing report, every app, and the price table.
     Billing,
-    /// The Logs view: only the coordinator's health is polled, lines come from the tail.
-    Health,
+    /// The Logs view: the app and its dynos for the header (lines come from the tail).
+    Logs(String),
+}
+
+impl Interest {
+    /// The app whose events change what this shows; `None`: every app's.
+    pub fn app(&self) -> Option<&str> {
+        match self {
+            Interest::App(a) | Interest::Releases(a) | Interest::Config(a) | Interest::Logs(a) => {
+                Some(a)
+            }
+            Interest::Apps | Interest::Hosts | Interest::Billing => None,
+        }
+    }
 }
 
 /// A change the console asks the coordinator for.
@@ -96,6 +110,11 @@ pub enum Action {
         app: String,
         on: bool,
     },
+    /// A detached one-off dyno; its output goes to the app's logs.
+    Run {
+        app: String,
+        command: String,
+    },
 }
 
 impl Action {
@@ -132,6 +151,7 @@ impl Action {
             Action::Rollback { app, version } => format!("Roll {app} back to v{version}"),
             Action::Maintenance { app, on: true } => format!("Maintenance mode on for {app}"),
             Action::Maintenance { app, .. } => format!("Maintenance mode off for {app}"),
+            Action::Run { app, command } => format!("Run {command} in {app}"),
         }
     }
 }
@@ -142,6 +162,15 @@ pub enum TailState {
     Connecting,
     Live,
     Broken(String),
+}
+
+/// How the coordinator's change stream (`GET /stream`) is doing. While it is live, views are
+/// refetched when something changes; while it is down, they are polled every second.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StreamState {
+    Connecting,
+    Live,
+    Down(String),
 }
 
 /// Everything that reaches the console's loop, from the keyboard, the data source and signals.
@@ -166,6 +195,14 @@ pub enum Msg {
         label: String,
         result: Result<String, String>,
     },
+    /// A detached one-off dyno started (`Action::Run`): its logs open.
+    RunStarted {
+        app: String,
+        dyno: String,
+        command: String,
+    },
+    /// The change stream connected or dropped.
+    Stream(StreamState),
     /// SIGTERM, SIGINT or SIGHUP.
     Signal(String),
     /// Once a second, for relative times.

@@ -4,9 +4,9 @@
 
 use super::keymap::{self, Cmd, Scope};
 use super::logbuf::{LogBuf, LogFilter};
-use super::model::{Action, AppDetail, AppRow, Interest, Msg, TailState, Update};
+use super::model::{Action, AppDetail, AppRow, Interest, Msg, StreamState, TailState, Update};
 use crate::output::{BillingRow, billing_rows};
-use dyno_shared::api::{BillingReport, Dyno, Host, Release};
+use dyno_shared::api::{BillingReport, Dyno, Host, Pricing, Release};
 use dyno_shared::scale::{ScaleOp, parse_scale_args};
 use dyno_shared::{AppName, Size};
 use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
@@ -53,7 +53,7 @@ impl View {
             View::Apps => Interest::Apps,
             View::App(a) => Interest::App(a.clone()),
             View::Hosts => Interest::Hosts,
-            View::Logs(_) => Interest::Health,
+            View::Logs(a) => Interest::Logs(a.clone()),
             View::Releases(a) => Interest::Releases(a.clone()),
             View::Config(a) => Interest::Config(a.clone()),
             View::Billing => Interest::Billing,
@@ -188,6 +188,7 @@ pub enum DialogKind {
     Resize { app: String, process_type: String },
     SetVar { app: String },
     LogFilter,
+    Run { app: String },
 }
 
 #[derive(Debug, Clone)]
@@ -262,11 +263,17 @@ pub struct State {
     pub releases: Option<(String, Vec<Release>)>,
     pub config: Option<(String, BTreeMap<String, String>)>,
     pub billing: Option<BillingReport>,
+    /// The price table in effect, shown in the Billing view beside the daily costs.
+    pub pricing: Option<Pricing>,
+    /// The Billing view shows the daily costs and the price table instead of the lines (`p`).
+    pub billing_prices: bool,
     /// The coordinator's answer when the current view's data could not be had.
     pub failed: Option<String>,
     pub logs: Option<LogBuf>,
     pub tail: TailState,
     tail_generation: u64,
+    /// The change stream that drives the refreshes.
+    pub stream: StreamState,
     pub reveal_all: bool,
     pub revealed: BTreeSet<String>,
     pub flash: Option<Flash>,
@@ -295,10 +302,13 @@ impl State {
             releases: None,
             config: None,
             billing: None,
+            pricing: None,
+            billing_prices: false,
             failed: None,
             logs: None,
             tail: TailState::Connecting,
             tail_generation: 0,
+            stream: StreamState::Connecting,
             reveal_all: false,
             revealed: BTreeSet::new(),
             flash: None,
@@ -388,6 +398,24 @@ impl State {
                 }
                 Vec::new()
             }
+            Msg::RunStarted { app, dyno, command } => {
+                self.flash(FlashKind::Ok, format!("Started {dyno}: {command}"));
+                // Its output, as it runs: the app's logs narrowed to the new dyno.
+                self.open_logs(
+                    app,
+                    LogFilter {
+                        dyno: Some(dyno),
+                        source: None,
+                    },
+                )
+            }
+            Msg::Stream(state) => {
+                if state != self.stream {
+                    self.stream = state;
+                    self.dirty = true;
+                }
+                Vec::new()
+            }
             Msg::Signal(_) => vec![Effect::Quit],
             Msg::Tick => {
                 if let Some(f) = &mut self.flash {
@@ -426,6 +454,7 @@ impl State {
             Update::Releases { app, releases } => replace(&mut self.releases, (app, releases)),
             Update::Config { app, vars } => replace(&mut self.config, (app, vars)),
             Update::Billing(report) => replace(&mut self.billing, *report),
+            Update::Pricing(p) => replace(&mut self.pricing, *p),
             Update::Failed(e) => {
                 let c = self.failed.as_deref() != Some(e.as_str());
                 self.failed = Some(e);
@@ -599,6 +628,10 @@ impl State {
     }
 
     fn back(&mut self) -> Vec<Effect> {
+        if self.billing_prices && *self.view() == View::Billing {
+            self.billing_prices = false;
+            return Vec::new();
+        }
         if !self.current().filter.is_empty() {
             self.current_mut().filter.clear();
             self.clamp_selection();
@@ -811,6 +844,22 @@ impl State {
                 None => Vec::new(),
             },
             Cmd::Billing => self.go(View::Billing),
+            Cmd::Prices => {
+                self.billing_prices = !self.billing_prices;
+                Vec::new()
+            }
+            Cmd::RunOneOff => {
+                if let Some(app) = self.selected_app() {
+                    self.mode = Mode::Dialog(Dialog {
+                        kind: DialogKind::Run { app: app.clone() },
+                        title: format!("Run in {app}:"),
+                        hint: "COMMAND ARGS, e.g. bin/migrate; runs detached, its logs open".into(),
+                        input: Input::default(),
+                        error: None,
+                    });
+                }
+                Vec::new()
+            }
             Cmd::Scale => {
                 if let Some(app) = self.selected_app() {
                     let current = self.formation_text(&app);
@@ -1193,6 +1242,14 @@ impl State {
                     ))
                     }
                     Err(e) => Err(e.to_string()),
+                }
+            }
+            DialogKind::Run { app } => {
+                if text.is_empty() {
+                    Err("type a command, e.g. bin/migrate".into())
+                } else {
+                    let app = app.clone();
+                    Ok(self.act(Action::Run { app, command: text }))
                 }
             }
             DialogKind::LogFilter => match LogFilter::parse(&text) {

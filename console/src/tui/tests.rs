@@ -3,11 +3,11 @@
 
 use super::data::DataSource;
 use super::draw;
-use super::model::{Action, AppDetail, AppRow, Interest, Msg, TailState, Update};
+use super::model::{Action, AppDetail, AppRow, Interest, Msg, StreamState, TailState, Update};
 use super::state::{Effect, Mode, State, View};
 use dyno_shared::api::{
-    App, AppBilling, BillingLine, BillingReport, Dyno, DynoStatsJson, EcoPool, FormationItem, Host,
-    Release,
+    App, AppBilling, BillingLine, BillingReport, DayCost, Dyno, DynoStatsJson, EcoPool,
+    FormationItem, Host, Pricing, Release, SizePrice,
 };
 use dyno_shared::{LogLine, LogSource, Size};
 use ratatui::Terminal;
@@ -264,7 +264,7 @@ fn billing_report() -> BillingReport {
         currency: "USD".into(),
         model: "monthly".into(),
         generated_at: iso(0),
-        daily: Vec::new(),
+        daily: daily(),
         current: true,
         apps: vec![
             AppBilling {
@@ -307,6 +307,58 @@ fn billing_report() -> BillingReport {
     }
 }
 
+/// 2026-11-01 to today (the 23rd): a quiet start, the eco pools' $10 on the day they were
+/// first drawn on, more dynos from the 10th, and today so far. Sums to the report's $126.21.
+fn daily() -> Vec<DayCost> {
+    let mut cost: Vec<f64> = (1..=23)
+        .map(|d| match d {
+            1..=4 => 2.5,
+            5 => 12.5,
+            6..=9 => 3.0,
+            _ => 6.5,
+        })
+        .collect();
+    let before_today: f64 = cost[..22].iter().sum();
+    cost[22] = 126.21 - before_today;
+    cost.iter()
+        .enumerate()
+        .map(|(i, c)| DayCost {
+            date: format!("2026-11-{:02}", i + 1),
+            cost: (c * 100.0).round() / 100.0,
+        })
+        .collect()
+}
+
+fn pricing() -> Pricing {
+    let size = |size: Size, monthly: f64| SizePrice {
+        size,
+        hourly: if size == Size::Eco {
+            0.0
+        } else {
+            monthly / 720.0
+        },
+        max_monthly: Some(monthly),
+        units: 1.0,
+    };
+    Pricing {
+        model: "monthly".into(),
+        currency: "USD".into(),
+        effective_from: "2026-11-01T00:00:00Z".into(),
+        sizes: vec![
+            size(Size::Eco, 5.0),
+            size(Size::Basic, 7.0),
+            size(Size::Standard1x, 25.0),
+            size(Size::Standard2x, 50.0),
+            size(Size::PerformanceM, 250.0),
+            size(Size::PerformanceL, 500.0),
+        ],
+        eco_pool_hours: 1000.0,
+        eco_pool_price: 5.0,
+        dyno_hour_price: 0.05,
+        free_hours_per_app: 750.0,
+    }
+}
+
 fn state_on(view: View) -> State {
     let mut s = State::new("http://127.0.0.1:7070", false, view, NOW);
     s.start();
@@ -323,6 +375,7 @@ fn state_on(view: View) -> State {
         vars: config(),
     }));
     s.update(Msg::Data(Update::Billing(Box::new(billing_report()))));
+    s.update(Msg::Data(Update::Pricing(Box::new(pricing()))));
     s
 }
 
@@ -612,7 +665,7 @@ fn colon_jumps_to_views_and_esc_goes_back() {
     };
     assert_eq!(s.view(), &View::Logs("shop".into()));
     assert!(
-        matches!(effects.as_slice(), [Effect::Watch(Interest::Health), Effect::Tail(Some(a), _)] if a == "shop")
+        matches!(effects.as_slice(), [Effect::Watch(Interest::Logs(l)), Effect::Tail(Some(a), _)] if a == "shop" && l == "shop")
     );
     ch(&mut s, ':');
     typed(&mut s, "ho");
@@ -852,7 +905,7 @@ fn read_only_ignores_action_keys() {
     let mut s = State::new("http://x", true, View::App("shop".into()), NOW);
     s.start();
     s.update(Msg::Data(Update::App(Box::new(shop()))));
-    for c in ['s', 'r', 'R', 'x', 'z', '+', '-'] {
+    for c in ['s', 'r', 'R', 'x', 'z', '+', '-', 'o'] {
         assert!(ch(&mut s, c).is_empty(), "{c}");
         assert!(matches!(s.mode, Mode::Normal), "{c}");
     }
@@ -982,4 +1035,199 @@ fn the_loop_runs_on_test_backend_until_q() {
     assert!(!frames.is_empty());
     let screen = terminal.backend().to_string();
     assert!(screen.contains("Restart every dyno of shop..."), "{screen}");
+}
+
+#[test]
+fn snapshot_billing_daily_chart_and_prices() {
+    let mut s = state_on(View::Billing);
+    let screen = render(&s, 80, 24);
+    // The lines leave room for the chart: the 5th's eco pools are the highest bar.
+    assert!(
+        screen.contains("DAILY COST  most $12.50 on 11-05, $7.21 so far today"),
+        "{screen}"
+    );
+    assert!(screen.contains("$12.50│"), "{screen}");
+    // Without room (a smaller terminal), the table keeps its lines and the chart goes.
+    let small = render(&s, 80, 18);
+    assert!(!small.contains("DAILY COST"), "{small}");
+    assert!(small.contains("Total: $126.21"), "{small}");
+    // `p`: a taller chart and the price table; `p` or esc back to the lines.
+    ch(&mut s, 'p');
+    let prices = render(&s, 80, 24);
+    insta::assert_snapshot!("billing_prices_80x24", prices);
+    for text in [
+        "PRICES  monthly model, USD, since 2026-11-01",
+        "Standard-2X",
+        "~$0.069",
+        "$250",
+        "Eco pool: 1000 dyno hours a month per owner for $5",
+    ] {
+        assert!(prices.contains(text), "{text:?} in\n{prices}");
+    }
+    assert!(!prices.contains("subtotal"), "{prices}");
+    key(&mut s, KeyCode::Esc);
+    assert!(!s.billing_prices);
+    assert_eq!(s.view(), &View::Billing);
+    ch(&mut s, 'p');
+    ch(&mut s, 'p');
+    assert!(render(&s, 80, 24).contains("subtotal"));
+    // The dyno-hour model shows units and the hour price; no report days, no chart.
+    let mut p = pricing();
+    p.model = "dyno-hour".into();
+    s.update(Msg::Data(Update::Pricing(Box::new(p))));
+    let mut r = billing_report();
+    r.daily.clear();
+    s.update(Msg::Data(Update::Billing(Box::new(r))));
+    ch(&mut s, 'p');
+    let screen = render(&s, 80, 24);
+    assert!(
+        screen.contains("No daily costs for 2026-11 yet."),
+        "{screen}"
+    );
+    assert!(screen.contains("DYNO-HOURS/HOUR"), "{screen}");
+    assert!(
+        screen.contains("$0.05 per dyno-hour; the first 750 of each app's month free"),
+        "{screen}"
+    );
+}
+
+#[test]
+fn the_day_chart_scales_to_the_biggest_day_and_marks_the_days() {
+    let r = billing_report();
+    let lines: Vec<String> = super::draw::day_chart(&r, 78, 4)
+        .iter()
+        .map(|l| l.to_string())
+        .collect();
+    assert_eq!(lines.len(), 6, "{lines:#?}");
+    // 30 days of November, two columns each, after a 7-wide axis ("$12.50│").
+    let axis = &lines[5];
+    assert_eq!(axis.find(" 1 ").map(|i| i + 1), Some(7), "{axis:?}");
+    assert_eq!(axis.find("30"), Some(7 + 29 * 2), "{axis:?}");
+    // The 5th reaches the top row; a quiet day does not.
+    let top: Vec<char> = lines[1].chars().collect();
+    assert_eq!(top[7 + 4 * 2], '█', "{:?}", lines[1]);
+    assert_eq!(top[7], ' ', "{:?}", lines[1]);
+    // Every day so far has a bar at the bottom, days to come none.
+    let bottom: Vec<char> = lines[4].chars().collect();
+    assert!((0..23).all(|d| bottom[7 + d * 2] != ' '), "{:?}", lines[4]);
+    assert!((23..30).all(|d| bottom[7 + d * 2] == ' '), "{:?}", lines[4]);
+    // A narrow chart gives each day one column.
+    let narrow = super::draw::day_chart(&r, 40, 2);
+    assert!(narrow[1..].iter().all(|l| l.width() <= 40), "{narrow:#?}");
+    assert!(
+        narrow[3].to_string().contains("1   5    10   15"),
+        "{narrow:#?}"
+    );
+}
+
+#[test]
+fn o_runs_a_one_off_and_opens_its_logs() {
+    let mut s = state_on(View::App("shop".into()));
+    ch(&mut s, 'o');
+    insta::assert_snapshot!("run_dialog_80x24", render(&s, 80, 24));
+    // An empty command is refused in the dialog.
+    assert!(key(&mut s, KeyCode::Enter).is_empty());
+    assert!(matches!(&s.mode, Mode::Dialog(d) if d.error.is_some()));
+    typed(&mut s, "dyno-probe echo hi there");
+    assert_eq!(
+        key(&mut s, KeyCode::Enter),
+        vec![Effect::Act(Action::Run {
+            app: "shop".into(),
+            command: "dyno-probe echo hi there".into(),
+        })]
+    );
+    assert!(matches!(s.mode, Mode::Normal), "no confirmation for a run");
+    assert_eq!(
+        s.flash.as_ref().unwrap().text,
+        "Run dyno-probe echo hi there in shop..."
+    );
+    // Started: the Logs view narrowed to the new dyno, its name and command below.
+    let effects = s.update(Msg::RunStarted {
+        app: "shop".into(),
+        dyno: "run.3".into(),
+        command: "dyno-probe echo hi there".into(),
+    });
+    assert_eq!(s.view(), &View::Logs("shop".into()));
+    let generation = match effects.as_slice() {
+        [Effect::Watch(Interest::Logs(a)), Effect::Tail(Some(t), g)]
+            if a == "shop" && t == "shop" =>
+        {
+            *g
+        }
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(
+        s.logs.as_ref().unwrap().filter.dyno.as_deref(),
+        Some("run.3")
+    );
+    s.update(Msg::LogState {
+        generation,
+        state: TailState::Live,
+    });
+    let mut with_run = shop();
+    let mut run = dyno("run.3", "up", Size::Standard1x, 1, None);
+    run.one_off = true;
+    with_run.dynos.push(run);
+    with_run.events.clear();
+    s.update(Msg::Data(Update::App(Box::new(with_run))));
+    let mut lines = log_lines();
+    lines.push(line(
+        1,
+        LogSource::System,
+        "run.3",
+        "Starting process with command `dyno-probe echo hi there` by api",
+    ));
+    lines.push(line(0, LogSource::App, "run.3", "hi there"));
+    s.update(Msg::LogLines { generation, lines });
+    let screen = render(&s, 80, 24);
+    insta::assert_snapshot!("logs_run_80x24", screen);
+    assert!(screen.contains("app[run.3]: hi there"), "{screen}");
+    assert!(!screen.contains("worker tick"), "{screen}");
+    assert!(
+        screen.contains("Started run.3: dyno-probe echo hi there"),
+        "{screen}"
+    );
+    assert!(screen.contains(" run.3 up "), "{screen}");
+    // The coordinator's refusal shows as any action's.
+    s.update(Msg::ActionDone {
+        label: "Run nope in shop".into(),
+        result: Err("no release to run: deploy first".into()),
+    });
+    assert!(render(&s, 80, 24).contains("Run nope in shop failed: no release to run"));
+    // Unfiltered, the Logs header has the app's release and dynos up.
+    ch(&mut s, 'f');
+    s.update(Msg::Key(KeyEvent::new(
+        KeyCode::Char('u'),
+        KeyModifiers::CONTROL,
+    )));
+    key(&mut s, KeyCode::Enter);
+    assert!(render(&s, 80, 24).contains(" v3 · 3/5 up "));
+}
+
+#[test]
+fn the_header_says_whether_the_event_stream_is_live() {
+    let mut s = state_on(View::Apps);
+    assert!(render(&s, 80, 24).contains("● connected "));
+    s.dirty = false;
+    s.update(Msg::Stream(StreamState::Live));
+    assert!(s.dirty);
+    let live = render(&s, 80, 24);
+    assert!(live.contains("● connected · live"), "{live}");
+    s.update(Msg::Stream(StreamState::Down(
+        "HTTP 404: no such path /stream".into(),
+    )));
+    let down = render(&s, 80, 24);
+    insta::assert_snapshot!("stream_down_80x24", down);
+    assert!(down.contains("● connected · polling"), "{down}");
+    assert!(
+        down.contains("event stream lost (HTTP 404: no such path /stream); polling"),
+        "{down}"
+    );
+    // A lost coordinator says so first.
+    s.update(Msg::Connection(Err("cannot reach the coordinator".into())));
+    let gone = render(&s, 80, 24);
+    assert!(
+        gone.contains("coordinator unreachable") && !gone.contains("event stream lost"),
+        "{gone}"
+    );
 }
