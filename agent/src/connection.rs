@@ -410,7 +410,10 @@ where
             Some(reply) = replies.recv() => send(&mut sink, &reply).await?,
             () = outbox.states_ready() => send_states(&mut sink, outbox).await?,
             _ = heartbeat.tick() => {
-                send(&mut sink, &AgentMsg::Heartbeat { at: dyno_shared::time::now_micros() }).await?;
+                send(&mut sink, &AgentMsg::Heartbeat {
+                    at: dyno_shared::time::now_micros(),
+                    load_1m: crate::host::load_1m(),
+                }).await?;
             }
             () = outbox.logs_ready() => {
                 tokio::time::sleep(LOG_COALESCE).await;

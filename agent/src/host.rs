@@ -42,3 +42,13 @@ mod tests {
         assert!(!hostname().is_empty());
     }
 }
+
+/// The 1-minute load average, from `/proc/loadavg`.
+pub fn load_1m() -> Option<f64> {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}

@@ -48,7 +48,10 @@ async fn agent(url: String, token: String, i: usize, started: Arc<AtomicU64>) {
     loop {
         tokio::select! {
             _ = beat.tick() => {
-                let hb = AgentMsg::Heartbeat { at: now_micros() };
+                let hb = AgentMsg::Heartbeat {
+                    at: now_micros(),
+                    load_1m: None,
+                };
                 if sink.send(Message::text(hb.encode())).await.is_err() { return; }
             }
             frame = stream.next() => {

@@ -138,6 +138,7 @@ pub async fn session<S>(
             tx: tx.clone(),
             address: hello.address.clone(),
             last_heartbeat: now_ms(),
+            load_1m: None,
         },
     );
     inner.away.lock().expect("away lock").remove(&host);
@@ -293,9 +294,10 @@ fn handle(inner: &Inner, host: &str, text: &str) -> Option<CoordinatorMsg> {
         }
     };
     match msg {
-        AgentMsg::Heartbeat { .. } => {
+        AgentMsg::Heartbeat { load_1m, .. } => {
             if let Some(c) = inner.agents.lock().expect("agents lock").get_mut(host) {
                 c.last_heartbeat = now_ms();
+                c.load_1m = load_1m.filter(|l| l.is_finite() && *l >= 0.0);
             }
             None
         }

@@ -2385,6 +2385,7 @@ fn host_list(inner: &Inner) -> ApiResult<Vec<wire::Host>> {
                 memory_mb: h.memory_mb,
                 allocated_mb: mine.iter().map(|d| d.size.memory_mb()).sum(),
                 cpus: h.cpus,
+                load_1m: conn.and_then(|c| c.load_1m),
                 dynos: mine.len() as u32,
                 last_heartbeat: Some(iso_secs(
                     conn.map_or(h.last_seen, |c| c.last_heartbeat) / 1000,

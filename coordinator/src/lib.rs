@@ -172,6 +172,8 @@ struct AgentConn {
     tx: mpsc::UnboundedSender<CoordinatorMsg>,
     address: String,
     last_heartbeat: i64,
+    /// The host's 1-minute load average from its latest heartbeat.
+    load_1m: Option<f64>,
 }
 
 pub struct Inner {

@@ -184,6 +184,9 @@ pub struct Host {
     pub memory_mb: u64,
     pub allocated_mb: u64,
     pub cpus: u32,
+    /// The host's 1-minute load average, while its agent is connected.
+    #[serde(default)]
+    pub load_1m: Option<f64>,
     pub dynos: u32,
     pub last_heartbeat: Option<String>,
     pub agent_version: String,

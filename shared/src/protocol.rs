@@ -250,6 +250,9 @@ pub enum AgentMsg {
     Hello(Hello),
     Heartbeat {
         at: i64,
+        /// The host's 1-minute load average (`/proc/loadavg`), when the agent can read it.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        load_1m: Option<f64>,
     },
     DynoState(DynoStatus),
     Logs {
@@ -372,10 +375,19 @@ mod tests {
 
     #[test]
     fn round_trips_and_ignores_unknown_fields() {
-        let m = AgentMsg::Heartbeat { at: 5 };
+        let m = AgentMsg::Heartbeat {
+            at: 5,
+            load_1m: None,
+        };
         assert_eq!(AgentMsg::decode(&m.encode()).unwrap(), m);
         let m = AgentMsg::decode(r#"{"type":"heartbeat","at":7,"future_field":1}"#).unwrap();
-        assert_eq!(m, AgentMsg::Heartbeat { at: 7 });
+        assert_eq!(
+            m,
+            AgentMsg::Heartbeat {
+                at: 7,
+                load_1m: None
+            }
+        );
         let stop = CoordinatorMsg::StopDyno {
             dyno_id: "d1".into(),
             grace_ms: 30_000,

@@ -365,7 +365,12 @@ pub fn fetch(client: &Client, interest: &Interest) -> Result<Vec<Update>> {
                 };
                 rows.push(AppRow { app, crashed });
             }
-            vec![Update::Apps(rows)]
+            let mut out = vec![Update::Apps(rows)];
+            // For the cost per hour column; the list is worth showing without it.
+            if let Ok(p) = client.get::<Pricing>("/pricing") {
+                out.push(Update::Pricing(Box::new(p)));
+            }
+            out
         }
         Interest::App(name) | Interest::Logs(name) => {
             let app: App = client.get(&format!("/apps/{name}"))?;

@@ -395,13 +395,14 @@ fn draw_apps(f: &mut Frame, area: Rect, s: &State) {
         s,
         block,
         (
-            &["NAME", "FORMATION", "DYNOS", "CRASHED", "RELEASE"],
+            &["NAME", "FORMATION", "DYNOS", "CRASH", "REL", "$/HOUR"],
             &[
-                Constraint::Length(20),
+                Constraint::Length(18),
                 Constraint::Fill(1),
-                Constraint::Length(7),
-                Constraint::Length(7),
-                Constraint::Length(7),
+                Constraint::Length(6),
+                Constraint::Length(5),
+                Constraint::Length(5),
+                Constraint::Length(6),
             ],
         ),
         total,
@@ -432,9 +433,33 @@ fn draw_apps(f: &mut Frame, area: Rect, s: &State) {
                 Cell::from(format!("{}/{}", a.dynos_up, a.dynos_total)).style(dynos_style),
                 crashed,
                 Cell::from(a.release.map(|v| format!("v{v}")).unwrap_or("-".into())),
+                Cell::from(
+                    s.pricing
+                        .as_ref()
+                        .and_then(|p| hourly_cost(&a.formation, p))
+                        .unwrap_or_else(|| "-".into()),
+                ),
             ])
         },
     );
+}
+
+/// What the formation (`web=3:standard-2x worker=1:basic`) costs an hour by `pricing`, eco
+/// dynos aside (their pool is paid per owner): `0.21`.
+fn hourly_cost(formation: &str, pricing: &dyno_shared::api::Pricing) -> Option<String> {
+    if formation.is_empty() {
+        return None;
+    }
+    let mut total = 0.0;
+    for entry in formation.split_whitespace() {
+        let (_, spec) = entry.split_once('=')?;
+        let (qty, size) = spec.split_once(':')?;
+        let qty: f64 = qty.parse().ok()?;
+        let size: dyno_shared::Size = size.parse().ok()?;
+        let hourly = pricing.sizes.iter().find(|p| p.size == size)?.hourly;
+        total += qty * hourly;
+    }
+    Some(format!("{total:.3}"))
 }
 
 fn dyno_row(d: &Dyno, now: i64, wide: bool) -> Row<'static> {
@@ -645,6 +670,8 @@ fn draw_hosts(f: &mut Frame, area: Rect, s: &State) {
         Constraint::Length(5),
     ];
     if wide {
+        header.push("CPU LOAD");
+        widths.push(Constraint::Length(10));
         header.push("SEEN");
         widths.push(Constraint::Length(6));
     } else {
@@ -679,6 +706,17 @@ fn draw_hosts(f: &mut Frame, area: Rect, s: &State) {
             Cell::from(h.dynos.to_string()),
         ];
         if wide {
+            cells.push(match h.load_1m {
+                Some(load) => {
+                    let busy = load >= h.cpus.max(1) as f64;
+                    Cell::from(format!("{load:.2}/{}", h.cpus)).style(if busy {
+                        Style::default().fg(Color::Yellow)
+                    } else {
+                        Style::default()
+                    })
+                }
+                None => Cell::from(format!("-/{}", h.cpus)).fg(Color::DarkGray),
+            });
             let seen = h
                 .last_heartbeat
                 .as_deref()

@@ -155,6 +155,7 @@ fn hosts() -> Vec<Host> {
     let h =
         |name: &str, addr: &str, state: &str, alloc: u64, drained: bool, dynos: u32, seen: i64| {
             Host {
+                load_1m: Some(0.42),
                 id: format!("id-{name}"),
                 name: name.into(),
                 address: addr.into(),
