@@ -29,6 +29,16 @@ fn parse_mem_total_kb(meminfo: &str) -> Option<u64> {
     line.split_whitespace().nth(1)?.parse().ok()
 }
 
+/// The 1-minute load average, from `/proc/loadavg`.
+pub fn load_1m() -> Option<f64> {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -41,14 +51,4 @@ mod tests {
         assert!(cpus() >= 1);
         assert!(!hostname().is_empty());
     }
-}
-
-/// The 1-minute load average, from `/proc/loadavg`.
-pub fn load_1m() -> Option<f64> {
-    std::fs::read_to_string("/proc/loadavg")
-        .ok()?
-        .split_whitespace()
-        .next()?
-        .parse()
-        .ok()
 }
