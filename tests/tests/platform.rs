@@ -511,9 +511,7 @@ fn the_change_stream_pushes_app_events_app_set_and_host_changes() {
         v["type"] == "event"
             && v["app"] == "streamy"
             && v["dyno"] == "web.1"
-            && v["message"]
-                .as_str()
-                .is_some_and(|m| m.ends_with("to up"))
+            && v["message"].as_str().is_some_and(|m| m.ends_with("to up"))
     });
     assert!(up["seq"].as_i64().unwrap() > 0, "{up}");
     p.stop_agent();

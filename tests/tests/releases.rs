@@ -62,8 +62,10 @@ fn the_release_phase_gates_releases_and_rollback_brings_an_old_one_back() {
     }
     // A phase that exits within one report batch of starting goes from starting to down.
     assert!(
-        events.lines().any(|l| l.contains("release.1: State changed from ")
-            && l.ends_with("to down (Process exited)")),
+        events
+            .lines()
+            .any(|l| l.contains("release.1: State changed from ")
+                && l.ends_with("to down (Process exited)")),
         "the release phase's exit is an event:\n{events}"
     );
 
