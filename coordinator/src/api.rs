@@ -219,7 +219,32 @@ pub fn router(inner: Shared, shutdown: watch::Receiver<bool>) -> Router {
                 format!("{} is not allowed on {}", req.method(), req.uri().path()),
             )
         })
+        .layer(middleware::map_response(json_errors))
         .with_state(api)
+}
+
+/// axum's extractors answer a bad query string or path segment in plain text; every error of
+/// this API is JSON.
+async fn json_errors(resp: Response) -> Response {
+    let plain = resp
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("text/plain"));
+    if !plain || !resp.status().is_client_error() {
+        return resp;
+    }
+    let status = resp.status();
+    let text = match axum::body::to_bytes(resp.into_body(), 64 * 1024).await {
+        Ok(b) => String::from_utf8_lossy(&b).trim().to_string(),
+        Err(_) => String::new(),
+    };
+    let id = if status == StatusCode::BAD_REQUEST {
+        "bad_request"
+    } else {
+        "invalid_request"
+    };
+    ApiError::new(status, id, text).into_response()
 }
 
 pub(crate) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
@@ -275,14 +300,18 @@ async fn auth(State(api): State<Api>, mut req: Request, next: Next) -> Response 
                 .or_else(|| v.strip_prefix("bearer "))
         })
         .map(|t| t.trim().to_string());
-    let principal = match presented {
-        Some(t) => inner.authenticate(&t),
+    let principal = match &presented {
+        Some(t) => inner.authenticate(t),
         None => Err("missing `Authorization: Bearer TOKEN` header".into()),
     };
     let principal = match principal {
         Ok(p) => p,
         Err(why) => {
-            inner.failed_auth.fail(ip, now);
+            // Only a presented, wrong token counts: a client that sent none (a health probe, a
+            // misconfigured script) must not lock out the agents and operators at its address.
+            if presented.is_some() {
+                inner.failed_auth.fail(ip, now);
+            }
             tracing::warn!(%ip, %method, %path, reason = %why, "refused a request");
             let e = ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", why);
             audit("-", e.status);
@@ -324,6 +353,14 @@ fn rejected(e: BytesRejection, what: &str, limit: usize) -> ApiError {
 
 fn body<T: for<'de> Deserialize<'de>>(b: Result<Bytes, BytesRejection>) -> ApiResult<T> {
     let b = b.map_err(|e| rejected(e, "request body", MAX_REQUEST_BYTES))?;
+    // serde reads a struct from an array too; every body here is an object.
+    if b.iter().find(|c| !c.is_ascii_whitespace()) != Some(&b'{') {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            "invalid JSON body: expected an object",
+        ));
+    }
     serde_json::from_slice(&b).map_err(|e| {
         ApiError::new(
             StatusCode::BAD_REQUEST,
@@ -621,8 +658,16 @@ async fn create_release(
     let is_json = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.starts_with("application/json"));
+        .is_some_and(|v| v.to_ascii_lowercase().starts_with("application/json"));
     if is_json {
+        // Read under the slug limit, but a JSON body gets the JSON limit.
+        if b.as_ref().is_ok_and(|b| b.len() > MAX_REQUEST_BYTES) {
+            return Err(ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "payload_too_large",
+                format!("request body is over the limit of {MAX_REQUEST_BYTES} bytes"),
+            ));
+        }
         let req: wire::Rollback = body(b)?;
         let release = rollback(&inner, &app, &req)?;
         return Ok((

@@ -327,7 +327,8 @@ pub struct FormationNow {
 
 /// Money in JSON: rounded to a hundredth of a cent, so sums read cleanly.
 fn money(x: f64) -> f64 {
-    (x * 10_000.0).round() / 10_000.0
+    // `+ 0.0` turns a -0.0 into 0.0.
+    (x * 10_000.0).round() / 10_000.0 + 0.0
 }
 
 /// (app id, process type, size name): one line of the bill.

@@ -229,6 +229,27 @@ fn the_heroku_clis_requests_get_platform_api_answers() {
             "{r}"
         );
     }
+    // Malformed input gets the JSON error body too, and changes nothing.
+    let (status, r, _) = call(&p, "GET", "/apps/herokuish/events?limit=abc", None, None);
+    assert_eq!(
+        (status, r["body"]["id"].as_str()),
+        (400, Some("bad_request")),
+        "{r}"
+    );
+    let (status, r, _) = call(&p, "GET", "/apps/%FF", None, None);
+    assert_eq!(
+        (status, r["body"]["id"].as_str()),
+        (400, Some("bad_request")),
+        "{r}"
+    );
+    let (status, r, _) = call(
+        &p,
+        "POST",
+        "/apps/herokuish/restart",
+        Some(json!([null, null])),
+        None,
+    );
+    assert_eq!(status, 400, "an array is not a selector: {r}");
     let (status, r, _) = call(&p, "PUT", "/apps", None, None);
     assert_eq!(status, 405);
     assert_eq!(r["body"]["id"], "method_not_allowed", "{r}");
