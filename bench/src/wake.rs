@@ -41,7 +41,11 @@ fn report(what: &str, mut v: Vec<Duration>) {
 
 fn series(isolation: &str, rounds: usize) -> Result<()> {
     // Asleep 1.2 s after the last request.
-    let p = Platform::start_custom(&["--isolation", isolation], &["--eco-idle-minutes", "0.02"]);
+    // `--on-exit stop`: isolated dynos otherwise outlive the agent, for the next one to adopt.
+    let p = Platform::start_custom(
+        &["--isolation", isolation, "--on-exit", "stop"],
+        &["--eco-idle-minutes", "0.02"],
+    );
     p.deploy("sample", "web: dyno-probe web\n");
     p.dyno_ok(&["ps:scale", "web=1:eco", "-a", "sample", "--wait"]);
     let mut wake = Vec::new();

@@ -385,6 +385,14 @@ impl Drop for Platform {
         if let Some(mut c) = self.coordinator.take() {
             terminate(&mut c, Duration::from_secs(5));
         }
+        // Dynos of an agent a test killed with SIGKILL (or of extra agents it started in this
+        // directory) outlive it: nothing of a test may outlive the test.
+        for group in process_groups_under(self.dir.path()) {
+            let _ = nix::sys::signal::killpg(
+                nix::unistd::Pid::from_raw(group),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
         if std::thread::panicking() {
             for name in ["coordinator", "agent"] {
                 let log = std::fs::read_to_string(self.dir.path().join(format!("{name}.log")))
