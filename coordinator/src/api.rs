@@ -399,6 +399,47 @@ fn app_json(
         formation: formation.to_scale_string(),
         dynos_up: mine.iter().filter(|d| d.state == DynoState::Up).count() as u32,
         dynos_total: mine.len() as u32,
+        platform: wire::AppPlatform {
+            released_at: release.map(|r| iso_secs(r.created_at / 1000)),
+            git_url: None,
+            owner: Some(wire::Owner {
+                id: derived_id("account", &app.owner),
+                email: app.owner.clone(),
+            }),
+            region: Some(named("region", "us")),
+            stack: Some(named("stack", "dyno")),
+            build_stack: Some(named("stack", "dyno")),
+            generation: Some(named("generation", "cedar")),
+            acm: false,
+            locked: false,
+            archived_at: None,
+            team: None,
+            space: None,
+            organization: None,
+            create_status: Some("complete".into()),
+        },
+    }
+}
+
+/// A stable UUID-shaped id for something the Platform API identifies and we only name.
+fn derived_id(kind: &str, name: &str) -> String {
+    use sha2::Digest;
+    let h = sha2::Sha256::digest(format!("{kind}:{name}").as_bytes());
+    let hex: String = h.iter().take(16).map(|b| format!("{b:02x}")).collect();
+    format!(
+        "{}-{}-{}-{}-{}",
+        &hex[0..8],
+        &hex[8..12],
+        &hex[12..16],
+        &hex[16..20],
+        &hex[20..32]
+    )
+}
+
+fn named(kind: &str, name: &str) -> wire::NamedRef {
+    wire::NamedRef {
+        id: derived_id(kind, name),
+        name: name.to_string(),
     }
 }
 
@@ -1431,18 +1472,8 @@ async fn stop_type(
 async fn account(
     axum::Extension(p): axum::Extension<crate::auth::Principal>,
 ) -> Json<serde_json::Value> {
-    use sha2::Digest;
-    let h = sha2::Sha256::digest(format!("account:{}", p.name).as_bytes());
-    let hex: String = h.iter().take(16).map(|b| format!("{b:02x}")).collect();
-    // A stable UUID-shaped id derived from the token's name.
-    let id = format!(
-        "{}-{}-{}-{}-{}",
-        &hex[0..8],
-        &hex[8..12],
-        &hex[12..16],
-        &hex[16..20],
-        &hex[20..32]
-    );
+    // The same id an app owned by this name shows as its owner's.
+    let id = derived_id("account", &p.name);
     Json(serde_json::json!({
         "id": id,
         "email": p.name,

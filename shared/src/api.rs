@@ -32,6 +32,57 @@ pub struct App {
     pub formation: String,
     pub dynos_up: u32,
     pub dynos_total: u32,
+    /// The Platform API's fields (what the heroku CLI reads), fixed or derived here.
+    #[serde(flatten, default)]
+    pub platform: AppPlatform,
+}
+
+/// An app's Platform API fields beyond ours: one region and stack, no teams or spaces.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct AppPlatform {
+    /// When the current release was created.
+    #[serde(default)]
+    pub released_at: Option<String>,
+    #[serde(default)]
+    pub git_url: Option<String>,
+    /// The billing owner, as the Platform API's account reference.
+    #[serde(default)]
+    pub owner: Option<Owner>,
+    #[serde(default)]
+    pub region: Option<NamedRef>,
+    #[serde(default)]
+    pub stack: Option<NamedRef>,
+    #[serde(default)]
+    pub build_stack: Option<NamedRef>,
+    /// `cedar`: without it the heroku CLI guesses from the app's name.
+    #[serde(default)]
+    pub generation: Option<NamedRef>,
+    #[serde(default)]
+    pub acm: bool,
+    #[serde(default)]
+    pub locked: bool,
+    #[serde(default)]
+    pub archived_at: Option<String>,
+    #[serde(default)]
+    pub team: Option<NamedRef>,
+    #[serde(default)]
+    pub space: Option<NamedRef>,
+    #[serde(default)]
+    pub organization: Option<NamedRef>,
+    #[serde(default)]
+    pub create_status: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Owner {
+    pub id: String,
+    pub email: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NamedRef {
+    pub id: String,
+    pub name: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

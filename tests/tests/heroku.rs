@@ -76,6 +76,29 @@ fn the_heroku_clis_requests_get_platform_api_answers() {
     );
     assert_eq!(status, 201);
 
+    // apps:info reads the Platform API's app fields without checking them.
+    let (status, r, _) = call(&p, "GET", "/apps/herokuish", None, None);
+    assert_eq!(status, 200);
+    let a = &r["body"];
+    assert_eq!(a["owner"]["email"], "default", "{a}");
+    let (_, me, _) = call(&p, "GET", "/account", None, None);
+    assert_ne!(
+        a["owner"]["id"], me["body"]["id"],
+        "root does not own apps of `default`"
+    );
+    assert_eq!(
+        (
+            a["region"]["name"].as_str(),
+            a["stack"]["name"].as_str(),
+            a["generation"]["name"].as_str()
+        ),
+        (Some("us"), Some("dyno"), Some("cedar"))
+    );
+    assert!(
+        a["released_at"].is_string() && a["git_url"].is_null(),
+        "{a}"
+    );
+
     // ps:scale sends quantities as strings, relative ones signed.
     let scale = |q: &str| {
         call(

@@ -42,6 +42,7 @@ fn app(name: &str, formation: &str, up: u32, total: u32, release: Option<u32>) -
         formation: formation.into(),
         dynos_up: up,
         dynos_total: total,
+        platform: Default::default(),
     }
 }
 
