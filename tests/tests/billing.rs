@@ -46,7 +46,7 @@ fn usage_is_metered_to_the_second_across_a_coordinator_kill_9() {
     });
     let gone = Instant::now();
 
-    let report = p.get("/billing?app=meter").unwrap();
+    let report = p.json(&["billing", "-a", "meter"]);
     let l = line(&report, "meter", "worker", "standard-1x").expect("a worker line");
     let secs = l["dyno_seconds"].as_u64().unwrap() as f64;
     let low = 2.0 * (scale_down - all_up).as_secs_f64() - 2.0;
@@ -65,7 +65,7 @@ fn usage_is_metered_to_the_second_across_a_coordinator_kill_9() {
 
     // Nothing more accrues once the dynos are gone.
     std::thread::sleep(Duration::from_millis(1500));
-    let again = p.get("/billing?app=meter").unwrap();
+    let again = p.json(&["billing", "-a", "meter"]);
     assert_eq!(
         line(&again, "meter", "worker", "standard-1x").unwrap()["dyno_seconds"],
         l["dyno_seconds"]
@@ -75,7 +75,7 @@ fn usage_is_metered_to_the_second_across_a_coordinator_kill_9() {
     let started = Instant::now();
     p.dyno_ok(&["run", "-a", "meter", "--", "dyno-probe", "sleep", "2"]);
     let took = started.elapsed().as_secs_f64();
-    let report = p.get("/billing?app=meter").unwrap();
+    let report = p.json(&["billing", "-a", "meter"]);
     let run = line(&report, "meter", "run", "standard-1x").expect("a run line");
     let secs = run["dyno_seconds"].as_u64().unwrap() as f64;
     assert!(
