@@ -1386,23 +1386,10 @@ async fn restart_one(
     State(api): State<Api>,
     Path((name, dyno)): Path<(String, String)>,
 ) -> ApiResult<Json<wire::ActionResult>> {
-    let sel = if dyno.contains('.') {
-        wire::DynoSelector {
-            dyno: Some(dyno),
-            process_type: None,
-            batch: None,
-        }
-    } else {
-        wire::DynoSelector {
-            dyno: None,
-            process_type: Some(dyno),
-            batch: None,
-        }
-    };
     Ok(Json(stop_dynos(
         &api.inner,
         &name,
-        &sel,
+        &selector(dyno),
         false,
         "Restarting",
     )?))
@@ -1428,18 +1415,7 @@ async fn stop_one(
     State(api): State<Api>,
     Path((name, dyno)): Path<(String, String)>,
 ) -> ApiResult<(StatusCode, Json<wire::ActionResult>)> {
-    let sel = if dyno.contains('.') {
-        wire::DynoSelector {
-            dyno: Some(dyno),
-            ..Default::default()
-        }
-    } else {
-        wire::DynoSelector {
-            process_type: Some(dyno),
-            ..Default::default()
-        }
-    };
-    let done = stop_dynos(&api.inner, &name, &sel, true, "Stopping")?;
+    let done = stop_dynos(&api.inner, &name, &selector(dyno), true, "Stopping")?;
     Ok((StatusCode::ACCEPTED, Json(done)))
 }
 
@@ -1448,11 +1424,13 @@ async fn restart_type(
     State(api): State<Api>,
     Path((name, ptype)): Path<(String, String)>,
 ) -> ApiResult<(StatusCode, Json<wire::ActionResult>)> {
-    let sel = wire::DynoSelector {
-        process_type: Some(ptype),
-        ..Default::default()
-    };
-    let done = stop_dynos(&api.inner, &name, &sel, false, "Restarting")?;
+    let done = stop_dynos(
+        &api.inner,
+        &name,
+        &type_selector(ptype),
+        false,
+        "Restarting",
+    )?;
     Ok((StatusCode::ACCEPTED, Json(done)))
 }
 
@@ -1460,12 +1438,27 @@ async fn stop_type(
     State(api): State<Api>,
     Path((name, ptype)): Path<(String, String)>,
 ) -> ApiResult<(StatusCode, Json<wire::ActionResult>)> {
-    let sel = wire::DynoSelector {
-        process_type: Some(ptype),
-        ..Default::default()
-    };
-    let done = stop_dynos(&api.inner, &name, &sel, true, "Stopping")?;
+    let done = stop_dynos(&api.inner, &name, &type_selector(ptype), true, "Stopping")?;
     Ok((StatusCode::ACCEPTED, Json(done)))
+}
+
+/// As in heroku: a name with a dot is one dyno (`web.1`), otherwise a process type.
+fn selector(target: String) -> wire::DynoSelector {
+    if target.contains('.') {
+        wire::DynoSelector {
+            dyno: Some(target),
+            ..Default::default()
+        }
+    } else {
+        type_selector(target)
+    }
+}
+
+fn type_selector(process_type: String) -> wire::DynoSelector {
+    wire::DynoSelector {
+        process_type: Some(process_type),
+        ..Default::default()
+    }
 }
 
 /// `GET /account`: the presented token, as the Platform API's account.
