@@ -149,30 +149,7 @@ pub fn config_listing(app: &str, vars: &BTreeMap<String, String>) -> String {
 
 /// Columns padded to their widest cell, two spaces apart; no trailing spaces.
 pub fn columns(rows: &[Vec<String>]) -> String {
-    let mut widths: Vec<usize> = Vec::new();
-    for r in rows {
-        for (i, c) in r.iter().enumerate() {
-            let w = c.chars().count();
-            match widths.get_mut(i) {
-                Some(x) => *x = (*x).max(w),
-                None => widths.push(w),
-            }
-        }
-    }
-    let mut out = String::new();
-    for r in rows {
-        let mut s = String::new();
-        for (i, c) in r.iter().enumerate() {
-            if i + 1 == r.len() {
-                s.push_str(c);
-            } else {
-                s.push_str(&format!("{c:<w$}  ", w = widths[i]));
-            }
-        }
-        out.push_str(s.trim_end());
-        out.push('\n');
-    }
-    out
+    columns_aligned(rows, &[])
 }
 
 /// `columns` under a header row.

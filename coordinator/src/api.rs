@@ -81,6 +81,20 @@ impl IntoResponse for ApiError {
 
 type ApiResult<T> = Result<T, ApiError>;
 
+/// Route prefixes of Heroku features this platform does not have (they and everything below
+/// them answer `not_supported`).
+const UNSUPPORTED: [&str; 9] = [
+    "/addons",
+    "/addon-attachments",
+    "/apps/{app}/addon-attachments",
+    "/apps/{app}/collaborators",
+    "/pipelines",
+    "/pipeline-couplings",
+    "/teams",
+    "/organizations",
+    "/spaces",
+];
+
 pub fn router(inner: Shared, shutdown: watch::Receiver<bool>) -> Router {
     let max_slug = inner.config.max_slug_bytes;
     let api = Api {
@@ -93,7 +107,7 @@ pub fn router(inner: Shared, shutdown: watch::Receiver<bool>) -> Router {
             post(create_release).get(list_releases),
         )
         .layer(DefaultBodyLimit::max(max_slug));
-    let authed = Router::new()
+    let mut authed = Router::new()
         .route("/apps", get(list_apps).post(create_app))
         .route(
             "/apps/{app}",
@@ -127,27 +141,9 @@ pub fn router(inner: Shared, shutdown: watch::Receiver<bool>) -> Router {
             "/apps/{app}/sni-endpoints",
             get(empty_list).fallback(not_supported),
         )
-        .route("/addons", any(not_supported))
-        .route("/addons/{*rest}", any(not_supported))
-        .route("/addon-attachments", any(not_supported))
-        .route("/addon-attachments/{*rest}", any(not_supported))
-        .route("/apps/{app}/addon-attachments", any(not_supported))
-        .route("/apps/{app}/addon-attachments/{*rest}", any(not_supported))
         .route("/apps/{app}/addons/{*rest}", any(not_supported))
         .route("/apps/{app}/buildpack-installations", any(not_supported))
-        .route("/apps/{app}/collaborators", any(not_supported))
-        .route("/apps/{app}/collaborators/{*rest}", any(not_supported))
         .route("/apps/{app}/pipeline-couplings", any(not_supported))
-        .route("/pipelines", any(not_supported))
-        .route("/pipelines/{*rest}", any(not_supported))
-        .route("/pipeline-couplings", any(not_supported))
-        .route("/pipeline-couplings/{*rest}", any(not_supported))
-        .route("/teams", any(not_supported))
-        .route("/teams/{*rest}", any(not_supported))
-        .route("/organizations", any(not_supported))
-        .route("/organizations/{*rest}", any(not_supported))
-        .route("/spaces", any(not_supported))
-        .route("/spaces/{*rest}", any(not_supported))
         .route("/apps/{app}/restart", post(restart))
         .route("/apps/{app}/stop", post(stop))
         .route(
@@ -198,8 +194,13 @@ pub fn router(inner: Shared, shutdown: watch::Receiver<bool>) -> Router {
         .route("/slugs/{id}", get(get_slug))
         .route("/agent/ws", get(agent_ws))
         .layer(DefaultBodyLimit::max(MAX_REQUEST_BYTES))
-        .merge(slug_upload)
-        .route_layer(middleware::from_fn_with_state(api.clone(), auth));
+        .merge(slug_upload);
+    for prefix in UNSUPPORTED {
+        authed = authed
+            .route(prefix, any(not_supported))
+            .route(&format!("{prefix}/{{*rest}}"), any(not_supported));
+    }
+    let authed = authed.route_layer(middleware::from_fn_with_state(api.clone(), auth));
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
         // The session's secret in the path is its credential: EventSource sends no header.
@@ -370,6 +371,17 @@ fn body<T: for<'de> Deserialize<'de>>(b: Result<Bytes, BytesRejection>) -> ApiRe
     })
 }
 
+/// `body`, where no body at all means every field's default (the Platform API's clients send
+/// bodyless POSTs).
+fn body_or_default<T: for<'de> Deserialize<'de> + Default>(
+    b: Result<Bytes, BytesRejection>,
+) -> ApiResult<T> {
+    if b.as_ref().is_ok_and(|b| b.is_empty()) {
+        return Ok(T::default());
+    }
+    body(b)
+}
+
 fn find_app(inner: &Inner, name: &str) -> ApiResult<AppRow> {
     inner
         .store()
@@ -524,7 +536,7 @@ fn owner_name(o: &str) -> ApiResult<String> {
 
 /// `POST /apps` as both our CLI and the Platform API send it: the name may be left out (one is
 /// made up), and the Platform API's `region`/`stack` must name what this platform has.
-#[derive(Deserialize)]
+#[derive(Deserialize, Default)]
 struct CreateAppBody {
     name: Option<String>,
     owner: Option<String>,
@@ -532,8 +544,9 @@ struct CreateAppBody {
     stack: Option<String>,
 }
 
-/// `shiny-meadow-4821`: a free app name for `POST /apps` without one.
-fn made_up_name(taken: &HashSet<String>) -> Option<String> {
+/// `shiny-meadow-4821`: a free app name for `POST /apps` without one, picked by `seed` (40 hex
+/// digits).
+fn made_up_name(taken: &HashSet<String>, seed: &str) -> Option<String> {
     const ADJECTIVES: [&str; 16] = [
         "shiny", "quiet", "brave", "calm", "eager", "fancy", "gentle", "happy", "jolly", "lively",
         "misty", "nimble", "polite", "rapid", "sunny", "witty",
@@ -542,7 +555,6 @@ fn made_up_name(taken: &HashSet<String>) -> Option<String> {
         "meadow", "river", "forest", "harbor", "canyon", "island", "lake", "valley", "summit",
         "prairie", "glacier", "lagoon", "orchard", "reef", "dune", "grove",
     ];
-    let seed = crate::auth::hash(&new_id("n-"));
     for attempt in 0..32usize {
         let n = usize::from_str_radix(&seed[attempt..attempt + 8], 16).unwrap_or(attempt);
         let name = format!(
@@ -562,16 +574,7 @@ async fn create_app(
     State(api): State<Api>,
     b: Result<Bytes, BytesRejection>,
 ) -> ApiResult<(StatusCode, Json<wire::App>)> {
-    let req: CreateAppBody = if b.as_ref().is_ok_and(|b| b.is_empty()) {
-        CreateAppBody {
-            name: None,
-            owner: None,
-            region: None,
-            stack: None,
-        }
-    } else {
-        body(b)?
-    };
+    let req: CreateAppBody = body_or_default(b)?;
     if let Some(r) = req.region.as_deref().filter(|r| *r != "us") {
         return Err(ApiError::invalid(format!(
             "region {r:?}: this platform has one region, us"
@@ -592,7 +595,9 @@ async fn create_app(
                 .into_iter()
                 .map(|a| a.name)
                 .collect();
-            made_up_name(&taken)
+            let seed = crate::auth::random_hex(20)
+                .map_err(|e| ApiError::internal(format!("no randomness for an app name: {e}")))?;
+            made_up_name(&taken, &seed)
                 .ok_or_else(|| ApiError::internal("no free app name found; name the app"))?
         }
     };
@@ -1898,7 +1903,7 @@ pub struct LogSession {
 const LOG_SESSION_UNUSED: Duration = Duration::from_secs(5 * 60);
 const LOG_SESSION_MAX: Duration = Duration::from_secs(3600);
 
-#[derive(Deserialize)]
+#[derive(Deserialize, Default)]
 struct LogSessionCreate {
     dyno: Option<String>,
     source: Option<String>,
@@ -1913,16 +1918,7 @@ async fn create_log_session(
     headers: HeaderMap,
     b: Result<Bytes, BytesRejection>,
 ) -> ApiResult<(StatusCode, Json<serde_json::Value>)> {
-    let req: LogSessionCreate = if b.as_ref().is_ok_and(|b| b.is_empty()) {
-        LogSessionCreate {
-            dyno: None,
-            source: None,
-            lines: None,
-            tail: false,
-        }
-    } else {
-        body(b)?
-    };
+    let req: LogSessionCreate = body_or_default(b)?;
     find_app(&api.inner, &name)?;
     let (source, platform_only) = match req.source.as_deref() {
         None => (None, false),
@@ -1945,9 +1941,8 @@ async fn create_log_session(
             "invalid dyno filter {d:?}: expected a dyno (web.1) or a process type (web)"
         )));
     }
-    let secret = crate::auth::new_secret(crate::auth::Role::Read)
+    let secret = crate::auth::random_hex(32)
         .map_err(|e| ApiError::internal(format!("no randomness for a log session: {e}")))?;
-    let secret = crate::auth::hash(&secret);
     let session = LogSession {
         app: name.clone(),
         filter: crate::loghub::LogFilter {
@@ -2107,7 +2102,7 @@ async fn list_drains(
 
 /// `d.` and a random UUID (version 4 layout), as Heroku's drain tokens look.
 fn drain_token() -> ApiResult<String> {
-    let hex = crate::random_token().map_err(|e| {
+    let hex = crate::auth::random_hex(24).map_err(|e| {
         ApiError::new(
             StatusCode::INTERNAL_SERVER_ERROR,
             "internal",

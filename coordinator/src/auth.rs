@@ -67,14 +67,15 @@ pub fn hash(secret: &str) -> String {
 
 /// A new secret for `role`: its prefix and 32 random bytes.
 pub fn new_secret(role: Role) -> std::io::Result<String> {
+    Ok(format!("{}{}", role.prefix(), random_hex(32)?))
+}
+
+/// `bytes` random bytes from the kernel, as hex: every secret the coordinator makes.
+pub fn random_hex(bytes: usize) -> std::io::Result<String> {
     use std::io::Read;
-    let mut buf = [0u8; 32];
+    let mut buf = vec![0u8; bytes];
     std::fs::File::open("/dev/urandom")?.read_exact(&mut buf)?;
-    Ok(format!(
-        "{}{}",
-        role.prefix(),
-        buf.iter().map(|b| format!("{b:02x}")).collect::<String>()
-    ))
+    Ok(buf.iter().map(|b| format!("{b:02x}")).collect())
 }
 
 /// Token names: what `tokens:revoke` and the audit show.

@@ -240,13 +240,6 @@ fn now_ms() -> i64 {
     dyno_shared::time::now_micros() / 1000
 }
 
-fn random_token() -> std::io::Result<String> {
-    use std::io::Read;
-    let mut buf = [0u8; 24];
-    std::fs::File::open("/dev/urandom")?.read_exact(&mut buf)?;
-    Ok(buf.iter().map(|b| format!("{b:02x}")).collect())
-}
-
 fn load_or_create_token(dir: &std::path::Path) -> std::io::Result<String> {
     use std::os::unix::fs::OpenOptionsExt;
     let path = dir.join("token");
@@ -256,7 +249,7 @@ fn load_or_create_token(dir: &std::path::Path) -> std::io::Result<String> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => return Err(e),
     }
-    let token = random_token()?;
+    let token = auth::random_hex(24)?;
     let mut f = std::fs::OpenOptions::new()
         .write(true)
         .create(true)
@@ -721,15 +714,10 @@ impl Inner {
         let mut lost_phases: Vec<(String, String, u32)> = Vec::new();
         let mut store = self.store();
         let month = billing::Month::containing(now);
-        let eco_pool_ms = self.pricing().eco_pool_hours * 3_600_000.0;
+        let eco_pool_ms = self.pricing.lock().expect("pricing lock").eco_pool_hours * 3_600_000.0;
         let (mut apps, dynos, hosts, checks, sleeping) = store.read(|r| {
             let sleeping = r.sleeping_apps()?;
             let mut apps = Vec::new();
-            let eco_used = billing::eco_ms_by_owner(
-                month,
-                now,
-                &r.usage_between(month.start_ms(), now + 1, true)?,
-            );
             let preboot: HashSet<String> = r.apps_with_feature(api::PREBOOT)?.into_iter().collect();
             let requirements = r.requirements()?;
             for app in r.apps()? {
@@ -743,12 +731,29 @@ impl Inner {
                     formation: r.formation(&app.id)?,
                     preboot: preboot.contains(&app.name),
                     requires,
-                    eco_sleeps: sleeping.get(&app.id) == Some(&false)
-                        || eco_used
-                            .get(&app.owner)
-                            .is_some_and(|&ms| ms as f64 >= eco_pool_ms),
+                    eco_sleeps: sleeping.get(&app.id) == Some(&false),
                     app,
                 });
+            }
+            // Eco dynos also sleep once their owner's pool is used up; only apps with eco in
+            // their formation pay for reading the month's eco usage, on every pass.
+            let has_eco = |a: &AppView| {
+                a.formation
+                    .entries
+                    .values()
+                    .any(|e| e.size == dyno_shared::Size::Eco)
+            };
+            if apps.iter().any(has_eco) {
+                let eco_used = billing::eco_ms_by_owner(
+                    month,
+                    now,
+                    &r.usage_between(month.start_ms(), now + 1, true)?,
+                );
+                for a in apps.iter_mut().filter(|a| has_eco(a)) {
+                    a.eco_sleeps |= eco_used
+                        .get(&a.app.owner)
+                        .is_some_and(|&ms| ms as f64 >= eco_pool_ms);
+                }
             }
             Ok((apps, r.dynos()?, r.hosts()?, r.checks()?, sleeping))
         })?;

@@ -12,7 +12,7 @@ fn call(
     path: &str,
     body: Option<Value>,
     range: Option<&str>,
-) -> (u16, Value, ()) {
+) -> (u16, Value) {
     let mut req = ureq::request(method, &format!("{}{path}", p.url()))
         .set("Authorization", &format!("Bearer {}", p.token))
         .set("Accept", ACCEPT);
@@ -40,7 +40,7 @@ fn call(
     for (k, v) in headers {
         meta[k.to_ascii_lowercase()] = Value::String(v);
     }
-    (status, json!({"body": value, "headers": meta}), ())
+    (status, json!({"body": value, "headers": meta}))
 }
 
 #[test]
@@ -49,7 +49,7 @@ fn the_heroku_clis_requests_get_platform_api_answers() {
     p.deploy("herokuish", "web: dyno-probe web\n");
 
     // Identity: every command asks who it is first.
-    let (status, r, _) = call(&p, "GET", "/account", None, None);
+    let (status, r) = call(&p, "GET", "/account", None, None);
     assert_eq!(status, 200, "{r}");
     assert!(
         r["body"]["id"].as_str().is_some_and(|id| id.len() == 36),
@@ -58,16 +58,16 @@ fn the_heroku_clis_requests_get_platform_api_answers() {
     assert_eq!(r["body"]["email"], "root");
 
     // apps:create without a name gets a made-up one; only our region and stack.
-    let (status, r, _) = call(&p, "POST", "/apps", Some(json!({})), None);
+    let (status, r) = call(&p, "POST", "/apps", Some(json!({})), None);
     assert_eq!(status, 201, "{r}");
     let made = r["body"]["name"].as_str().unwrap().to_string();
     assert!(made.split('-').count() == 3, "{made}");
-    let (status, r, _) = call(&p, "POST", "/apps", Some(json!({"region": "eu"})), None);
+    let (status, r) = call(&p, "POST", "/apps", Some(json!({"region": "eu"})), None);
     assert_eq!(
         (status, r["body"]["id"].as_str()),
         (422, Some("invalid_params"))
     );
-    let (status, _, _) = call(
+    let (status, _) = call(
         &p,
         "POST",
         "/apps",
@@ -77,11 +77,11 @@ fn the_heroku_clis_requests_get_platform_api_answers() {
     assert_eq!(status, 201);
 
     // apps:info reads the Platform API's app fields without checking them.
-    let (status, r, _) = call(&p, "GET", "/apps/herokuish", None, None);
+    let (status, r) = call(&p, "GET", "/apps/herokuish", None, None);
     assert_eq!(status, 200);
     let a = &r["body"];
     assert_eq!(a["owner"]["email"], "default", "{a}");
-    let (_, me, _) = call(&p, "GET", "/account", None, None);
+    let (_, me) = call(&p, "GET", "/account", None, None);
     assert_ne!(
         a["owner"]["id"], me["body"]["id"],
         "root does not own apps of `default`"
@@ -109,14 +109,14 @@ fn the_heroku_clis_requests_get_platform_api_answers() {
             None,
         )
     };
-    let (status, r, _) = scale("2");
+    let (status, r) = scale("2");
     assert_eq!(status, 200, "{r}");
     assert_eq!(r["body"][0]["quantity"], 2);
-    let (_, r, _) = scale("+1");
+    let (_, r) = scale("+1");
     assert_eq!(r["body"][0]["quantity"], 3, "{r}");
-    let (_, r, _) = scale("-2");
+    let (_, r) = scale("-2");
     assert_eq!(r["body"][0]["quantity"], 1, "{r}");
-    let (status, r, _) = scale("three");
+    let (status, r) = scale("three");
     assert_eq!(
         (status, r["body"]["id"].as_str()),
         (422, Some("invalid_params"))
@@ -129,7 +129,7 @@ fn the_heroku_clis_requests_get_platform_api_answers() {
     // releases asks for the newest page; more pages: 206 and Next-Range.
     p.dyno_ok(&["config:set", "A=1", "-a", "herokuish"]);
     p.dyno_ok(&["config:set", "B=2", "-a", "herokuish"]);
-    let (status, r, _) = call(
+    let (status, r) = call(
         &p,
         "GET",
         "/apps/herokuish/releases",
@@ -149,7 +149,7 @@ fn the_heroku_clis_requests_get_platform_api_answers() {
         "version ]2..; max=2, order=desc"
     );
     assert_eq!(r["headers"]["accept-ranges"], "version");
-    let (status, r, _) = call(
+    let (status, r) = call(
         &p,
         "GET",
         "/apps/herokuish/releases",
@@ -159,19 +159,19 @@ fn the_heroku_clis_requests_get_platform_api_answers() {
     assert_eq!(status, 200, "the last page: {r}");
     assert_eq!(r["body"].as_array().unwrap().len(), 1);
     // Without Range: the whole list, oldest first, as our own CLI reads it.
-    let (status, r, _) = call(&p, "GET", "/apps/herokuish/releases", None, None);
+    let (status, r) = call(&p, "GET", "/apps/herokuish/releases", None, None);
     assert_eq!(status, 200);
     assert_eq!(r["body"][0]["version"], 1);
 
     // ps:stop and ps:restart TYPE go through the Platform API's action routes.
     p.wait_up("herokuish", &["web.1"]);
-    let (status, r, _) = call(&p, "GET", "/apps/herokuish/dynos/web.1", None, None);
+    let (status, r) = call(&p, "GET", "/apps/herokuish/dynos/web.1", None, None);
     assert_eq!(
         (status, r["body"]["name"].as_str()),
         (200, Some("web.1")),
         "{r}"
     );
-    let (status, _, _) = call(
+    let (status, _) = call(
         &p,
         "POST",
         "/apps/herokuish/dynos/web.1/actions/stop",
@@ -180,14 +180,14 @@ fn the_heroku_clis_requests_get_platform_api_answers() {
     );
     assert_eq!(status, 202);
     p.wait_up("herokuish", &["web.1"]);
-    let (status, _, _) = call(&p, "DELETE", "/apps/herokuish/formations/web", None, None);
+    let (status, _) = call(&p, "DELETE", "/apps/herokuish/formations/web", None, None);
     assert_eq!(status, 202);
-    let (status, _, _) = call(&p, "GET", "/apps/herokuish/dynos/web.9", None, None);
+    let (status, _) = call(&p, "GET", "/apps/herokuish/dynos/web.9", None, None);
     assert_eq!(status, 404);
 
     // logs: a log session, then its event stream, which carries no Authorization.
     let session = |body: Value| {
-        let (status, r, _) = call(&p, "POST", "/apps/herokuish/log-sessions", Some(body), None);
+        let (status, r) = call(&p, "POST", "/apps/herokuish/log-sessions", Some(body), None);
         assert_eq!(status, 201, "{r}");
         r["body"]["logplex_url"].as_str().unwrap().to_string()
     };
@@ -221,7 +221,7 @@ fn the_heroku_clis_requests_get_platform_api_answers() {
     );
     let bad = ureq::get(&format!("{}/log-stream/nope", p.url())).call();
     assert!(matches!(bad, Err(ureq::Error::Status(404, _))));
-    let (status, _, _) = call(
+    let (status, _) = call(
         &p,
         "POST",
         "/apps/herokuish/log-sessions",
@@ -231,9 +231,9 @@ fn the_heroku_clis_requests_get_platform_api_answers() {
     assert_eq!(status, 422);
 
     // What Heroku has and we do not: a clear error, except the lists supported commands read.
-    let (status, r, _) = call(&p, "GET", "/apps/herokuish/addons", None, None);
+    let (status, r) = call(&p, "GET", "/apps/herokuish/addons", None, None);
     assert_eq!((status, r["body"].clone()), (200, json!([])));
-    let (status, r, _) = call(&p, "GET", "/apps/herokuish/sni-endpoints", None, None);
+    let (status, r) = call(&p, "GET", "/apps/herokuish/sni-endpoints", None, None);
     assert_eq!((status, r["body"].clone()), (200, json!([])));
     for (method, path) in [
         ("POST", "/apps/herokuish/addons"),
@@ -241,7 +241,7 @@ fn the_heroku_clis_requests_get_platform_api_answers() {
         ("GET", "/teams/acme/apps"),
         ("GET", "/spaces"),
     ] {
-        let (status, r, _) = call(&p, method, path, None, None);
+        let (status, r) = call(&p, method, path, None, None);
         assert_eq!(status, 422, "{method} {path}: {r}");
         assert_eq!(r["body"]["id"], "not_supported");
         assert!(
@@ -253,19 +253,19 @@ fn the_heroku_clis_requests_get_platform_api_answers() {
         );
     }
     // Malformed input gets the JSON error body too, and changes nothing.
-    let (status, r, _) = call(&p, "GET", "/apps/herokuish/events?limit=abc", None, None);
+    let (status, r) = call(&p, "GET", "/apps/herokuish/events?limit=abc", None, None);
     assert_eq!(
         (status, r["body"]["id"].as_str()),
         (400, Some("bad_request")),
         "{r}"
     );
-    let (status, r, _) = call(&p, "GET", "/apps/%FF", None, None);
+    let (status, r) = call(&p, "GET", "/apps/%FF", None, None);
     assert_eq!(
         (status, r["body"]["id"].as_str()),
         (400, Some("bad_request")),
         "{r}"
     );
-    let (status, r, _) = call(
+    let (status, r) = call(
         &p,
         "POST",
         "/apps/herokuish/restart",
@@ -273,10 +273,10 @@ fn the_heroku_clis_requests_get_platform_api_answers() {
         None,
     );
     assert_eq!(status, 400, "an array is not a selector: {r}");
-    let (status, r, _) = call(&p, "PUT", "/apps", None, None);
+    let (status, r) = call(&p, "PUT", "/apps", None, None);
     assert_eq!(status, 405);
     assert_eq!(r["body"]["id"], "method_not_allowed", "{r}");
-    let (status, r, _) = call(&p, "GET", "/nothing/here", None, None);
+    let (status, r) = call(&p, "GET", "/nothing/here", None, None);
     assert_eq!(status, 404);
     assert!(
         r["body"]["message"]

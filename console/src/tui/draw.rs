@@ -367,13 +367,18 @@ fn gauge(percent: f64, width: usize) -> Line<'static> {
     ])
 }
 
+/// A view's box while its data has not come (or cannot).
+fn draw_placeholder(f: &mut Frame, area: Rect, s: &State, title: &str) {
+    let (t, c) = placeholder(s);
+    let b = body_block(s, title, None);
+    let inner = b.inner(area);
+    f.render_widget(b, area);
+    message(f, inner, &t, c);
+}
+
 fn draw_apps(f: &mut Frame, area: Rect, s: &State) {
     let Some(apps) = &s.apps else {
-        let (t, c) = placeholder(s);
-        let b = body_block(s, "Apps", None);
-        let inner = b.inner(area);
-        f.render_widget(b, area);
-        message(f, inner, &t, c);
+        draw_placeholder(f, area, s, "Apps");
         return;
     };
     let total = apps.len();
@@ -503,11 +508,7 @@ fn dyno_row(d: &Dyno, now: i64, wide: bool) -> Row<'static> {
 
 fn draw_app(f: &mut Frame, area: Rect, s: &State, app: &str) {
     let Some(d) = s.app_detail(app) else {
-        let (t, c) = placeholder(s);
-        let b = body_block(s, app, None);
-        let inner = b.inner(area);
-        f.render_widget(b, area);
-        message(f, inner, &t, c);
+        draw_placeholder(f, area, s, app);
         return;
     };
     // The events pane shrinks first on small terminals.
@@ -640,11 +641,7 @@ fn draw_app(f: &mut Frame, area: Rect, s: &State, app: &str) {
 
 fn draw_hosts(f: &mut Frame, area: Rect, s: &State) {
     let Some(hosts) = &s.hosts else {
-        let (t, c) = placeholder(s);
-        let b = body_block(s, "Hosts", None);
-        let inner = b.inner(area);
-        f.render_widget(b, area);
-        message(f, inner, &t, c);
+        draw_placeholder(f, area, s, "Hosts");
         return;
     };
     let total = hosts.len();
@@ -732,11 +729,7 @@ fn draw_hosts(f: &mut Frame, area: Rect, s: &State) {
 fn draw_releases(f: &mut Frame, area: Rect, s: &State, app: &str) {
     let title = format!("Releases of {app}");
     let Some(rel) = s.releases_of(app) else {
-        let (t, c) = placeholder(s);
-        let b = body_block(s, &title, None);
-        let inner = b.inner(area);
-        f.render_widget(b, area);
-        message(f, inner, &t, c);
+        draw_placeholder(f, area, s, &title);
         return;
     };
     let total = rel.len();
@@ -802,11 +795,7 @@ fn draw_releases(f: &mut Frame, area: Rect, s: &State, app: &str) {
 fn draw_config(f: &mut Frame, area: Rect, s: &State, app: &str) {
     let title = format!("Config vars of {app}");
     let Some(vars) = s.config_of(app) else {
-        let (t, c) = placeholder(s);
-        let b = body_block(s, &title, None);
-        let inner = b.inner(area);
-        f.render_widget(b, area);
-        message(f, inner, &t, c);
+        draw_placeholder(f, area, s, &title);
         return;
     };
     let total = vars.len();
@@ -846,11 +835,7 @@ fn draw_config(f: &mut Frame, area: Rect, s: &State, app: &str) {
 /// with its projection. `p` swaps the lines for a bigger chart and the price table.
 fn draw_billing(f: &mut Frame, area: Rect, s: &State) {
     let Some(report) = &s.billing else {
-        let (t, c) = placeholder(s);
-        let b = body_block(s, "Billing", None);
-        let inner = b.inner(area);
-        f.render_widget(b, area);
-        message(f, inner, &t, c);
+        draw_placeholder(f, area, s, "Billing");
         return;
     };
     let rows = s.billing_rows();
