@@ -806,7 +806,10 @@ mod tests {
             } else {
                 format!("dyno-probe {ptype}")
             },
-            release: 3,
+            release: dyno_shared::api::ReleaseRef {
+                id: "r3".into(),
+                version: 3,
+            },
             host: Some("local".into()),
             address: None,
             created_at: updated.into(),
@@ -816,6 +819,7 @@ mod tests {
             one_off,
             healthy: true,
             stats: None,
+            attach_url: None,
         }
     }
 
@@ -856,6 +860,10 @@ run.1 (standard-1x): up 2026/11/23 15:12:46 +0000 (~ 1m ago): bash
 
     fn item(t: &str, q: u32, size: Size) -> FormationItem {
         FormationItem {
+            id: String::new(),
+            app: None,
+            created_at: None,
+            updated_at: None,
             process_type: t.into(),
             quantity: q,
             size,
@@ -903,6 +911,15 @@ run.1 (standard-1x): up 2026/11/23 15:12:46 +0000 (~ 1m ago): bash
     #[test]
     fn releases_newest_first_with_current_marked() {
         let rel = |v: u32, current: bool| Release {
+            id: format!("r{}", v),
+            app: dyno_shared::api::NamedRef {
+                id: "a".into(),
+                name: "shop".into(),
+            },
+            updated_at: String::new(),
+            eligible_for_rollback: true,
+            addon_plan_names: Vec::new(),
+            output_stream_url: None,
             version: v,
             description: format!("Deploy {v}"),
             slug: None,

@@ -13,7 +13,7 @@ pub fn not_ready(formation: &[FormationItem], dynos: &[Dyno], release: Option<u3
             .iter()
             .filter(|d| !d.one_off && d.process_type == item.process_type)
             .collect();
-        let ready = |d: &Dyno| d.state == "up" && Some(d.release) == release;
+        let ready = |d: &Dyno| d.state == "up" && Some(d.release.version) == release;
         let up = of_type.iter().filter(|d| ready(d)).count();
         if up == item.quantity as usize {
             continue;
@@ -44,8 +44,8 @@ fn describe(d: &Dyno, release: Option<u32>) -> String {
     {
         s.push_str(&format!(" (exit {code})"));
     }
-    if let Some(current) = release.filter(|r| *r != d.release) {
-        s.push_str(&format!(" on v{} (current v{current})", d.release));
+    if let Some(current) = release.filter(|r| *r != d.release.version) {
+        s.push_str(&format!(" on v{} (current v{current})", d.release.version));
     }
     s
 }
@@ -63,7 +63,10 @@ mod tests {
             state: state.into(),
             size: Size::Standard1x,
             command: "x".into(),
-            release,
+            release: dyno_shared::api::ReleaseRef {
+                id: format!("r{release}"),
+                version: release,
+            },
             host: None,
             address: None,
             created_at: String::new(),
@@ -73,11 +76,16 @@ mod tests {
             one_off: false,
             healthy: true,
             stats: None,
+            attach_url: None,
         }
     }
 
     fn item(t: &str, q: u32) -> FormationItem {
         FormationItem {
+            id: String::new(),
+            app: None,
+            created_at: None,
+            updated_at: None,
             process_type: t.into(),
             quantity: q,
             size: Size::Standard1x,

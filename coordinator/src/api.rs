@@ -106,7 +106,12 @@ pub fn router(inner: Shared, shutdown: watch::Receiver<bool>) -> Router {
             "/apps/{app}/releases",
             post(create_release).get(list_releases),
         )
-        .layer(DefaultBodyLimit::max(max_slug));
+        .layer(DefaultBodyLimit::max(max_slug))
+        .route("/apps/{app}/releases/{release}", get(get_release))
+        .route(
+            "/apps/{app}/releases/{release}/config-vars",
+            get(get_release_config),
+        );
     let mut authed = Router::new()
         .route("/apps", get(list_apps).post(create_app))
         .route(
@@ -118,7 +123,10 @@ pub fn router(inner: Shared, shutdown: watch::Receiver<bool>) -> Router {
             get(get_formation).patch(patch_formation),
         )
         .route("/apps/{app}/formation/scale", post(scale))
-        .route("/apps/{app}/dynos", get(list_dynos).delete(restart_all))
+        .route(
+            "/apps/{app}/dynos",
+            get(list_dynos).post(create_dyno).delete(restart_all),
+        )
         .route(
             "/apps/{app}/dynos/{dyno}",
             get(get_dyno).delete(restart_one),
@@ -170,7 +178,10 @@ pub fn router(inner: Shared, shutdown: watch::Receiver<bool>) -> Router {
         )
         .route("/apps/{app}/events", get(list_events))
         .route("/apps/{app}/domains", get(list_domains).post(add_domain))
-        .route("/apps/{app}/domains/{hostname}", delete(remove_domain))
+        .route(
+            "/apps/{app}/domains/{domain}",
+            get(get_domain).delete(remove_domain),
+        )
         .route(
             "/apps/{app}/concurrency",
             get(get_concurrency).put(set_concurrency),
@@ -668,14 +679,33 @@ fn release_type() -> dyno_shared::ProcessType {
     crate::RELEASE_TYPE.parse().expect("a valid process type")
 }
 
-fn release_json(r: &ReleaseRow, current: u32) -> wire::Release {
+/// A release's Platform API id: derived, so it needs no column and never changes.
+fn release_id(app_id: &str, version: u32) -> String {
+    derived_id("release", &format!("{app_id}/{version}"))
+}
+
+fn app_ref(app: &AppRow) -> wire::NamedRef {
+    wire::NamedRef {
+        id: app.id.clone(),
+        name: app.name.clone(),
+    }
+}
+
+fn release_json(app: &AppRow, r: &ReleaseRow, current: u32) -> wire::Release {
+    let created_at = iso_secs(r.created_at / 1000);
     wire::Release {
+        id: release_id(&app.id, r.version),
         version: r.version,
         description: r.description.clone(),
-        slug: r.slug.clone(),
-        created_at: iso_secs(r.created_at / 1000),
+        slug: r.slug.clone().map(|id| wire::IdRef { id }),
+        app: app_ref(app),
+        updated_at: created_at.clone(),
+        created_at,
         status: r.status.clone(),
         current: r.version == current,
+        eligible_for_rollback: r.status == "succeeded" && r.slug.is_some(),
+        addon_plan_names: Vec::new(),
+        output_stream_url: None,
         process_types: r
             .procfile
             .processes
@@ -718,7 +748,7 @@ async fn create_release(
         let release = rollback(&inner, &app, &req)?;
         return Ok((
             StatusCode::CREATED,
-            Json(release_json(&release, release.version)),
+            Json(release_json(&app, &release, release.version)),
         ));
     }
     let slug = b.map_err(|e| rejected(e, "slug", inner.config.max_slug_bytes))?;
@@ -754,8 +784,58 @@ async fn create_release(
     )?;
     Ok((
         StatusCode::CREATED,
-        Json(release_json(&release, release.version)),
+        Json(release_json(&app, &release, release.version)),
     ))
+}
+
+/// The version a release key names: `3`, `v3`, or a release id of the app. `None` when it
+/// is neither; an id of no release of the app is `not_found`.
+fn release_version(inner: &Inner, app: &AppRow, key: &str) -> ApiResult<Option<u32>> {
+    if let Ok(v) = key.strip_prefix('v').unwrap_or(key).parse::<u32>() {
+        return Ok(Some(v));
+    }
+    if key.len() != 36 {
+        return Ok(None);
+    }
+    let last = inner.store().read(|r| r.last_version(&app.id))?;
+    (1..=last)
+        .rev()
+        .find(|v| release_id(&app.id, *v) == key)
+        .map(Some)
+        .ok_or_else(|| ApiError::not_found(format!("app {} has no release {key}", app.name)))
+}
+
+/// `GET /apps/{app}/releases/{id_or_version}`.
+async fn get_release(
+    State(api): State<Api>,
+    Path((name, key)): Path<(String, String)>,
+) -> ApiResult<Json<wire::Release>> {
+    let (app, release, current) = find_release(&api.inner, &name, &key)?;
+    Ok(Json(release_json(&app, &release, current)))
+}
+
+/// `GET /apps/{app}/releases/{id_or_version}/config-vars`: the config that release runs with.
+async fn get_release_config(
+    State(api): State<Api>,
+    Path((name, key)): Path<(String, String)>,
+) -> ApiResult<Json<BTreeMap<String, String>>> {
+    let (_, release, _) = find_release(&api.inner, &name, &key)?;
+    Ok(Json(release.config.0))
+}
+
+/// The app, the release a key names, and the current version.
+fn find_release(inner: &Inner, name: &str, key: &str) -> ApiResult<(AppRow, ReleaseRow, u32)> {
+    let app = find_app(inner, name)?;
+    let missing = || ApiError::not_found(format!("app {} has no release {key}", app.name));
+    let version = release_version(inner, &app, key)?.ok_or_else(missing)?;
+    let (release, current) = inner.store().read(|r| {
+        Ok((
+            r.release(&app.id, version)?,
+            r.current_release(&app.id)?.map_or(0, |c| c.version),
+        ))
+    })?;
+    let release = release.ok_or_else(missing)?;
+    Ok((app, release, current))
 }
 
 /// A new release with vN's slug, Procfile and config (which becomes the app's config again).
@@ -763,12 +843,12 @@ async fn create_release(
 fn rollback(inner: &Inner, app: &AppRow, req: &wire::Rollback) -> ApiResult<ReleaseRow> {
     let target: u32 = match &req.release {
         serde_json::Value::Number(n) => n.as_u64().and_then(|n| u32::try_from(n).ok()),
-        serde_json::Value::String(s) => s.trim_start_matches('v').parse().ok(),
+        serde_json::Value::String(s) => release_version(inner, app, s)?,
         _ => None,
     }
     .ok_or_else(|| {
         ApiError::invalid(format!(
-            "invalid release {}: expected a version number such as 3 or \"v3\"",
+            "invalid release {}: expected a release id or a version such as 3 or \"v3\"",
             req.release
         ))
     })?;
@@ -937,14 +1017,17 @@ async fn list_releases(
         .rev()
         .find(|r| r.status == "succeeded")
         .map_or(0, |r| r.version);
-    let all: Vec<wire::Release> = releases.iter().map(|r| release_json(r, current)).collect();
+    let all: Vec<wire::Release> = releases
+        .iter()
+        .map(|r| release_json(&app, r, current))
+        .collect();
     let range = headers
         .get(header::RANGE)
         .and_then(|v| v.to_str().ok())
         .and_then(dyno_shared::range::parse)
         .filter(|r| r.field == "version");
-    let mut resp = match range {
-        None => Json(all).into_response(),
+    match range {
+        None => Ok(ranged(all, None, None, "version")),
         Some(spec) => {
             let (page, next) =
                 dyno_shared::range::page_numeric(all, |r| i64::from(r.version), &spec)
@@ -953,25 +1036,39 @@ async fn list_releases(
                 (Some(f), Some(l)) => format!("version {}..{}", f.version, l.version),
                 _ => "version ..".to_string(),
             };
-            let mut resp = Json(page).into_response();
-            if let Some(next) = next {
-                *resp.status_mut() = StatusCode::PARTIAL_CONTENT;
-                if let Ok(v) = HeaderValue::from_str(&next) {
-                    resp.headers_mut().insert("next-range", v);
-                }
-            }
-            if let Ok(v) = HeaderValue::from_str(&content_range) {
-                resp.headers_mut().insert(header::CONTENT_RANGE, v);
-            }
-            resp
+            Ok(ranged(page, next, Some(content_range), "version"))
         }
-    };
-    resp.headers_mut()
-        .insert(header::ACCEPT_RANGES, HeaderValue::from_static("version"));
-    Ok(resp)
+    }
 }
 
-fn formation_json(release: Option<&ReleaseRow>, f: &Formation) -> Vec<wire::FormationItem> {
+/// A list answer, one page of it under a Platform API `Range`: 206 and `Next-Range` when more
+/// follow (the heroku CLI follows it), `Accept-Ranges` always.
+fn ranged<T: serde::Serialize>(
+    page: Vec<T>,
+    next: Option<String>,
+    content_range: Option<String>,
+    accept: &'static str,
+) -> Response {
+    let mut resp = Json(page).into_response();
+    if let Some(next) = next {
+        *resp.status_mut() = StatusCode::PARTIAL_CONTENT;
+        if let Ok(v) = HeaderValue::from_str(&next) {
+            resp.headers_mut().insert("next-range", v);
+        }
+    }
+    if let Some(v) = content_range.and_then(|c| HeaderValue::from_str(&c).ok()) {
+        resp.headers_mut().insert(header::CONTENT_RANGE, v);
+    }
+    resp.headers_mut()
+        .insert(header::ACCEPT_RANGES, HeaderValue::from_static(accept));
+    resp
+}
+
+fn formation_json(
+    app: &AppRow,
+    release: Option<&ReleaseRow>,
+    f: &Formation,
+) -> Vec<wire::FormationItem> {
     let Some(release) = release else {
         return Vec::new();
     };
@@ -989,10 +1086,14 @@ fn formation_json(release: Option<&ReleaseRow>, f: &Formation) -> Vec<wire::Form
                     size: Default::default(),
                 });
             wire::FormationItem {
+                id: derived_id("formation", &format!("{}/{t}", app.id)),
                 process_type: t.to_string(),
                 quantity: e.quantity,
                 size: e.size,
                 command: cmd.clone(),
+                app: Some(app_ref(app)),
+                created_at: Some(iso_secs(app.created_at / 1000)),
+                updated_at: Some(iso_secs(app.updated_at / 1000)),
             }
         })
         .collect()
@@ -1005,6 +1106,7 @@ async fn get_formation(
     let app = find_app(&api.inner, &name)?;
     let out = api.inner.store().read(|r| {
         Ok(formation_json(
+            &app,
             r.current_release(&app.id)?.as_ref(),
             &r.formation(&app.id)?,
         ))
@@ -1036,7 +1138,7 @@ fn apply_scale(
             .collect::<Vec<_>>()
             .join(" ");
         tx.insert_event(&app.id, now_ms(), "api", &format!("Scaled to {summary}"))?;
-        Ok(Ok((formation_json(Some(&release), &next), summary)))
+        Ok(Ok((formation_json(app, Some(&release), &next), summary)))
     })??;
     inner.system_log(&app.name, "api", format!("Scaled to {summary}"));
     inner.wake();
@@ -1104,7 +1206,10 @@ fn dyno_json(inner: &Inner, d: &DynoRow) -> wire::Dyno {
         state: d.state.as_str().to_string(),
         size: d.size,
         command: d.command.clone(),
-        release: d.release,
+        release: wire::ReleaseRef {
+            id: release_id(&d.app_id, d.release),
+            version: d.release,
+        },
         host: d.host.clone(),
         address,
         created_at: iso_secs(d.created_at / 1000),
@@ -1120,6 +1225,7 @@ fn dyno_json(inner: &Inner, d: &DynoRow) -> wire::Dyno {
             .is_running()
             .then(|| inner.stats.json(&d.id))
             .flatten(),
+        attach_url: None,
     }
 }
 
@@ -1623,26 +1729,29 @@ impl Drop for RunGuard {
 /// Longest command a one-off dyno accepts.
 pub const MAX_RUN_COMMAND_BYTES: usize = 64 * 1024;
 
-async fn run(
-    State(api): State<Api>,
-    Path(name): Path<String>,
-    b: Result<Bytes, BytesRejection>,
-) -> ApiResult<Response> {
-    let req: wire::RunRequest = body(b)?;
-    if req.command.trim().is_empty() {
+/// Places and starts a one-off `run.N` dyno of the app's current release. Attached: its
+/// output and exit come on the returned channel (the caller's `RunGuard` stops it when the
+/// client goes); detached: its output goes to the app's logs only.
+fn start_one_off(
+    inner: &Inner,
+    app: &AppRow,
+    command: String,
+    size: dyno_shared::Size,
+    env: BTreeMap<String, String>,
+    attached: bool,
+) -> ApiResult<(DynoRow, Option<mpsc::Receiver<RunEvent>>)> {
+    if command.trim().is_empty() {
         return Err(ApiError::invalid("command must not be empty"));
     }
-    if req.command.len() > MAX_RUN_COMMAND_BYTES {
+    if command.len() > MAX_RUN_COMMAND_BYTES {
         return Err(ApiError::invalid(format!(
             "command is longer than {MAX_RUN_COMMAND_BYTES} bytes"
         )));
     }
-    for k in req.env.keys() {
+    for k in env.keys() {
         dyno_shared::config::validate_key(k).map_err(ApiError::invalid)?;
     }
-    let inner = api.inner.clone();
-    let app = find_app(&inner, &name)?;
-    let size = req.size.unwrap_or_default();
+    let name = &app.name;
     let now = now_ms();
     let placed = inner.store().transaction(|tx| {
         let Some(release) = tx.current_release(&app.id)?.filter(|r| r.slug.is_some()) else {
@@ -1668,13 +1777,13 @@ async fn run(
             + 1;
         let row = DynoRow::new(NewDyno {
             id: new_id("d-"),
-            app: &app,
+            app,
             process_type: "run".into(),
             idx,
             release: release.version,
             host,
             size,
-            command: req.command.clone(),
+            command: command.clone(),
             one_off: true,
             now,
         });
@@ -1683,16 +1792,17 @@ async fn run(
     })?;
     let (row, release) = placed?;
     let mut spec = inner.spec_for(&row, &release, &Default::default());
-    spec.env.extend(req.env);
-    let (ev_tx, mut ev_rx) = mpsc::channel::<RunEvent>(4096);
+    spec.env.extend(env);
     let key = (app.name.clone(), row.name());
-    if !req.detached {
+    let ev_rx = attached.then(|| {
+        let (ev_tx, ev_rx) = mpsc::channel::<RunEvent>(4096);
         inner
             .runs
             .lock()
             .expect("runs lock")
             .insert(key.clone(), ev_tx);
-    }
+        ev_rx
+    });
     let host = row.host.clone().expect("placed");
     inner.system_log(
         &app.name,
@@ -1711,10 +1821,27 @@ async fn run(
             format!("host {host} went away"),
         ));
     }
-    if req.detached {
+    Ok((row, ev_rx))
+}
+
+/// `POST /apps/{app}/run`: a one-off whose output streams back as NDJSON `RunEvent`s (or,
+/// `detached`, the started dyno at once).
+async fn run(
+    State(api): State<Api>,
+    Path(name): Path<String>,
+    b: Result<Bytes, BytesRejection>,
+) -> ApiResult<Response> {
+    let req: wire::RunRequest = body(b)?;
+    let inner = api.inner.clone();
+    let app = find_app(&inner, &name)?;
+    let size = req.size.unwrap_or_default();
+    let (row, ev_rx) = start_one_off(&inner, &app, req.command, size, req.env, !req.detached)?;
+    let Some(mut ev_rx) = ev_rx else {
         // Its output goes to the app's logs; it runs until its command exits.
         return Ok((StatusCode::CREATED, Json(dyno_json(&inner, &row))).into_response());
-    }
+    };
+    let key = (app.name.clone(), row.name());
+    let host = row.host.clone().expect("placed");
     let guard = RunGuard {
         inner: inner.clone(),
         key,
@@ -1750,6 +1877,92 @@ async fn run(
         }
     });
     Ok(ndjson(out_rx))
+}
+
+/// `POST /apps/{app}/dynos`: the Platform API's one-off (`heroku run`, `run:detached`).
+/// Attached, the answer's `attach_url` is where the client gets the output (`rendezvous`).
+async fn create_dyno(
+    State(api): State<Api>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    b: Result<Bytes, BytesRejection>,
+) -> ApiResult<(StatusCode, Json<wire::Dyno>)> {
+    let req: wire::DynoCreate = body(b)?;
+    let mut env = BTreeMap::new();
+    for (k, v) in req.env {
+        let v = match v {
+            serde_json::Value::String(s) => s,
+            serde_json::Value::Number(n) => n.to_string(),
+            serde_json::Value::Bool(b) => b.to_string(),
+            other => {
+                return Err(ApiError::invalid(format!(
+                    "env {k}: expected a string or a number, got {other}"
+                )));
+            }
+        };
+        env.insert(k, v);
+    }
+    let size = match req.size.as_deref() {
+        Some(s) => s.parse().map_err(ApiError::invalid)?,
+        None => Default::default(),
+    };
+    let inner = api.inner.clone();
+    let app = find_app(&inner, &name)?;
+    let attach = req.attach.unwrap_or(false);
+    // Made before the dyno starts, so a failure here starts nothing.
+    let secret = if attach {
+        Some(crate::auth::random_hex(32).map_err(|e| ApiError::internal(e.to_string()))?)
+    } else {
+        None
+    };
+    let (row, events) = start_one_off(&inner, &app, req.command, size, env, attach)?;
+    let mut out = dyno_json(&inner, &row);
+    if let (Some(secret), Some(events)) = (secret, events) {
+        let guard = RunGuard {
+            inner: inner.clone(),
+            key: (app.name.clone(), row.name()),
+            dyno_id: row.id.clone(),
+            host: row.host.clone().expect("placed"),
+        };
+        inner.rendezvous.insert(
+            secret.clone(),
+            crate::rendezvous::Pending {
+                guard: Box::new(guard),
+                events,
+            },
+        );
+        let (sessions, app_name, dyno) = (inner.rendezvous.clone(), app.name.clone(), row.name());
+        let late = inner.clone();
+        let waiting = secret.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(crate::rendezvous::ATTACH_WITHIN).await;
+            if let Some(p) = sessions.take(&waiting) {
+                late.system_log(
+                    &app_name,
+                    &dyno,
+                    "Error R13 (Attach error) -> Failed to attach to process",
+                );
+                drop(p);
+            }
+        });
+        let host = request_host(&headers).unwrap_or("127.0.0.1");
+        out.attach_url = Some(format!(
+            "rendezvous://{host}:{}/{secret}",
+            inner.rendezvous.port()
+        ));
+    }
+    Ok((StatusCode::CREATED, Json(out)))
+}
+
+/// The request's `Host` without its port (IPv6 brackets kept).
+fn request_host(headers: &HeaderMap) -> Option<&str> {
+    let host = headers.get(header::HOST)?.to_str().ok()?;
+    let end = if host.starts_with('[') {
+        host.find(']').map_or(host.len(), |i| i + 1)
+    } else {
+        host.rfind(':').unwrap_or(host.len())
+    };
+    Some(&host[..end]).filter(|h| !h.is_empty())
 }
 
 #[derive(Deserialize)]
@@ -2478,18 +2691,72 @@ fn valid_hostname(h: &str) -> bool {
         })
 }
 
+/// The app's own host name (`kind: heroku`) and its custom domains, by host name.
+fn app_domains(inner: &Inner, app: &AppRow) -> ApiResult<Vec<wire::Domain>> {
+    let own = format!("{}.{}", app.name, inner.config.domain);
+    let custom = inner.store().read(|r| r.app_domains(&app.id))?;
+    let domain = |hostname: String, custom: bool, at: i64| wire::Domain {
+        id: derived_id("domain", &hostname),
+        kind: if custom { "custom" } else { "heroku" }.into(),
+        cname: custom.then(|| own.clone()),
+        status: "none".into(),
+        acm_status: None,
+        acm_status_reason: None,
+        sni_endpoint: None,
+        app: app_ref(app),
+        created_at: iso_secs(at / 1000),
+        updated_at: iso_secs(at / 1000),
+        hostname,
+    };
+    let mut out = vec![domain(own.clone(), false, app.created_at)];
+    out.extend(custom.into_iter().map(|(h, at)| domain(h, true, at)));
+    Ok(out)
+}
+
+/// `GET /apps/{app}/domains`, with `Range: id ..` or `hostname ..` pages (both by host name).
 async fn list_domains(
     State(api): State<Api>,
     Path(name): Path<String>,
-) -> ApiResult<Json<Vec<wire::Domain>>> {
+    headers: HeaderMap,
+) -> ApiResult<Response> {
     let app = find_app(&api.inner, &name)?;
-    let all = api.inner.store().read(|r| r.domains())?;
-    Ok(Json(
-        all.into_iter()
-            .filter(|(_, a)| *a == app.id)
-            .map(|(hostname, _)| wire::Domain { hostname })
-            .collect(),
-    ))
+    let all = app_domains(&api.inner, &app)?;
+    let range = headers
+        .get(header::RANGE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(dyno_shared::range::parse)
+        .filter(|r| r.field == "id" || r.field == "hostname");
+    match range {
+        None => Ok(ranged(all, None, None, "id, hostname")),
+        Some(spec) => {
+            let (page, next) = dyno_shared::range::page(
+                all,
+                |d| d.hostname.clone(),
+                |b| Some(b.to_string()),
+                &spec,
+            )
+            .map_err(ApiError::invalid)?;
+            Ok(ranged(page, next, None, "id, hostname"))
+        }
+    }
+}
+
+/// A domain of the app by id or host name.
+fn find_domain(inner: &Inner, name: &str, key: &str) -> ApiResult<(AppRow, wire::Domain)> {
+    let app = find_app(inner, name)?;
+    let key = key.to_ascii_lowercase();
+    app_domains(inner, &app)?
+        .into_iter()
+        .find(|d| d.id == key || d.hostname == key)
+        .map(|d| (app, d))
+        .ok_or_else(|| ApiError::not_found(format!("app {name} has no domain {key}")))
+}
+
+async fn get_domain(
+    State(api): State<Api>,
+    Path((name, key)): Path<(String, String)>,
+) -> ApiResult<Json<wire::Domain>> {
+    Ok(Json(find_domain(&api.inner, &name, &key)?.1))
 }
 
 /// `POST /apps/{app}/domains` `{"hostname": "www.example.com"}`: the router sends requests for
@@ -2499,7 +2766,14 @@ async fn add_domain(
     Path(name): Path<String>,
     b: Result<Bytes, BytesRejection>,
 ) -> ApiResult<(StatusCode, Json<wire::Domain>)> {
-    let req: wire::Domain = body(b)?;
+    let req: wire::DomainCreate = body(b)?;
+    if req.sni_endpoint.as_ref().is_some_and(|v| !v.is_null()) {
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "not_supported",
+            "SNI endpoints are not supported by this platform: give sni_endpoint null",
+        ));
+    }
     let hostname = req.hostname.to_ascii_lowercase();
     if !valid_hostname(&hostname) {
         return Err(ApiError::invalid(format!(
@@ -2520,26 +2794,34 @@ async fn add_domain(
         ));
     }
     inner.refresh_routes()?;
-    Ok((StatusCode::CREATED, Json(wire::Domain { hostname })))
+    let (_, domain) = find_domain(inner, &name, &hostname)?;
+    Ok((StatusCode::CREATED, Json(domain)))
 }
 
+/// `DELETE /apps/{app}/domains/{id_or_hostname}`; the app's own host name stays.
 async fn remove_domain(
     State(api): State<Api>,
-    Path((name, hostname)): Path<(String, String)>,
+    Path((name, key)): Path<(String, String)>,
 ) -> ApiResult<Json<wire::Domain>> {
     let inner = &api.inner;
-    let app = find_app(inner, &name)?;
-    let hostname = hostname.to_ascii_lowercase();
+    let (app, domain) = find_domain(inner, &name, &key)?;
+    if domain.kind != "custom" {
+        return Err(ApiError::invalid(format!(
+            "{} is the app's own host name and cannot be removed",
+            domain.hostname
+        )));
+    }
     if !inner
         .store()
-        .transaction(|tx| tx.remove_domain(&hostname, &app.id))?
+        .transaction(|tx| tx.remove_domain(&domain.hostname, &app.id))?
     {
         return Err(ApiError::not_found(format!(
-            "app {name} has no domain {hostname}"
+            "app {name} has no domain {}",
+            domain.hostname
         )));
     }
     inner.refresh_routes()?;
-    Ok(Json(wire::Domain { hostname }))
+    Ok(Json(domain))
 }
 
 async fn get_concurrency(

@@ -10,6 +10,7 @@ pub mod drains;
 pub mod loghub;
 pub mod manager;
 pub mod metrics;
+pub mod rendezvous;
 pub mod slugs;
 pub mod stats;
 pub mod store;
@@ -94,6 +95,8 @@ pub struct CoordinatorConfig {
     /// An app with eco web dynos and no request for this long sleeps (its eco dynos stop, the
     /// next request wakes them). `None`: never.
     pub eco_idle_after: Option<Duration>,
+    /// Where `heroku run` attaches (TLS). `None`: the API's IP, a port the system picks.
+    pub rendezvous_listen: Option<SocketAddr>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -130,6 +133,7 @@ impl CoordinatorConfig {
             api_tls_names: Vec::new(),
             max_connections: 4096,
             eco_idle_after: Some(Duration::from_secs(30 * 60)),
+            rendezvous_listen: None,
         }
     }
 }
@@ -215,6 +219,8 @@ pub struct Inner {
     pub stream: tokio::sync::broadcast::Sender<dyno_shared::api::StreamItem>,
     /// The API's TLS certificate, when it speaks TLS.
     api_tls: Option<tls::ApiTls>,
+    /// One-offs waiting for `heroku run` to attach.
+    pub rendezvous: Arc<rendezvous::Sessions>,
     /// The audit trail (`audit.sqlite`).
     pub audit: Mutex<store::audit::AuditStore>,
     /// Valid tokens by hash, so a request costs no store read; emptied on every revoke.
@@ -335,6 +341,7 @@ impl Inner {
             stream: stream::channel(),
             log_sessions: Mutex::new(HashMap::new()),
             api_tls,
+            rendezvous: Default::default(),
             token_cache: Mutex::new(HashMap::new()),
             failed_auth: auth::FailedAuth::new(FAILED_AUTH_MAX, FAILED_AUTH_WINDOW),
         }))
@@ -1539,6 +1546,29 @@ pub async fn serve(
         }
     });
 
+    let rendezvous_addr = match inner.config.rendezvous_listen {
+        Some(a) => a,
+        None => SocketAddr::new(api.local_addr().map_err(CoordinatorError::Serve)?.ip(), 0),
+    };
+    let rendezvous = TcpListener::bind(rendezvous_addr)
+        .await
+        .map_err(CoordinatorError::Serve)?;
+    // Always TLS (the heroku CLI insists): the API's certificate, else the self-made one.
+    let rendezvous_tls = match inner.api_tls.as_ref() {
+        Some(t) => t.server.clone(),
+        None => {
+            let mut names = vec!["localhost".to_string(), "127.0.0.1".to_string()];
+            names.extend(inner.config.api_tls_names.iter().cloned());
+            tls::self_made(&inner.config.state_dir.join("tls"), &names)?.server
+        }
+    };
+    tracing::info!(addr = %rendezvous.local_addr().map_err(CoordinatorError::Serve)?, "run rendezvous listening");
+    tokio::spawn(rendezvous::serve(
+        inner.rendezvous.clone(),
+        rendezvous,
+        rendezvous_tls,
+        stop_rx.clone(),
+    ));
     let app = api::router(inner.clone(), stop_rx.clone());
     tracing::info!(api = %api.local_addr().map_err(CoordinatorError::Serve)?, router_port = inner.router_port, "coordinator listening");
     use axum::serve::ListenerExt;

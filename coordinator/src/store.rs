@@ -754,6 +754,15 @@ pub trait Queries: std::ops::Deref<Target = Connection> {
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 
+    /// An app's custom domains and when each was added, by host name.
+    fn app_domains(&self, app_id: &str) -> Result<Vec<(String, i64)>> {
+        let mut st = self.prepare_cached(
+            "SELECT hostname, created_at FROM domains WHERE app_id = ?1 ORDER BY hostname",
+        )?;
+        let rows = st.query_map([app_id], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
     /// App id -> its web dynos' concurrency limit, for apps that have one.
     fn concurrency(&self) -> Result<HashMap<String, u32>> {
         let mut st = self.prepare_cached(

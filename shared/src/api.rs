@@ -93,26 +93,62 @@ pub struct CreateApp {
     pub owner: Option<String>,
 }
 
+/// A release as the Platform API shapes it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Release {
+    /// Stable for the app and version; `POST /apps/{app}/releases` `{"release": ID}` rolls back to it.
+    pub id: String,
     pub version: u32,
     pub description: String,
-    /// sha256 of the slug.
-    pub slug: Option<String>,
+    /// The slug's sha256 as `{"id": ...}`; `null` before the first deploy.
+    pub slug: Option<IdRef>,
+    pub app: NamedRef,
     pub created_at: String,
+    pub updated_at: String,
+    /// `pending` (its release phase runs), `succeeded` or `failed`.
     pub status: String,
     pub current: bool,
+    /// A rollback to it is allowed: it went live and has a slug.
+    pub eligible_for_rollback: bool,
+    /// Add-ons are not supported: always empty.
+    #[serde(default)]
+    pub addon_plan_names: Vec<String>,
+    /// Always `null`: the release phase's output is in the app's log.
+    #[serde(default)]
+    pub output_stream_url: Option<String>,
     /// Process types and commands of this release's Procfile.
     pub process_types: BTreeMap<String, String>,
 }
 
+/// A reference by id alone (`{"id": ...}`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IdRef {
+    pub id: String,
+}
+
+/// A dyno's release (`{"id": ..., "version": 3}`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReleaseRef {
+    pub id: String,
+    pub version: u32,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FormationItem {
+    /// Stable for the app and process type.
+    #[serde(default)]
+    pub id: String,
     #[serde(rename = "type")]
     pub process_type: String,
     pub quantity: u32,
     pub size: Size,
     pub command: String,
+    #[serde(default)]
+    pub app: Option<NamedRef>,
+    #[serde(default)]
+    pub created_at: Option<String>,
+    #[serde(default)]
+    pub updated_at: Option<String>,
 }
 
 /// `POST /apps/{app}/formation/scale`: heroku `ps:scale` arguments, applied all or none.
@@ -187,7 +223,7 @@ pub struct Dyno {
     pub state: String,
     pub size: Size,
     pub command: String,
-    pub release: u32,
+    pub release: ReleaseRef,
     pub host: Option<String>,
     /// `address:port` of a web dyno, once known.
     pub address: Option<String>,
@@ -204,6 +240,9 @@ pub struct Dyno {
     /// The latest resource sample of a running dyno, once its agent sent one.
     #[serde(default)]
     pub stats: Option<DynoStatsJson>,
+    /// `rendezvous://HOST:PORT/SECRET` of a one-off just started with `attach: true`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attach_url: Option<String>,
 }
 
 /// A dyno's resource use as `ps --json` shows it (MB are MiB, rounded to 0.01).
@@ -249,10 +288,36 @@ pub struct Host {
     pub labels: BTreeMap<String, String>,
 }
 
-/// A custom domain of an app (`/apps/{app}/domains`).
+/// A host name the router sends to an app (`/apps/{app}/domains`): the app's own
+/// (`kind: heroku`, `APP.DOMAIN`) first, then its custom domains.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Domain {
+    pub id: String,
     pub hostname: String,
+    /// `heroku` (the app's own name under the router's domain) or `custom`.
+    pub kind: String,
+    /// What a custom domain's DNS should point to: the app's own host name.
+    pub cname: Option<String>,
+    /// Always `none`: routing is immediate, nothing to wait for.
+    pub status: String,
+    #[serde(default)]
+    pub acm_status: Option<String>,
+    #[serde(default)]
+    pub acm_status_reason: Option<String>,
+    #[serde(default)]
+    pub sni_endpoint: Option<NamedRef>,
+    pub app: NamedRef,
+    pub created_at: String,
+    pub updated_at: String,
+}
+
+/// `POST /apps/{app}/domains`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DomainCreate {
+    pub hostname: String,
+    /// Only `null` (or absent): SNI endpoints are not supported.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sni_endpoint: Option<serde_json::Value>,
 }
 
 /// `/apps/{app}/concurrency`: requests each web dyno takes at once (`None`: no limit).
@@ -347,6 +412,30 @@ pub struct RunRequest {
     pub size: Option<Size>,
     #[serde(default)]
     pub env: BTreeMap<String, String>,
+}
+
+/// `POST /apps/{app}/dynos`, the Platform API's one-off dyno (what `heroku run` sends).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DynoCreate {
+    pub command: String,
+    /// Stream the output to the client (over the rendezvous `attach_url`); otherwise the
+    /// output goes to the app's logs only.
+    #[serde(default)]
+    pub attach: Option<bool>,
+    /// Strings, or numbers (the heroku CLI sends `COLUMNS` and `LINES` as numbers).
+    #[serde(default)]
+    pub env: BTreeMap<String, serde_json::Value>,
+    #[serde(default)]
+    pub size: Option<String>,
+    /// Accepted and ignored: a one-off is always `run.N`.
+    #[serde(default, rename = "type")]
+    pub process_type: Option<String>,
+    /// Accepted and ignored: dynos have no terminal here.
+    #[serde(default)]
+    pub force_no_tty: Option<bool>,
+    /// Seconds the one-off may run before it is stopped.
+    #[serde(default)]
+    pub time_to_live: Option<u64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -66,27 +66,40 @@ pub fn parse(header: &str) -> Option<RangeSpec> {
 }
 
 /// One page of `items` by the numeric key `key`: the page, and the `Next-Range` value when
-/// more follow.
+/// more follow. Bounds may carry a `v` (`version ]v3..`).
 pub fn page_numeric<T>(
-    mut items: Vec<T>,
+    items: Vec<T>,
     key: impl Fn(&T) -> i64,
     spec: &RangeSpec,
 ) -> Result<(Vec<T>, Option<String>), String> {
-    let num = |s: &Option<String>| -> Result<Option<i64>, String> {
+    page(
+        items,
+        key,
+        |v| v.trim_start_matches('v').parse::<i64>().ok(),
+        spec,
+    )
+}
+
+/// One page of `items` ordered by `key`, with bounds read by `bound`.
+pub fn page<T, K: Ord + std::fmt::Display>(
+    mut items: Vec<T>,
+    key: impl Fn(&T) -> K,
+    bound: impl Fn(&str) -> Option<K>,
+    spec: &RangeSpec,
+) -> Result<(Vec<T>, Option<String>), String> {
+    let read = |s: &Option<String>| -> Result<Option<K>, String> {
         s.as_deref()
             .map(|v| {
-                v.trim_start_matches('v')
-                    .parse::<i64>()
-                    .map_err(|_| format!("invalid Range bound {v:?} for {}", spec.field))
+                bound(v).ok_or_else(|| format!("invalid Range bound {v:?} for {}", spec.field))
             })
             .transpose()
     };
-    let (start, end) = (num(&spec.start)?, num(&spec.end)?);
+    let (start, end) = (read(&spec.start)?, read(&spec.end)?);
     items.sort_by_key(&key);
     if spec.desc {
         items.reverse();
     }
-    let after_start = |k: i64| match start {
+    let after_start = |k: &K| match &start {
         None => true,
         Some(s) if spec.desc => {
             if spec.start_exclusive {
@@ -103,14 +116,17 @@ pub fn page_numeric<T>(
             }
         }
     };
-    let before_end = |k: i64| match end {
+    let before_end = |k: &K| match &end {
         None => true,
         Some(e) if spec.desc => k >= e,
         Some(e) => k <= e,
     };
     let mut selected: Vec<T> = items
         .into_iter()
-        .filter(|i| after_start(key(i)) && before_end(key(i)))
+        .filter(|i| {
+            let k = key(i);
+            after_start(&k) && before_end(&k)
+        })
         .collect();
     let next = if selected.len() > spec.max {
         selected.truncate(spec.max);

@@ -435,6 +435,7 @@ fn acknowledged_changes_survive_kill_9_under_load() {
             .as_array()
             .unwrap()
             .iter()
+            .filter(|d| d["kind"] == "custom")
             .map(|d| d["hostname"].as_str().unwrap().to_string())
             .collect();
         let hosts = |ops: &[(Op, Instant, Instant)]| -> BTreeSet<String> {

@@ -1,8 +1,9 @@
 //! The Platform API as the heroku CLI 11.10.0 speaks it (docs/HEROKU-CLI.md): the requests it
 //! sends, replayed against a real coordinator and agent, and the fields it reads.
 
-use dyno_tests::Platform;
+use dyno_tests::{Platform, wait_until};
 use serde_json::{Value, json};
+use std::time::Duration;
 
 const ACCEPT: &str = "application/vnd.heroku+json; version=3.sdk";
 
@@ -285,4 +286,229 @@ fn the_heroku_clis_requests_get_platform_api_answers() {
             .contains("/nothing/here"),
         "{r}"
     );
+}
+
+#[test]
+fn releases_dynos_formation_and_domains_have_the_platform_api_shapes() {
+    let p = Platform::start();
+    p.deploy("shapes", "web: dyno-probe web\n");
+    p.dyno_ok(&["config:set", "A=1", "-a", "shapes"]);
+    p.dyno_ok(&["config:set", "A=2", "-a", "shapes"]);
+
+    // Releases: ids, eligible_for_rollback, slug as {id}; found by version, `vN` or id.
+    let (_, r) = call(
+        &p,
+        "GET",
+        "/apps/shapes/releases",
+        None,
+        Some("version ..; max=10, order=desc"),
+    );
+    let list = r["body"].as_array().unwrap().clone();
+    assert_eq!(list.len(), 3, "{r}");
+    let v2 = &list[1];
+    assert_eq!(v2["version"], 2);
+    assert!(v2["id"].as_str().is_some_and(|id| id.len() == 36), "{v2}");
+    assert_eq!(v2["eligible_for_rollback"], true, "{v2}");
+    assert!(
+        v2["slug"]["id"].as_str().is_some_and(|s| s.len() == 64),
+        "{v2}"
+    );
+    assert_eq!(v2["app"]["name"], "shapes");
+    assert_eq!(v2["addon_plan_names"], json!([]));
+    let id2 = v2["id"].as_str().unwrap().to_string();
+    for key in ["2", "v2", id2.as_str()] {
+        let (status, r) = call(
+            &p,
+            "GET",
+            &format!("/apps/shapes/releases/{key}"),
+            None,
+            None,
+        );
+        assert_eq!(
+            (status, r["body"]["id"].as_str()),
+            (200, Some(id2.as_str())),
+            "{key}"
+        );
+    }
+    let (status, _) = call(&p, "GET", "/apps/shapes/releases/9", None, None);
+    assert_eq!(status, 404);
+    let (status, _) = call(
+        &p,
+        "GET",
+        "/apps/shapes/releases/00000000-0000-0000-0000-000000000000",
+        None,
+        None,
+    );
+    assert_eq!(status, 404);
+    // releases:info shows that release's own config.
+    let (status, r) = call(
+        &p,
+        "GET",
+        "/apps/shapes/releases/v2/config-vars",
+        None,
+        None,
+    );
+    assert_eq!((status, r["body"].clone()), (200, json!({"A": "1"})));
+
+    // rollback names the release by id; the new release runs v2's config.
+    let (status, r) = call(
+        &p,
+        "POST",
+        "/apps/shapes/releases",
+        Some(json!({"release": id2})),
+        None,
+    );
+    assert_eq!(status, 201, "{r}");
+    assert_eq!(r["body"]["version"], 4);
+    assert_eq!(r["body"]["description"], "Rollback to v2");
+    assert_eq!(p.json(&["config", "-a", "shapes"])["A"], "1");
+
+    // ps:wait compares each dyno's release.version with the newest release.
+    wait_until("web.1 on v4", Duration::from_secs(30), || {
+        let d = p.dynos("shapes");
+        (d.len() == 1 && d[0]["release"]["version"] == 4 && d[0]["state"] == "up").then_some(())
+    });
+    let d = &p.dynos("shapes")[0];
+    let (_, v4) = call(&p, "GET", "/apps/shapes/releases/4", None, None);
+    assert_eq!(d["release"]["id"], v4["body"]["id"], "{d}");
+
+    // Formation items carry an id and the app.
+    let (_, f) = call(&p, "GET", "/apps/shapes/formation", None, None);
+    let web = &f["body"][0];
+    assert!(web["id"].as_str().is_some_and(|id| id.len() == 36), "{web}");
+    assert_eq!(
+        (web["type"].as_str(), web["app"]["name"].as_str()),
+        (Some("web"), Some("shapes"))
+    );
+
+    // Domains: the app's own host first (kind heroku), then custom ones pointing at it.
+    let (status, r) = call(
+        &p,
+        "POST",
+        "/apps/shapes/domains",
+        Some(json!({"hostname": "www.shapes.test", "sni_endpoint": null})),
+        None,
+    );
+    assert_eq!(status, 201, "{r}");
+    assert_eq!(
+        (
+            r["body"]["kind"].as_str(),
+            r["body"]["cname"].as_str(),
+            r["body"]["status"].as_str()
+        ),
+        (Some("custom"), Some("shapes.localhost"), Some("none"))
+    );
+    let (status, r) = call(
+        &p,
+        "POST",
+        "/apps/shapes/domains",
+        Some(json!({"hostname": "api.shapes.test", "sni_endpoint": "my-cert"})),
+        None,
+    );
+    assert_eq!(
+        (status, r["body"]["id"].as_str()),
+        (422, Some("not_supported"))
+    );
+    let (status, r) = call(
+        &p,
+        "GET",
+        "/apps/shapes/domains",
+        None,
+        Some("id ..; max=1000;"),
+    );
+    assert_eq!(status, 200, "everything fits: the CLI stops on a 200: {r}");
+    let kinds: Vec<(&str, &str)> = r["body"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| (d["hostname"].as_str().unwrap(), d["kind"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            ("shapes.localhost", "heroku"),
+            ("www.shapes.test", "custom")
+        ]
+    );
+    let (status, r) = call(
+        &p,
+        "GET",
+        "/apps/shapes/domains",
+        None,
+        Some("id ..; max=1;"),
+    );
+    assert_eq!(status, 206, "{r}");
+    let next = r["headers"]["next-range"].as_str().unwrap().to_string();
+    let (status, r) = call(&p, "GET", "/apps/shapes/domains", None, Some(&next));
+    assert_eq!(
+        (status, r["body"][0]["hostname"].as_str()),
+        (200, Some("www.shapes.test"))
+    );
+    let id = r["body"][0]["id"].as_str().unwrap().to_string();
+    let (status, _) = call(&p, "GET", &format!("/apps/shapes/domains/{id}"), None, None);
+    assert_eq!(status, 200);
+    let (status, _) = call(
+        &p,
+        "DELETE",
+        "/apps/shapes/domains/shapes.localhost",
+        None,
+        None,
+    );
+    assert_eq!(status, 422, "the app's own host name stays");
+    let (status, _) = call(
+        &p,
+        "DELETE",
+        &format!("/apps/shapes/domains/{id}"),
+        None,
+        None,
+    );
+    assert_eq!(status, 200);
+    let (_, r) = call(&p, "GET", "/apps/shapes/domains", None, None);
+    assert_eq!(r["body"].as_array().unwrap().len(), 1, "{r}");
+
+    // run:detached: a one-off whose output goes to the logs; env numbers are taken as text.
+    let (status, r) = call(
+        &p,
+        "POST",
+        "/apps/shapes/dynos",
+        Some(json!({"command": "echo cols=$COLUMNS", "attach": false,
+                    "env": {"COLUMNS": 80, "TERM": "xterm"}})),
+        None,
+    );
+    assert_eq!(status, 201, "{r}");
+    let name = r["body"]["name"].as_str().unwrap().to_string();
+    assert!(name.starts_with("run."), "{r}");
+    assert!(r["body"]["attach_url"].is_null(), "{r}");
+    wait_until(
+        "the detached one-off's output in the logs",
+        Duration::from_secs(30),
+        || {
+            let logs = p.dyno_ok(&["logs", "-a", "shapes", "-n", "200"]);
+            logs.contains(&format!("app[{name}]: cols=80"))
+                .then_some(())
+        },
+    );
+    let (status, r) = call(
+        &p,
+        "POST",
+        "/apps/shapes/dynos",
+        Some(json!({"command": "true", "env": {"A": [1]}})),
+        None,
+    );
+    assert_eq!(
+        (status, r["body"]["id"].as_str()),
+        (422, Some("invalid_params")),
+        "{r}"
+    );
+    // Attached: a single-use rendezvous URL on the host the client asked.
+    let (status, r) = call(
+        &p,
+        "POST",
+        "/apps/shapes/dynos",
+        Some(json!({"command": "sleep 1", "attach": true})),
+        None,
+    );
+    assert_eq!(status, 201, "{r}");
+    let url = r["body"]["attach_url"].as_str().unwrap();
+    assert!(url.starts_with("rendezvous://127.0.0.1:"), "{url}");
 }

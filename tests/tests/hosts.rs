@@ -586,7 +586,7 @@ fn preboot_replaces_web_dynos_without_a_failed_request() {
         let d = f.p.dynos("pre");
         (d.len() == 2
             && d.iter()
-                .all(|d| d["state"] == "up" && d["release"].as_u64() == Some(release)))
+                .all(|d| d["state"] == "up" && d["release"]["version"].as_u64() == Some(release)))
         .then_some(())
     });
     std::thread::sleep(Duration::from_millis(500));

@@ -86,7 +86,7 @@ fn the_release_phase_gates_releases_and_rollback_brings_an_old_one_back() {
     );
     std::thread::sleep(Duration::from_millis(1500));
     assert_eq!(p.dyno_ids("rel")["web.1"], web, "the running release stays");
-    assert_eq!(p.dynos("rel")[0]["release"], 1);
+    assert_eq!(p.dynos("rel")[0]["release"]["version"], 1);
     let logs = p.logs("rel");
     assert!(
         logs.contains("Release v2 failed: its release phase exited with status 3; v1 stays live"),
@@ -97,7 +97,7 @@ fn the_release_phase_gates_releases_and_rollback_brings_an_old_one_back() {
     p.dyno_ok(&["config:set", "COLOR=blue", "-a", "rel"]);
     wait_until("v3 live on web.1", Duration::from_secs(30), || {
         let d = p.dynos("rel");
-        (d.len() == 1 && d[0]["release"] == 3 && d[0]["state"] == "up").then_some(())
+        (d.len() == 1 && d[0]["release"]["version"] == 3 && d[0]["state"] == "up").then_some(())
     });
 
     // Rollback to v1: v4 has v1's config again (no COLOR), and the dynos move to it.
@@ -111,7 +111,7 @@ fn the_release_phase_gates_releases_and_rollback_brings_an_old_one_back() {
     assert_eq!(r["description"], "Rollback to v1");
     wait_until("v4 live on web.1", Duration::from_secs(30), || {
         let d = p.dynos("rel");
-        (d.len() == 1 && d[0]["release"] == 4 && d[0]["state"] == "up").then_some(())
+        (d.len() == 1 && d[0]["release"]["version"] == 4 && d[0]["state"] == "up").then_some(())
     });
     let config = p.json(&["config", "-a", "rel"]);
     assert!(config.get("COLOR").is_none(), "{config}");

@@ -6,8 +6,8 @@ use crate::output;
 use anyhow::Result;
 use dyno_shared::ProcessType;
 use dyno_shared::api::{
-    App, AppUpdate, Check, CheckUpdate, Concurrency, Domain, Event, Host, Release, Requirement,
-    Rollback,
+    App, AppUpdate, Check, CheckUpdate, Concurrency, Domain, DomainCreate, Event, Host, Release,
+    Requirement, Rollback,
 };
 use std::collections::BTreeMap;
 
@@ -234,17 +234,15 @@ pub fn maintenance(ctx: &Ctx, on: Option<bool>) -> Result<i32> {
 pub fn domains(ctx: &Ctx) -> Result<i32> {
     let app = ctx.app()?;
     let domains: Vec<Domain> = ctx.client()?.get(&format!("/apps/{app}/domains"))?;
+    let custom: Vec<&Domain> = domains.iter().filter(|d| d.kind == "custom").collect();
     if ctx.json() {
         emit_json(&domains)?;
-    } else if domains.is_empty() {
+    } else if custom.is_empty() {
         emit_line(&format!(
             "{app} has no custom domains; add one with `dyno domains:add www.example.com -a {app}`"
         ))?;
     } else {
-        let text: String = domains
-            .iter()
-            .map(|d| format!("{}\n", d.hostname))
-            .collect();
+        let text: String = custom.iter().map(|d| format!("{}\n", d.hostname)).collect();
         emit(&format!("=== {app} Custom Domains\n{text}"))?;
     }
     Ok(0)
@@ -258,8 +256,9 @@ pub fn domain(ctx: &Ctx, hostname: &str, add: bool) -> Result<i32> {
         client.send(
             "POST",
             &format!("/apps/{app}/domains"),
-            &Domain {
+            &DomainCreate {
                 hostname: hostname.to_string(),
+                sni_endpoint: None,
             },
         )?
     } else {

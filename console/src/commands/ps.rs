@@ -352,6 +352,10 @@ mod tests {
 
     fn item(t: &str, size: Size) -> FormationItem {
         FormationItem {
+            id: String::new(),
+            app: None,
+            created_at: None,
+            updated_at: None,
             process_type: t.into(),
             quantity: 1,
             size,

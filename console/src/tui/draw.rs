@@ -501,7 +501,7 @@ fn dyno_row(d: &Dyno, now: i64, wide: bool) -> Row<'static> {
     }
     cells.extend([Cell::from(uptime), mem, cpu, restarts]);
     if wide {
-        cells.push(Cell::from(format!("v{}", d.release)));
+        cells.push(Cell::from(format!("v{}", d.release.version)));
     }
     Row::new(cells)
 }

@@ -55,7 +55,10 @@ fn dyno(name: &str, state: &str, size: Size, secs_ago: i64, mem: Option<f64>) ->
         state: state.into(),
         size,
         command: format!("dyno-probe {ptype}"),
-        release: 3,
+        release: dyno_shared::api::ReleaseRef {
+            id: "r3".into(),
+            version: 3,
+        },
         host: Some("host-1".into()),
         address: None,
         created_at: iso(secs_ago),
@@ -74,6 +77,7 @@ fn dyno(name: &str, state: &str, size: Size, secs_ago: i64, mem: Option<f64>) ->
             pids: 2,
             at: iso(1),
         }),
+        attach_url: None,
     }
 }
 
@@ -111,12 +115,20 @@ fn shop() -> AppDetail {
         ],
         formation: vec![
             FormationItem {
+                id: String::new(),
+                app: None,
+                created_at: None,
+                updated_at: None,
                 process_type: "web".into(),
                 quantity: 3,
                 size: Size::Standard2x,
                 command: "dyno-probe web".into(),
             },
             FormationItem {
+                id: String::new(),
+                app: None,
+                created_at: None,
+                updated_at: None,
                 process_type: "worker".into(),
                 quantity: 1,
                 size: Size::Basic,
@@ -182,13 +194,22 @@ fn hosts() -> Vec<Host> {
 fn releases() -> Vec<Release> {
     (1..=3)
         .map(|v| Release {
+            id: format!("r{}", v),
+            app: dyno_shared::api::NamedRef {
+                id: "a".into(),
+                name: "shop".into(),
+            },
+            updated_at: String::new(),
+            eligible_for_rollback: true,
+            addon_plan_names: Vec::new(),
+            output_stream_url: None,
             version: v,
             description: if v == 2 {
                 "Set DATABASE_URL config vars".into()
             } else {
                 format!("Deploy {v}")
             },
-            slug: Some("sha".into()),
+            slug: Some(dyno_shared::api::IdRef { id: "sha".into() }),
             created_at: iso(3600 * (4 - v as i64)),
             status: if v == 1 {
                 "failed".into()

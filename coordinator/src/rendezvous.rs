@@ -1,0 +1,169 @@
+//! The rendezvous service `heroku run` attaches to: `POST /apps/{app}/dynos` with
+//! `attach: true` answers `attach_url: rendezvous://HOST:PORT/SECRET`; the client opens TLS to
+//! it, writes `SECRET\r\n`, drops the first chunk it gets back, and prints the rest until the
+//! connection closes. Each secret is good for one connection, within `ATTACH_WITHIN`.
+
+use dyno_shared::api::RunEvent;
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::Duration;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, watch};
+use tokio_rustls::rustls;
+
+/// A one-off nobody attached to within this is stopped (Heroku's R13).
+pub const ATTACH_WITHIN: Duration = Duration::from_secs(60);
+/// Longest first line (the secret, maybe with a query) a client may send.
+const MAX_LINE: usize = 1024;
+
+/// A started one-off waiting for its client. Dropping `guard` stops the dyno.
+pub struct Pending {
+    pub guard: Box<dyn Send>,
+    pub events: mpsc::Receiver<RunEvent>,
+}
+
+#[derive(Default)]
+pub struct Sessions {
+    pending: Mutex<HashMap<String, Pending>>,
+    port: std::sync::atomic::AtomicU16,
+}
+
+impl Sessions {
+    pub fn insert(&self, secret: String, p: Pending) {
+        self.pending
+            .lock()
+            .expect("rendezvous lock")
+            .insert(secret, p);
+    }
+
+    pub fn take(&self, secret: &str) -> Option<Pending> {
+        self.pending.lock().expect("rendezvous lock").remove(secret)
+    }
+
+    /// The listener's port, 0 until it listens.
+    pub fn port(&self) -> u16 {
+        self.port.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
+/// Accepts attach connections until `stop`.
+pub async fn serve(
+    sessions: std::sync::Arc<Sessions>,
+    listener: TcpListener,
+    tls: std::sync::Arc<rustls::ServerConfig>,
+    mut stop: watch::Receiver<bool>,
+) {
+    if let Ok(a) = listener.local_addr() {
+        sessions
+            .port
+            .store(a.port(), std::sync::atomic::Ordering::Relaxed);
+    }
+    let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+    loop {
+        let (tcp, peer) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::warn!(error = %e, "rendezvous accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+            _ = stop.changed() => return,
+        };
+        let _ = tcp.set_nodelay(true);
+        let acceptor = acceptor.clone();
+        let sessions = sessions.clone();
+        tokio::spawn(async move {
+            let handshake = tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp));
+            match handshake.await {
+                Ok(Ok(stream)) => {
+                    if let Err(e) = attach(&sessions, stream).await {
+                        tracing::debug!(%peer, error = %e, "rendezvous connection ended");
+                    }
+                }
+                Ok(Err(e)) => tracing::debug!(%peer, error = %e, "rendezvous handshake failed"),
+                Err(_) => tracing::debug!(%peer, "rendezvous handshake timed out"),
+            }
+        });
+    }
+}
+
+/// The secret a client's first line names: the line without `\r\n` and any `?query`.
+pub fn secret_of(line: &str) -> &str {
+    let line = line.trim_end_matches(['\r', '\n']);
+    line.split('?').next().unwrap_or_default()
+}
+
+async fn attach<S>(sessions: &Sessions, stream: S) -> std::io::Result<()>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    let (rd, mut wr) = tokio::io::split(stream);
+    let mut rd = BufReader::new(rd);
+    let mut line = Vec::new();
+    let mut limited = (&mut rd).take(MAX_LINE as u64);
+    tokio::time::timeout(
+        Duration::from_secs(10),
+        limited.read_until(b'\n', &mut line),
+    )
+    .await
+    .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "no secret sent"))??;
+    let secret = secret_of(&String::from_utf8_lossy(&line)).to_string();
+    // The client discards its first chunk: the greeting goes alone, in its own TLS record.
+    wr.write_all(b"rendezvous\r\n").await?;
+    wr.flush().await?;
+    let Some(mut p) = sessions.take(&secret) else {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        wr.write_all(b"! unknown or expired run session\n").await?;
+        wr.flush().await?;
+        return wr.shutdown().await;
+    };
+    // Keep the first output out of the greeting's chunk even if both are ready at once.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let mut input = [0u8; 512];
+    let mut reading = true;
+    loop {
+        tokio::select! {
+            ev = p.events.recv() => match ev {
+                Some(RunEvent::Line { line }) => {
+                    let mut out = line.message.into_bytes();
+                    out.push(b'\n');
+                    wr.write_all(&out).await?;
+                    wr.flush().await?;
+                }
+                Some(RunEvent::Error { message }) => {
+                    wr.write_all(format!("! {message}\n").as_bytes()).await?;
+                    break;
+                }
+                Some(RunEvent::Exit { .. }) | None => break,
+                Some(RunEvent::Started { .. }) => {}
+            },
+            n = rd.read(&mut input), if reading => match n {
+                // Stdin at its end, not the client gone: keep sending output.
+                Ok(0) => reading = false,
+                // Ctrl-C from a terminal in raw mode: stop the dyno, as if the client had gone.
+                Ok(n) if input[..n].contains(&0x03) => break,
+                Ok(_) => {}
+                Err(_) => break,
+            },
+        }
+    }
+    wr.flush().await?;
+    drop(p.guard);
+    wr.shutdown().await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_secret_is_the_first_line_without_its_query() {
+        assert_eq!(secret_of("abc123\r\n"), "abc123");
+        assert_eq!(secret_of("abc123?foo=bar\r\n"), "abc123");
+        assert_eq!(secret_of("abc123"), "abc123");
+        assert_eq!(secret_of("\r\n"), "");
+    }
+}
