@@ -151,7 +151,7 @@ api POST "/apps/$APP/domains" -H 'Content-Type: application/json' -d '{"hostname
 # A drain to a loopback port nothing listens on: it only queues and retries.
 DRAIN="$(api POST "/apps/$APP/log-drains" -H 'Content-Type: application/json' \
     -d "{\"url\":\"syslog://127.0.0.1:$(free_port)\"}" | json_get 'd["id"]')"
-SLUG="$(api GET "/apps/$APP/releases" | json_get 'd[0]["slug"]')"
+SLUG="$(api GET "/apps/$APP/releases" | json_get 'd[0]["slug"]["id"]')"
 for i in $(seq 150); do
     up="$(api GET "/apps/$APP/dynos" | json_get 'sum(x["state"]=="up" for x in d)')"
     [[ "$up" == 2 ]] && break
@@ -199,12 +199,14 @@ with-security-parameters = false
 include-operation-id = "destroyApp"
 parameters = { "path.app" = "$DOOMED" }
 
-# Would run arbitrary generated commands on this machine (run), or make the coordinator connect to
-# generated hosts (drains): send them to an app that does not exist, so only validation runs.
+# Would run arbitrary generated commands on this machine (run, createDyno: hundreds of one-offs, the
+# attached ones waiting 60 s each for a client), or make the coordinator connect to generated hosts
+# (drains): send them to an app that does not exist, so only validation runs.
 [[operations]]
-include-operation-id = ["run", "createDrain"]
+include-operation-id = ["run", "createDyno", "createDrain"]
 parameters = { "path.app" = "$NOAPP" }
-# Rules OpenAPI 3.0 cannot state (env keys are config var keys): 422 for some schema-valid bodies.
+# Rules OpenAPI 3.0 cannot state (env keys are config var keys, a blank command): 422 for some
+# schema-valid bodies.
 checks.positive_data_acceptance.expected-statuses = ["2xx", "404", "422", "503"]
 # 503 is the documented answer when no host has room for a one-off dyno, not a crash.
 checks.not_a_server_error.expected-statuses = ["2xx", "3xx", "4xx", "503"]
@@ -222,10 +224,10 @@ include-operation-id = "deleteDrain"
 parameters = { "path.app" = "$APP", "path.drain" = "$DRAIN" }
 
 # Rules that depend on the app's state or that OpenAPI 3.0 cannot state (config var keys, the
-# Procfile's process types, a slug's contents, path only for web checks...): 422 for some
-# schema-valid requests is right there.
+# Procfile's process types, a slug's contents, path only for web checks, the app's own host name
+# cannot be removed...): 422 for some schema-valid requests is right there.
 [[operations]]
-include-operation-id = ["updateConfig", "scale", "updateFormation", "createRelease", "setCheck", "stop", "restart", "restartDyno"]
+include-operation-id = ["updateConfig", "scale", "updateFormation", "createRelease", "setCheck", "stop", "restart", "restartDyno", "removeDomain"]
 parameters = { "path.app" = "$APP" }
 checks.positive_data_acceptance.expected-statuses = ["2xx", "404", "409", "422"]
 
@@ -267,11 +269,12 @@ ST=("$VENV/bin/schemathesis" --config-file "$CONFIG" run "$SPEC" --url "$URL"
 [[ -n "${ST_SEED:-}" ]] && ST+=(--seed "$ST_SEED")
 
 rc=0
-# The only run that executes a command: the documented example, on the deployed app.
-log "run: the documented example on $APP"
+# The only runs that execute a command: the documented examples of run and createDyno, on the
+# deployed app.
+log "run, createDyno: the documented examples on $APP"
 sed "s/\"path.app\" = \"$NOAPP\"/\"path.app\" = \"$APP\"/" "$CONFIG" >"$TMP/run.toml"
 "$VENV/bin/schemathesis" --config-file "$TMP/run.toml" run "$SPEC" --url "$URL" \
-    --include-operation-id run --phases examples --checks all \
+    --include-operation-id run --include-operation-id createDyno --phases examples --checks all \
     --exclude-checks ignored_auth --request-timeout 20 --no-color || rc=$?
 
 log "schemathesis $SCHEMATHESIS_VERSION: checks ${CHECKS:-all}${EXCLUDE_CHECKS:+ (not $EXCLUDE_CHECKS)}, phases $PHASES, max $MAX_EXAMPLES examples"

@@ -19,19 +19,7 @@ pub fn when(iso: &str, now: i64) -> String {
 
 /// `Standard-1X`, `Performance-M`, `Eco`: how heroku prints sizes in prose.
 pub fn display_size(size: Size) -> String {
-    let s = size.as_str();
-    match s.split_once('-') {
-        Some((a, b)) => format!("{}-{}", capitalize(a), b.to_ascii_uppercase()),
-        None => capitalize(s),
-    }
-}
-
-fn capitalize(s: &str) -> String {
-    let mut c = s.chars();
-    match c.next() {
-        Some(f) => f.to_uppercase().chain(c).collect(),
-        None => String::new(),
-    }
+    size.heroku_name().to_string()
 }
 
 fn dyno_index(d: &Dyno) -> u64 {
@@ -1313,7 +1301,7 @@ Eco dynos draw on their owner's pool of 1000 dyno hours a month, $5 for the pool
         let json = serde_json::to_value(&items[1]).unwrap();
         assert_eq!(
             json,
-            serde_json::json!({"type": "clock", "quantity": 1, "size": "eco", "hourly": 0.0,
+            serde_json::json!({"type": "clock", "quantity": 1, "size": "Eco", "hourly": 0.0,
                 "max_monthly": null, "currency": "USD"})
         );
     }

@@ -254,7 +254,7 @@ fn dyno_json(name: &str, state: &str, exit: Option<i32>) -> serde_json::Value {
     let ptype = name.split('.').next().unwrap();
     serde_json::json!({
         "id": name, "name": name, "type": ptype, "state": state, "size": "standard-1x",
-        "command": format!("dyno-probe {ptype}"), "release": 3, "host": "local", "address": null,
+        "command": format!("dyno-probe {ptype}"), "release": {"id": "r3", "version": 3}, "host": "local", "address": null,
         "created_at": "2026-11-23T15:08:07Z", "updated_at": "2026-11-23T15:08:07Z",
         "restarts": 0, "exit_code": exit, "one_off": false
     })
@@ -666,7 +666,7 @@ Standard-2X  1
     let v: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
     assert_eq!(v[0]["type"], "web");
     assert_eq!(v[0]["quantity"], 2);
-    assert_eq!(v[0]["size"], "standard-2x");
+    assert_eq!(v[0]["size"], "Standard-2X");
     assert_eq!(v[0]["max_monthly"], 50.0);
     assert_eq!(v[0]["currency"], "USD");
     assert!((v[0]["hourly"].as_f64().unwrap() - 50.0 / 720.0).abs() < 1e-9);
@@ -742,7 +742,7 @@ fn run_detached_prints_the_dyno_and_how_to_see_its_output() {
     assert_eq!(
         body,
         serde_json::json!({"command": "bin/migrate --all", "detached": true,
-            "size": "standard-2x", "env": {"MODE": "fast"}})
+            "size": "Standard-2X", "env": {"MODE": "fast"}})
     );
     // --json: the Dyno.
     let r = run(&["run:detached", "-a", "shop", "--json", "--", "true"]);

@@ -440,6 +440,10 @@ fn app_json(
             space: None,
             organization: None,
             create_status: Some("complete".into()),
+            slug_size: release
+                .and_then(|r| r.slug.as_deref())
+                .and_then(|id| inner.slug_size(id)),
+            repo_size: None,
         },
     }
 }
@@ -2782,6 +2786,13 @@ async fn add_domain(
         )));
     }
     let inner = &api.inner;
+    let own = &inner.config.domain;
+    if hostname == *own || hostname.ends_with(&format!(".{own}")) {
+        return Err(ApiError::invalid(format!(
+            "{hostname} is under the router's own domain {own}, where APP.{own} names app APP: \
+             add a domain outside it"
+        )));
+    }
     let app = find_app(inner, &name)?;
     let added = inner
         .store()

@@ -529,6 +529,12 @@ impl Inner {
         self.store.lock().expect("store lock poisoned")
     }
 
+    /// Bytes of a stored slug, if it is there.
+    pub fn slug_size(&self, id: &str) -> Option<u64> {
+        let path = self.slugs.path(id).ok()?;
+        std::fs::metadata(path).ok().map(|m| m.len())
+    }
+
     pub fn web_url(&self, app: &str) -> String {
         format!("http://{app}.{}:{}/", self.config.domain, self.router_port)
     }

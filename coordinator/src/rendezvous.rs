@@ -14,6 +14,8 @@ use tokio_rustls::rustls;
 
 /// A one-off nobody attached to within this is stopped (Heroku's R13).
 pub const ATTACH_WITHIN: Duration = Duration::from_secs(60);
+/// The line the heroku CLI takes a one-off's exit code from.
+const EXIT_STATUS: &str = "\u{FFFF} heroku-command-exit-status:";
 /// Longest first line (the secret, maybe with a query) a client may send.
 const MAX_LINE: usize = 1024;
 
@@ -124,10 +126,12 @@ where
     tokio::time::sleep(Duration::from_millis(50)).await;
     let mut input = [0u8; 512];
     let mut reading = true;
+    let mut status_sent = false;
     loop {
         tokio::select! {
             ev = p.events.recv() => match ev {
                 Some(RunEvent::Line { line }) => {
+                    status_sent |= line.message.contains(EXIT_STATUS);
                     let mut out = line.message.into_bytes();
                     out.push(b'\n');
                     wr.write_all(&out).await?;
@@ -137,7 +141,15 @@ where
                     wr.write_all(format!("! {message}\n").as_bytes()).await?;
                     break;
                 }
-                Some(RunEvent::Exit { .. }) | None => break,
+                // The exit code comes back to the caller: the CLI exits with it. `heroku run
+                // -x` echoes it itself, unless the command exited before its echo ran.
+                Some(RunEvent::Exit { code }) => {
+                    if !status_sent {
+                        wr.write_all(format!("{EXIT_STATUS} {code}\n").as_bytes()).await?;
+                    }
+                    break;
+                }
+                None => break,
                 Some(RunEvent::Started { .. }) => {}
             },
             n = rd.read(&mut input), if reading => match n {

@@ -149,7 +149,7 @@ fn apps_releases_formation_and_config_with_their_errors() {
     assert_eq!(code, 200);
     assert_eq!(
         (f[0]["quantity"].as_u64(), f[0]["size"].as_str()),
-        (Some(3), Some("standard-2x"))
+        (Some(3), Some("Standard-2X"))
     );
     assert_eq!(f[1]["quantity"], 2);
     // The Platform API's batch update.

@@ -71,6 +71,12 @@ pub struct AppPlatform {
     pub organization: Option<NamedRef>,
     #[serde(default)]
     pub create_status: Option<String>,
+    /// Bytes of the current release's slug.
+    #[serde(default)]
+    pub slug_size: Option<u64>,
+    /// Always `null`: there is no git repository.
+    #[serde(default)]
+    pub repo_size: Option<u64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

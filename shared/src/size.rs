@@ -4,18 +4,31 @@ use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::str::FromStr;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
-#[serde(rename_all = "kebab-case")]
+/// On the wire in Heroku's spelling (`Standard-1X`, what the heroku CLI's price table is keyed
+/// by); read in any case and with Heroku's old aliases. `as_str` (lowercase) is for the store,
+/// config files and our CLI's tables.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub enum Size {
     Eco,
     Basic,
     #[default]
-    #[serde(rename = "standard-1x")]
     Standard1x,
-    #[serde(rename = "standard-2x")]
     Standard2x,
     PerformanceM,
     PerformanceL,
+}
+
+impl Serialize for Size {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.heroku_name())
+    }
+}
+
+impl<'de> Deserialize<'de> for Size {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -44,6 +57,18 @@ impl Size {
             Size::PerformanceL => "performance-l",
         }
     }
+    /// `Standard-1X`, `Performance-M`, `Eco`: Heroku's spelling.
+    pub fn heroku_name(self) -> &'static str {
+        match self {
+            Size::Eco => "Eco",
+            Size::Basic => "Basic",
+            Size::Standard1x => "Standard-1X",
+            Size::Standard2x => "Standard-2X",
+            Size::PerformanceM => "Performance-M",
+            Size::PerformanceL => "Performance-L",
+        }
+    }
+
     pub fn memory_mb(self) -> u64 {
         match self {
             Size::Eco | Size::Basic | Size::Standard1x => 512,
@@ -119,13 +144,18 @@ mod tests {
     #[test]
     fn parses_names_and_aliases() {
         assert_eq!("standard-2x".parse(), Ok(Size::Standard2x));
+        assert_eq!("Performance-M".parse(), Ok(Size::PerformanceM));
+        assert!(serde_json::from_str::<Size>("\"huge\"").is_err());
         assert_eq!("2X".parse(), Ok(Size::Standard2x));
         assert_eq!("eco".parse(), Ok(Size::Eco));
         assert!("huge".parse::<Size>().is_err());
         for s in Size::ALL {
             assert_eq!(s.as_str().parse(), Ok(s));
             let json = serde_json::to_string(&s).unwrap();
-            assert_eq!(json, format!("\"{}\"", s.as_str()));
+            assert_eq!(json, format!("\"{}\"", s.heroku_name()));
+            assert_eq!(serde_json::from_str::<Size>(&json).unwrap(), s);
+            let lower = format!("\"{}\"", s.as_str());
+            assert_eq!(serde_json::from_str::<Size>(&lower).unwrap(), s);
         }
     }
 

@@ -47,7 +47,7 @@ fn usage_is_metered_to_the_second_across_a_coordinator_kill_9() {
     let gone = Instant::now();
 
     let report = p.json(&["billing", "-a", "meter"]);
-    let l = line(&report, "meter", "worker", "standard-1x").expect("a worker line");
+    let l = line(&report, "meter", "worker", "Standard-1X").expect("a worker line");
     let secs = l["dyno_seconds"].as_u64().unwrap() as f64;
     let low = 2.0 * (scale_down - all_up).as_secs_f64() - 2.0;
     let high = 2.0 * (gone - before_scale).as_secs_f64() + 2.0;
@@ -67,7 +67,7 @@ fn usage_is_metered_to_the_second_across_a_coordinator_kill_9() {
     std::thread::sleep(Duration::from_millis(1500));
     let again = p.json(&["billing", "-a", "meter"]);
     assert_eq!(
-        line(&again, "meter", "worker", "standard-1x").unwrap()["dyno_seconds"],
+        line(&again, "meter", "worker", "Standard-1X").unwrap()["dyno_seconds"],
         l["dyno_seconds"]
     );
 
@@ -76,7 +76,7 @@ fn usage_is_metered_to_the_second_across_a_coordinator_kill_9() {
     p.dyno_ok(&["run", "-a", "meter", "--", "dyno-probe", "sleep", "2"]);
     let took = started.elapsed().as_secs_f64();
     let report = p.json(&["billing", "-a", "meter"]);
-    let run = line(&report, "meter", "run", "standard-1x").expect("a run line");
+    let run = line(&report, "meter", "run", "Standard-1X").expect("a run line");
     let secs = run["dyno_seconds"].as_u64().unwrap() as f64;
     assert!(
         (1.0..=took + 1.0).contains(&secs),
@@ -141,7 +141,7 @@ fn eco_dynos_sleep_when_the_pool_runs_out_and_a_sighup_reprices_from_then() {
         .as_array()
         .unwrap()
         .iter()
-        .find(|s| s["size"] == "standard-1x")
+        .find(|s| s["size"] == "Standard-1X")
         .unwrap()
         .clone();
     assert_eq!(std1x["max_monthly"], 25.0);

@@ -409,6 +409,17 @@ fn releases_dynos_formation_and_domains_have_the_platform_api_shapes() {
         (status, r["body"]["id"].as_str()),
         (422, Some("not_supported"))
     );
+    // Names under the router's domain belong to apps by name.
+    for taken in ["shapes.localhost", "other.localhost"] {
+        let (status, _) = call(
+            &p,
+            "POST",
+            "/apps/shapes/domains",
+            Some(json!({"hostname": taken})),
+            None,
+        );
+        assert_eq!(status, 422, "{taken}");
+    }
     let (status, r) = call(
         &p,
         "GET",
