@@ -182,6 +182,8 @@ pub fn releases(app: &str, releases: &[Release], now: i64) -> String {
         out.push_str("No releases yet; deploy with `dyno deploy DIR`.\n");
         return out;
     }
+    // Who made each release, once releases record it.
+    let by = sorted.iter().any(|r| r.user.is_some());
     let rows: Vec<Vec<String>> = sorted
         .iter()
         .map(|r| {
@@ -192,12 +194,12 @@ pub fn releases(app: &str, releases: &[Release], now: i64) -> String {
             } else {
                 String::new()
             };
-            vec![
-                format!("v{}", r.version),
-                r.description.clone(),
-                when(&r.created_at, now),
-                mark,
-            ]
+            let mut row = vec![format!("v{}", r.version), r.description.clone()];
+            if by {
+                row.push(r.user.as_ref().map_or("", |u| &u.email).to_string());
+            }
+            row.extend([when(&r.created_at, now), mark]);
+            row
         })
         .collect();
     out.push_str(&columns(&rows));
@@ -908,6 +910,7 @@ run.1 (standard-1x): up 2026/11/23 15:12:46 +0000 (~ 1m ago): bash
             eligible_for_rollback: true,
             addon_plan_names: Vec::new(),
             output_stream_url: None,
+            user: None,
             version: v,
             description: format!("Deploy {v}"),
             slug: None,
@@ -922,6 +925,17 @@ run.1 (standard-1x): up 2026/11/23 15:12:46 +0000 (~ 1m ago): bash
             "=== shop Releases - Current: v2\n\
              v2  Deploy 2  2026/11/23 15:13:46 +0000 (~ 0s ago)  current\n\
              v1  Deploy 1  2026/11/23 15:13:46 +0000 (~ 0s ago)\n"
+        );
+        // Releases that record who made them show the token's name.
+        let mut by_root = rel(3, true);
+        by_root.user = Some(dyno_shared::api::Owner {
+            id: "x".into(),
+            email: "root".into(),
+        });
+        let out = releases("shop", &[rel(2, false), by_root], NOW);
+        assert!(
+            out.contains("v3  Deploy 3  root  2026/11/23 15:13:46 +0000 (~ 0s ago)  current\n"),
+            "{out}"
         );
     }
 

@@ -710,6 +710,10 @@ fn release_json(app: &AppRow, r: &ReleaseRow, current: u32) -> wire::Release {
         eligible_for_rollback: r.status == "succeeded" && r.slug.is_some(),
         addon_plan_names: Vec::new(),
         output_stream_url: None,
+        user: r.made_by.as_ref().map(|name| wire::Owner {
+            id: derived_id("account", name),
+            email: name.clone(),
+        }),
         process_types: r
             .procfile
             .processes
@@ -731,10 +735,12 @@ async fn create_release(
     Path(name): Path<String>,
     Query(q): Query<ReleaseQuery>,
     headers: axum::http::HeaderMap,
+    who: Option<axum::Extension<crate::auth::Principal>>,
     b: Result<Bytes, BytesRejection>,
 ) -> ApiResult<(StatusCode, Json<wire::Release>)> {
     let inner = api.inner.clone();
     let app = find_app(&inner, &name)?;
+    let made_by = who.map(|w| w.0.name);
     let is_json = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -749,7 +755,7 @@ async fn create_release(
             ));
         }
         let req: wire::Rollback = body(b)?;
-        let release = rollback(&inner, &app, &req)?;
+        let release = rollback(&inner, &app, &req, made_by)?;
         return Ok((
             StatusCode::CREATED,
             Json(release_json(&app, &release, release.version)),
@@ -785,6 +791,7 @@ async fn create_release(
         Some(procfile),
         None,
         description,
+        made_by,
     )?;
     Ok((
         StatusCode::CREATED,
@@ -844,7 +851,12 @@ fn find_release(inner: &Inner, name: &str, key: &str) -> ApiResult<(AppRow, Rele
 
 /// A new release with vN's slug, Procfile and config (which becomes the app's config again).
 /// Its release phase does not run: vN's already ran.
-fn rollback(inner: &Inner, app: &AppRow, req: &wire::Rollback) -> ApiResult<ReleaseRow> {
+fn rollback(
+    inner: &Inner,
+    app: &AppRow,
+    req: &wire::Rollback,
+    made_by: Option<String>,
+) -> ApiResult<ReleaseRow> {
     let target: u32 = match &req.release {
         serde_json::Value::Number(n) => n.as_u64().and_then(|n| u32::try_from(n).ok()),
         serde_json::Value::String(s) => release_version(inner, app, s)?,
@@ -879,6 +891,7 @@ fn rollback(inner: &Inner, app: &AppRow, req: &wire::Rollback) -> ApiResult<Rele
             description: format!("Rollback to v{target}"),
             created_at: now,
             status: "succeeded".into(),
+            made_by,
             ..old
         };
         tx.insert_release(&release)?;
@@ -920,6 +933,7 @@ fn new_release(
     procfile: Option<Procfile>,
     config_patch: Option<&wire::ConfigPatch>,
     description: String,
+    made_by: Option<String>,
 ) -> ApiResult<ReleaseRow> {
     let now = now_ms();
     let release = inner.store().transaction(|tx| {
@@ -950,6 +964,7 @@ fn new_release(
             },
             created_at: now,
             status: "succeeded".into(),
+            made_by: made_by.clone(),
         };
         if release.slug.is_some() && release.procfile.command(&release_type()).is_some() {
             // Live only once its release phase exits 0.
@@ -1640,6 +1655,7 @@ async fn get_config(
 async fn patch_config(
     State(api): State<Api>,
     Path(name): Path<String>,
+    who: Option<axum::Extension<crate::auth::Principal>>,
     b: Result<Bytes, BytesRejection>,
 ) -> ApiResult<Json<BTreeMap<String, String>>> {
     let patch: wire::ConfigPatch = body(b)?;
@@ -1668,7 +1684,16 @@ async fn patch_config(
     if !unset.is_empty() {
         what.push(format!("Remove {} config vars", unset.join(", ")));
     }
-    let release = new_release(&api.inner, &app, None, None, Some(&patch), what.join("; "))?;
+    let made_by = who.map(|w| w.0.name);
+    let release = new_release(
+        &api.inner,
+        &app,
+        None,
+        None,
+        Some(&patch),
+        what.join("; "),
+        made_by,
+    )?;
     Ok(Json(release.config.0))
 }
 

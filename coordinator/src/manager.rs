@@ -599,6 +599,7 @@ mod tests {
                 config: ConfigVars::default(),
                 created_at: 0,
                 status: "succeeded".into(),
+                made_by: None,
             }),
             formation,
             preboot: false,

@@ -213,6 +213,10 @@ CREATE TABLE sleeping_apps (
     waking INTEGER NOT NULL DEFAULT 0
 );
 "#,
+    r#"
+-- The token that made each release (its name); NULL for releases made before this was kept.
+ALTER TABLE releases ADD COLUMN made_by TEXT;
+"#,
 ];
 
 /// One row of an app's events, with the app's name.
@@ -272,6 +276,8 @@ pub struct ReleaseRow {
     pub created_at: i64,
     /// `pending` (its release phase runs), `succeeded` or `failed`.
     pub status: String,
+    /// The name of the token that made it, when known.
+    pub made_by: Option<String>,
 }
 
 /// What the coordinator wants of a dyno.
@@ -485,6 +491,7 @@ fn release_from_row(r: &Row) -> Result<ReleaseRow> {
         config: from_json("releases.config", &config)?,
         created_at: r.get(6)?,
         status: r.get(7)?,
+        made_by: r.get(8)?,
     })
 }
 
@@ -692,7 +699,7 @@ pub trait Queries: std::ops::Deref<Target = Connection> {
 
     fn releases(&self, app_id: &str) -> Result<Vec<ReleaseRow>> {
         let mut st = self.prepare_cached(
-            "SELECT app_id, version, description, slug, procfile, config, created_at, status FROM releases WHERE app_id = ?1 ORDER BY version",
+            "SELECT app_id, version, description, slug, procfile, config, created_at, status, made_by FROM releases WHERE app_id = ?1 ORDER BY version",
         )?;
         let mut rows = st.query([app_id])?;
         let mut out = Vec::new();
@@ -704,7 +711,7 @@ pub trait Queries: std::ops::Deref<Target = Connection> {
 
     fn current_release(&self, app_id: &str) -> Result<Option<ReleaseRow>> {
         let mut st = self.prepare_cached(
-            "SELECT app_id, version, description, slug, procfile, config, created_at, status FROM releases WHERE app_id = ?1 AND status = 'succeeded' ORDER BY version DESC LIMIT 1",
+            "SELECT app_id, version, description, slug, procfile, config, created_at, status, made_by FROM releases WHERE app_id = ?1 AND status = 'succeeded' ORDER BY version DESC LIMIT 1",
         )?;
         let mut rows = st.query([app_id])?;
         match rows.next()? {
@@ -808,7 +815,7 @@ pub trait Queries: std::ops::Deref<Target = Connection> {
 
     fn release(&self, app_id: &str, version: u32) -> Result<Option<ReleaseRow>> {
         let mut st = self.prepare_cached(
-            "SELECT app_id, version, description, slug, procfile, config, created_at, status FROM releases WHERE app_id = ?1 AND version = ?2",
+            "SELECT app_id, version, description, slug, procfile, config, created_at, status, made_by FROM releases WHERE app_id = ?1 AND version = ?2",
         )?;
         let mut rows = st.query(params![app_id, version])?;
         match rows.next()? {
@@ -1000,8 +1007,8 @@ impl Tx<'_> {
         let procfile = serde_json::to_string(&r.procfile).expect("procfile serializes");
         let config = serde_json::to_string(&r.config).expect("config serializes");
         self.execute(
-            "INSERT INTO releases (app_id, version, description, slug, procfile, config, created_at, status) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-            params![r.app_id, r.version, r.description, r.slug, procfile, config, r.created_at, r.status],
+            "INSERT INTO releases (app_id, version, description, slug, procfile, config, created_at, status, made_by) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+            params![r.app_id, r.version, r.description, r.slug, procfile, config, r.created_at, r.status, r.made_by],
         )?;
         Ok(())
     }
@@ -1440,6 +1447,7 @@ mod tests {
                 config: ConfigVars::default(),
                 created_at: 2,
                 status: "succeeded".into(),
+                made_by: Some("root".into()),
             })?;
             let f = Formation::default()
                 .apply(
@@ -1452,7 +1460,11 @@ mod tests {
         .unwrap();
         s.read(|r| {
             assert_eq!(r.apps()?.len(), 1);
-            assert_eq!(r.current_release("id-shop")?.unwrap().version, 1);
+            let current = r.current_release("id-shop")?.unwrap();
+            assert_eq!(
+                (current.version, current.made_by.as_deref()),
+                (1, Some("root"))
+            );
             assert_eq!(
                 r.formation("id-shop")?.to_scale_string(),
                 "web=2:standard-2x"

@@ -122,6 +122,9 @@ pub struct Release {
     /// Always `null`: the release phase's output is in the app's log.
     #[serde(default)]
     pub output_stream_url: Option<String>,
+    /// The token that made it (its name as `email`); `null` for releases older than that record.
+    #[serde(default)]
+    pub user: Option<Owner>,
     /// Process types and commands of this release's Procfile.
     pub process_types: BTreeMap<String, String>,
 }

@@ -314,6 +314,7 @@ fn releases_dynos_formation_and_domains_have_the_platform_api_shapes() {
         "{v2}"
     );
     assert_eq!(v2["app"]["name"], "shapes");
+    assert_eq!(v2["user"]["email"], "root", "who made it: {v2}");
     assert_eq!(v2["addon_plan_names"], json!([]));
     let id2 = v2["id"].as_str().unwrap().to_string();
     for key in ["2", "v2", id2.as_str()] {

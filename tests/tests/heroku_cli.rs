@@ -350,6 +350,7 @@ fn the_official_heroku_cli_drives_the_platform() {
     let r = h.ok(&["releases:info", &format!("v{v}"), "-a", "shop"]);
     assert!(r.stdout.contains(&format!("=== Release v{v}")), "{r}");
     assert!(r.stdout.contains("Eligible for Rollback?: Yes"), "{r}");
+    assert!(r.stdout.contains("By:") && r.stdout.contains("root"), "{r}");
     assert!(
         r.stdout.contains("EQ:") && r.stdout.contains("a=b"),
         "v{v}'s config: {r}"

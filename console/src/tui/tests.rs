@@ -203,6 +203,7 @@ fn releases() -> Vec<Release> {
             eligible_for_rollback: true,
             addon_plan_names: Vec::new(),
             output_stream_url: None,
+            user: None,
             version: v,
             description: if v == 2 {
                 "Set DATABASE_URL config vars".into()
