@@ -26,10 +26,13 @@ fn heroku_bin() -> PathBuf {
     PathBuf::from(String::from_utf8(out.stdout).unwrap().trim())
 }
 
-struct Heroku<'a> {
+struct Heroku {
     bin: PathBuf,
     home: tempfile::TempDir,
-    p: &'a Platform,
+    /// The API, as HEROKU_HOST.
+    url: String,
+    /// The coordinator's self-made CA: the rendezvous (and an https API) present its certificate.
+    ca: PathBuf,
     key: String,
 }
 
@@ -60,7 +63,7 @@ impl std::fmt::Display for Run {
     }
 }
 
-impl Heroku<'_> {
+impl Heroku {
     fn command(&self, args: &[&str]) -> Command {
         let mut c = Command::new(&self.bin);
         c.args(args)
@@ -68,21 +71,18 @@ impl Heroku<'_> {
             .env("PATH", std::env::var("PATH").unwrap_or_default())
             // The CLI writes ~/.gitconfig and a terms-of-service marker: not into the real home.
             .env("HOME", self.home.path())
-            .env("HEROKU_HOST", self.p.url())
+            .env("HEROKU_HOST", &self.url)
             .env("HEROKU_API_KEY", &self.key)
             // No phoning home: telemetry, update checks, the particleboard account lookup.
             .env("DISABLE_TELEMETRY", "true")
             .env("HEROKU_SKIP_NEW_VERSION_CHECK", "true")
             .env("HEROKU_DISABLE_AUTOUPDATE", "true")
-            .env("HEROKU_PARTICLEBOARD_URL", self.p.url())
+            .env("HEROKU_PARTICLEBOARD_URL", &self.url)
             .env("HEROKU_NOTIFICATIONS", "0")
             // Wide enough that tables and messages are not wrapped.
             .env("COLUMNS", "200")
             // `heroku run` attaches over TLS to the coordinator's self-made CA.
-            .env(
-                "NODE_EXTRA_CA_CERTS",
-                self.p.dir.path().join("coordinator/tls/ca.pem"),
-            )
+            .env("NODE_EXTRA_CA_CERTS", &self.ca)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
@@ -167,7 +167,8 @@ fn the_official_heroku_cli_drives_the_platform() {
     let h = Heroku {
         bin,
         home: tempfile::tempdir().unwrap(),
-        p: &p,
+        url: p.url(),
+        ca: p.dir.path().join("coordinator/tls/ca.pem"),
         key: p.token.clone(),
     };
 
@@ -489,9 +490,75 @@ fn the_official_heroku_cli_drives_the_platform() {
         key: "not-a-token".into(),
         bin: h.bin.clone(),
         home: tempfile::tempdir().unwrap(),
-        p: &p,
+        url: h.url.clone(),
+        ca: h.ca.clone(),
     };
     let r = wrong.run(&["apps"]);
     assert_ne!(r.code, 0, "{r}");
     assert!(r.err().contains("HEROKU_API_KEY is invalid"), "{r}");
+}
+
+/// An API that speaks TLS (`--api-tls`, the default off loopback): the CLI trusts the
+/// coordinator's CA through NODE_EXTRA_CA_CERTS and is otherwise unchanged.
+#[test]
+fn the_heroku_cli_over_https_with_the_coordinators_ca() {
+    let bin = heroku_bin();
+    let dir = tempfile::tempdir().unwrap();
+    let port = dyno_tests::free_port();
+    let _coordinator = KillOnDrop(
+        Command::new(dyno_tests::bin("dyno-coordinator"))
+            .args(["--listen", &format!("127.0.0.1:{port}")])
+            .args([
+                "--router",
+                &format!("127.0.0.1:{}", dyno_tests::free_port()),
+            ])
+            .arg("--state-dir")
+            .arg(dir.path().join("coordinator"))
+            .args(["--token", "tls-secret", "--api-tls"])
+            .stderr(std::fs::File::create(dir.path().join("coordinator.log")).unwrap())
+            .spawn()
+            .unwrap(),
+    );
+    let ca = dir.path().join("coordinator/tls/ca.pem");
+    wait_until("the coordinator's CA", Duration::from_secs(20), || {
+        dir.path()
+            .join("coordinator/fingerprint")
+            .exists()
+            .then_some(())
+    });
+    let h = Heroku {
+        bin,
+        home: tempfile::tempdir().unwrap(),
+        url: format!("https://127.0.0.1:{port}"),
+        ca: ca.clone(),
+        key: "tls-secret".into(),
+    };
+    let r = wait_until("apps:create over https", Duration::from_secs(30), || {
+        let r = h.run(&["apps:create", "secure"]);
+        (r.code == 0).then_some(r)
+    });
+    assert!(r.stdout.contains("http://secure.localhost:"), "{r}");
+    let r = h.ok(&["apps"]);
+    assert!(r.stdout.contains("secure"), "{r}");
+    // Without the CA the CLI refuses the certificate, naming why.
+    let untrusting = Heroku {
+        ca: dir.path().join("no-such-ca.pem"),
+        bin: h.bin.clone(),
+        home: tempfile::tempdir().unwrap(),
+        url: h.url.clone(),
+        key: h.key.clone(),
+    };
+    let r = untrusting.run(&["apps"]);
+    assert_ne!(r.code, 0, "{r}");
+    assert!(r.err().contains("self-signed certificate"), "{r}");
+}
+
+/// A process that ends with the test, passed or failed.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        self.0.kill().ok();
+        self.0.wait().ok();
+    }
 }
