@@ -138,6 +138,9 @@ pub fn router(inner: Shared, shutdown: watch::Receiver<bool>) -> Router {
             post(stop_type),
         )
         .route("/account", get(account))
+        .route("/account/features", get(empty_list))
+        .route("/regions", get(regions))
+        .route("/stacks", get(stacks))
         .route("/users/~/apps", get(list_apps))
         // What Heroku has and this platform does not: a clear Platform API error, except the
         // two lists commands we support read on their way.
@@ -514,6 +517,19 @@ async fn patch_app(
     let req: wire::AppUpdate = body(b)?;
     let inner = &api.inner;
     let app = find_app(inner, &name)?;
+    // Checked before anything changes: a request is done whole or not at all.
+    if req.name.as_ref().is_some_and(|n| *n != app.name) {
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "not_supported",
+            "Renaming apps is not supported by this platform: create an app with the new name and deploy to it",
+        ));
+    }
+    if let Some(stack) = req.build_stack.as_ref().filter(|s| *s != "dyno") {
+        return Err(ApiError::invalid(format!(
+            "unknown stack {stack:?}: this platform has one stack, dyno"
+        )));
+    }
     if let Some(on) = req.maintenance {
         inner.store().transaction(|tx| {
             tx.set_maintenance(&app.id, on, now_ms())?;
@@ -1613,6 +1629,33 @@ async fn account(
     }))
 }
 
+/// `GET /regions`: this platform's one region (`heroku regions`).
+async fn regions() -> Json<serde_json::Value> {
+    Json(serde_json::json!([{
+        "id": derived_id("region", "us"),
+        "name": "us",
+        "description": "The hosts of this platform",
+        "country": "",
+        "locale": "",
+        "private_capable": false,
+        "provider": {"name": "self-hosted", "region": "us"},
+        "created_at": iso_secs(0),
+        "updated_at": iso_secs(0),
+    }]))
+}
+
+/// `GET /stacks`: the one stack, `dyno` (`heroku stack`).
+async fn stacks() -> Json<serde_json::Value> {
+    Json(serde_json::json!([{
+        "id": derived_id("stack", "dyno"),
+        "name": "dyno",
+        "state": "public",
+        "default": true,
+        "created_at": iso_secs(0),
+        "updated_at": iso_secs(0),
+    }]))
+}
+
 async fn empty_list() -> Json<Vec<serde_json::Value>> {
     Json(Vec::new())
 }
@@ -1797,13 +1840,12 @@ fn start_one_off(
                 format!("no connected host has room for a {size} dyno"),
             )));
         };
-        let idx = dynos
+        let in_use: HashSet<u32> = dynos
             .iter()
             .filter(|d| d.app_id == app.id && d.process_type == "run")
             .map(|d| d.idx)
-            .max()
-            .unwrap_or(0)
-            + 1;
+            .collect();
+        let idx = one_off_number(&in_use);
         let row = DynoRow::new(NewDyno {
             id: new_id("d-"),
             app,
@@ -1851,6 +1893,22 @@ fn start_one_off(
         ));
     }
     Ok((row, ev_rx))
+}
+
+/// A one-off's number, as Heroku's `run.4821`: random, so a name is not reused soon and
+/// `logs --dyno run.N` shows that one-off's lines, not an earlier namesake's.
+fn one_off_number(in_use: &HashSet<u32>) -> u32 {
+    for _ in 0..64 {
+        let r = crate::auth::random_hex(4)
+            .ok()
+            .and_then(|h| u32::from_str_radix(&h, 16).ok())
+            .unwrap_or_else(|| now_ms() as u32);
+        let n = 1000 + r % 9000;
+        if !in_use.contains(&n) {
+            return n;
+        }
+    }
+    in_use.iter().max().map_or(1000, |m| m + 1)
 }
 
 /// `POST /apps/{app}/run`: a one-off whose output streams back as NDJSON `RunEvent`s (or,

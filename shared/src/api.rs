@@ -337,10 +337,17 @@ pub struct Concurrency {
 
 /// `PATCH /apps/{app}`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
 pub struct AppUpdate {
     /// On: the router answers H80 (maintenance page) while the dynos keep running.
     #[serde(default)]
     pub maintenance: Option<bool>,
+    /// Only the app's own name: renaming is not supported.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Only `dyno`, the one stack.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub build_stack: Option<String>,
 }
 
 /// Something that happened to an app (`GET /apps/{app}/events`).

@@ -410,6 +410,26 @@ fn releases_dynos_formation_and_domains_have_the_platform_api_shapes() {
         (status, r["body"]["id"].as_str()),
         (422, Some("not_supported"))
     );
+    // PATCH /apps: the app's own name and stack only; anything else is refused, nothing changes.
+    for (body, status) in [
+        (json!({"name": "shapes", "maintenance": false}), 200),
+        (json!({"name": "renamed", "maintenance": true}), 422),
+        (json!({"build_stack": "heroku-24"}), 422),
+        (json!({"build_stack": "dyno"}), 200),
+        (json!({"maintenanse": true}), 400),
+    ] {
+        let (got, r) = call(&p, "PATCH", "/apps/shapes", Some(body.clone()), None);
+        assert_eq!(got, status, "{body}: {r}");
+    }
+    let (_, app) = call(&p, "GET", "/apps/shapes", None, None);
+    assert_eq!(
+        app["body"]["maintenance"], false,
+        "the refused PATCH changed nothing"
+    );
+    let (_, r) = call(&p, "GET", "/regions", None, None);
+    assert_eq!(r["body"][0]["name"], "us");
+    let (_, r) = call(&p, "GET", "/stacks", None, None);
+    assert_eq!(r["body"][0]["name"], "dyno");
     // Names under the router's domain belong to apps by name.
     for taken in ["shapes.localhost", "other.localhost"] {
         let (status, _) = call(

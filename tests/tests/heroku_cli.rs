@@ -482,6 +482,18 @@ fn the_official_heroku_cli_drives_the_platform() {
         assert_eq!(r.code, 2, "heroku {args:?}: {r}");
         assert!(r.err().contains("not supported by this platform"), "{r}");
     }
+    let r = h.run(&["apps:rename", "renamed", "-a", "shop"]);
+    assert_eq!(r.code, 2, "no silent success: {r}");
+    assert!(r.err().contains("Renaming apps is not supported"), "{r}");
+    assert!(p.get("/apps/shop").is_ok() && p.get("/apps/renamed").is_err());
+    // What exists here in one kind answers as such.
+    assert!(h.ok(&["regions"]).stdout.contains("us "), "one region");
+    assert!(
+        h.ok(&["stack", "-a", "shop"]).stdout.contains("* dyno"),
+        "one stack"
+    );
+    let r = h.ok(&["labs", "-a", "shop"]);
+    assert!(r.stdout.contains("runtime-metrics"), "{r}");
     // Unknown apps and wrong tokens are named as such.
     let r = h.run(&["ps", "-a", "nowhere"]);
     assert_ne!(r.code, 0, "{r}");

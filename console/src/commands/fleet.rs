@@ -215,6 +215,8 @@ pub fn maintenance(ctx: &Ctx, on: Option<bool>) -> Result<i32> {
             &format!("/apps/{app}"),
             &AppUpdate {
                 maintenance: Some(on),
+                name: None,
+                build_stack: None,
             },
         )?,
         None => client.get(&format!("/apps/{app}"))?,

@@ -560,6 +560,8 @@ fn summary(client: &Client, action: &Action) -> Result<String> {
                 &format!("/apps/{app}"),
                 &dyno_shared::api::AppUpdate {
                     maintenance: Some(*on),
+                    name: None,
+                    build_stack: None,
                 },
             )?;
             Ok(format!(
