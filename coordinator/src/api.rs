@@ -473,7 +473,7 @@ fn named(kind: &str, name: &str) -> wire::NamedRef {
     }
 }
 
-async fn list_apps(State(api): State<Api>) -> ApiResult<Json<Vec<wire::App>>> {
+async fn list_apps(State(api): State<Api>, headers: HeaderMap) -> ApiResult<Response> {
     let inner = &api.inner;
     let out = inner.store().read(|r| {
         let dynos = r.dynos()?;
@@ -489,7 +489,10 @@ async fn list_apps(State(api): State<Api>) -> ApiResult<Json<Vec<wire::App>>> {
         }
         Ok(out)
     })?;
-    Ok(Json(out))
+    paged(out, &headers, &["id", "name"], |a, f| match f {
+        "id" => a.id.clone(),
+        _ => a.name.clone(),
+    })
 }
 
 async fn get_app(State(api): State<Api>, Path(name): Path<String>) -> ApiResult<Json<wire::App>> {
@@ -1082,7 +1085,7 @@ fn ranged<T: serde::Serialize>(
     page: Vec<T>,
     next: Option<String>,
     content_range: Option<String>,
-    accept: &'static str,
+    accept: &str,
 ) -> Response {
     let mut resp = Json(page).into_response();
     if let Some(next) = next {
@@ -1094,9 +1097,46 @@ fn ranged<T: serde::Serialize>(
     if let Some(v) = content_range.and_then(|c| HeaderValue::from_str(&c).ok()) {
         resp.headers_mut().insert(header::CONTENT_RANGE, v);
     }
-    resp.headers_mut()
-        .insert(header::ACCEPT_RANGES, HeaderValue::from_static(accept));
+    if let Ok(v) = HeaderValue::from_str(accept) {
+        resp.headers_mut().insert(header::ACCEPT_RANGES, v);
+    }
     resp
+}
+
+/// A list under an optional Platform API `Range` on one of `fields` (`key` gives an item's value
+/// of a field): without one (or an unknown field) the whole list, 200; with one, that page.
+fn paged<T: serde::Serialize>(
+    items: Vec<T>,
+    headers: &HeaderMap,
+    fields: &[&str],
+    key: impl Fn(&T, &str) -> String,
+) -> ApiResult<Response> {
+    let accept = fields.join(", ");
+    let range = headers
+        .get(header::RANGE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(dyno_shared::range::parse)
+        .filter(|r| fields.contains(&r.field.as_str()));
+    let Some(spec) = range else {
+        return Ok(ranged(items, None, None, &accept));
+    };
+    let (page, next) = dyno_shared::range::page(
+        items,
+        |t| key(t, &spec.field),
+        |b| Some(b.to_string()),
+        &spec,
+    )
+    .map_err(ApiError::invalid)?;
+    let content_range = match (page.first(), page.last()) {
+        (Some(f), Some(l)) => format!(
+            "{} {}..{}",
+            spec.field,
+            key(f, &spec.field),
+            key(l, &spec.field)
+        ),
+        _ => format!("{} ..", spec.field),
+    };
+    Ok(ranged(page, next, Some(content_range), &accept))
 }
 
 fn formation_json(
@@ -1137,7 +1177,8 @@ fn formation_json(
 async fn get_formation(
     State(api): State<Api>,
     Path(name): Path<String>,
-) -> ApiResult<Json<Vec<wire::FormationItem>>> {
+    headers: HeaderMap,
+) -> ApiResult<Response> {
     let app = find_app(&api.inner, &name)?;
     let out = api.inner.store().read(|r| {
         Ok(formation_json(
@@ -1146,7 +1187,10 @@ async fn get_formation(
             &r.formation(&app.id)?,
         ))
     })?;
-    Ok(Json(out))
+    paged(out, &headers, &["id", "type"], |i, f| match f {
+        "id" => i.id.clone(),
+        _ => i.process_type.clone(),
+    })
 }
 
 fn apply_scale(
@@ -1267,17 +1311,20 @@ fn dyno_json(inner: &Inner, d: &DynoRow) -> wire::Dyno {
 async fn list_dynos(
     State(api): State<Api>,
     Path(name): Path<String>,
-) -> ApiResult<Json<Vec<wire::Dyno>>> {
+    headers: HeaderMap,
+) -> ApiResult<Response> {
     let app = find_app(&api.inner, &name)?;
     let dynos = api.inner.store().read(|r| r.app_dynos(&app.id))?;
-    Ok(Json(
-        dynos
-            .iter()
-            // Dynos being stopped are gone as far as users are concerned; sleeping ones show.
-            .filter(|d| d.desired != Desired::Stop)
-            .map(|d| dyno_json(&api.inner, d))
-            .collect(),
-    ))
+    let out: Vec<wire::Dyno> = dynos
+        .iter()
+        // Dynos being stopped are gone as far as users are concerned; sleeping ones show.
+        .filter(|d| d.desired != Desired::Stop)
+        .map(|d| dyno_json(&api.inner, d))
+        .collect();
+    paged(out, &headers, &["id", "name"], |d, f| match f {
+        "id" => d.id.clone(),
+        _ => d.name.clone(),
+    })
 }
 
 /// Stops the selected dynos; formation dynos are then replaced by the manager, which is how a
@@ -2394,10 +2441,15 @@ fn drain_json(d: &DrainRow) -> wire::LogDrain {
 async fn list_drains(
     State(api): State<Api>,
     Path(name): Path<String>,
-) -> ApiResult<Json<Vec<wire::LogDrain>>> {
+    headers: HeaderMap,
+) -> ApiResult<Response> {
     let app = find_app(&api.inner, &name)?;
     let rows = api.inner.store().read(|r| r.drains(&app.id))?;
-    Ok(Json(rows.iter().map(drain_json).collect()))
+    let out: Vec<wire::LogDrain> = rows.iter().map(drain_json).collect();
+    paged(out, &headers, &["id", "url"], |d, f| match f {
+        "id" => d.id.clone(),
+        _ => d.url.clone(),
+    })
 }
 
 /// `d.` and a random UUID (version 4 layout), as Heroku's drain tokens look.
@@ -2808,24 +2860,10 @@ async fn list_domains(
 ) -> ApiResult<Response> {
     let app = find_app(&api.inner, &name)?;
     let all = app_domains(&api.inner, &app)?;
-    let range = headers
-        .get(header::RANGE)
-        .and_then(|v| v.to_str().ok())
-        .and_then(dyno_shared::range::parse)
-        .filter(|r| r.field == "id" || r.field == "hostname");
-    match range {
-        None => Ok(ranged(all, None, None, "id, hostname")),
-        Some(spec) => {
-            let (page, next) = dyno_shared::range::page(
-                all,
-                |d| d.hostname.clone(),
-                |b| Some(b.to_string()),
-                &spec,
-            )
-            .map_err(ApiError::invalid)?;
-            Ok(ranged(page, next, None, "id, hostname"))
-        }
-    }
+    // Both page by host name: the CLI asks for `id ..` and only needs one page to fit.
+    paged(all, &headers, &["id", "hostname"], |d, _| {
+        d.hostname.clone()
+    })
 }
 
 /// A domain of the app by id or host name.

@@ -373,6 +373,36 @@ fn releases_dynos_formation_and_domains_have_the_platform_api_shapes() {
     let (_, v4) = call(&p, "GET", "/apps/shapes/releases/4", None, None);
     assert_eq!(d["release"]["id"], v4["body"]["id"], "{d}");
 
+    // Every list pages under Range; Next-Range leads to the rest, without it all of it.
+    p.dyno_ok(&["ps:scale", "web=3", "-a", "shapes"]);
+    for (path, field) in [
+        ("/apps/shapes/dynos", "name"),
+        ("/apps", "name"),
+        ("/apps/shapes/formation", "type"),
+    ] {
+        let (_, all) = call(&p, "GET", path, None, None);
+        let all = all["body"].as_array().unwrap().clone();
+        let mut seen = Vec::new();
+        let mut range = format!("{field} ..; max=1");
+        loop {
+            let (status, r) = call(&p, "GET", path, None, Some(&range));
+            assert!(status == 200 || status == 206, "{path}: {r}");
+            assert_eq!(
+                r["body"].as_array().unwrap().len(),
+                1,
+                "{path} {range}: {r}"
+            );
+            seen.push(r["body"][0][field].clone());
+            if status == 200 {
+                break;
+            }
+            range = r["headers"]["next-range"].as_str().unwrap().to_string();
+        }
+        let mut want: Vec<Value> = all.iter().map(|x| x[field].clone()).collect();
+        want.sort_by_key(|v| v.as_str().unwrap().to_string());
+        assert_eq!(seen, want, "{path}: pages hold every item once, in order");
+    }
+
     // Formation items carry an id and the app.
     let (_, f) = call(&p, "GET", "/apps/shapes/formation", None, None);
     let web = &f["body"][0];
