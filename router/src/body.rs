@@ -1,50 +1,53 @@
 //! Streaming bodies: the request body sent to a dyno and the response body sent to the client.
 
+use crate::connector::Pooled;
 use crate::log::{LogSink, Outcome, RequestInfo, format_line};
 use crate::table::InFlight;
 use bytes::Bytes;
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 use tokio::time::Sleep;
 
 pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
-/// The client's request body, shared by every attempt of one request. A failed connect never
-/// polls the body, so the next attempt can still send all of it; `started` tells whether that
-/// is still true.
-#[derive(Debug, Clone)]
+/// The client's request body on its way to a dyno. It only goes out once a connection is up,
+/// and comes back with the request when connecting fails, so any request may be retried
+/// elsewhere after a failed connect.
+#[derive(Debug)]
 pub(crate) struct ForwardBody {
-    incoming: Arc<Mutex<Incoming>>,
-    started: Arc<AtomicBool>,
-    client_failed: Arc<AtomicBool>,
+    incoming: Incoming,
+    /// Set when reading the client's body failed; only made for requests with a body.
+    client_failed: Option<Arc<AtomicBool>>,
 }
 
 impl ForwardBody {
     pub(crate) fn new(incoming: Incoming) -> Self {
+        let client_failed = (!incoming.is_end_stream()).then(|| Arc::new(AtomicBool::new(false)));
         ForwardBody {
-            incoming: Arc::new(Mutex::new(incoming)),
-            started: Arc::new(AtomicBool::new(false)),
-            client_failed: Arc::new(AtomicBool::new(false)),
+            incoming,
+            client_failed,
         }
     }
 
-    /// True once any attempt began reading the body: a retry would send it incomplete.
-    pub(crate) fn started(&self) -> bool {
-        self.started.load(Ordering::Acquire)
+    /// Tells afterwards whether reading the client's body failed (the client went away
+    /// mid-upload).
+    pub(crate) fn failure(&self) -> ClientFailure {
+        ClientFailure(self.client_failed.clone())
     }
+}
 
-    /// True when reading the client's body failed (the client went away mid-upload).
-    pub(crate) fn client_failed(&self) -> bool {
-        self.client_failed.load(Ordering::Acquire)
-    }
+/// See [`ForwardBody::failure`].
+#[derive(Debug)]
+pub(crate) struct ClientFailure(Option<Arc<AtomicBool>>);
 
-    fn lock(&self) -> MutexGuard<'_, Incoming> {
-        self.incoming.lock().unwrap_or_else(PoisonError::into_inner)
+impl ClientFailure {
+    pub(crate) fn failed(&self) -> bool {
+        self.0.as_ref().is_some_and(|f| f.load(Ordering::Acquire))
     }
 }
 
@@ -53,23 +56,22 @@ impl Body for ForwardBody {
     type Error = hyper::Error;
 
     fn poll_frame(
-        self: Pin<&mut Self>,
+        mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
-        self.started.store(true, Ordering::Release);
-        let polled = Pin::new(&mut *self.lock()).poll_frame(cx);
-        if let Poll::Ready(Some(Err(_))) = &polled {
-            self.client_failed.store(true, Ordering::Release);
+        let polled = Pin::new(&mut self.incoming).poll_frame(cx);
+        if let (Poll::Ready(Some(Err(_))), Some(failed)) = (&polled, &self.client_failed) {
+            failed.store(true, Ordering::Release);
         }
         polled
     }
 
     fn is_end_stream(&self) -> bool {
-        self.lock().is_end_stream()
+        self.incoming.is_end_stream()
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.lock().size_hint()
+        self.incoming.size_hint()
     }
 }
 
@@ -98,10 +100,17 @@ pub(crate) struct Completion {
     pub(crate) bytes: u64,
     pub(crate) end: End,
     pub(crate) in_flight: InFlight,
+    /// The dyno connection, back to the pool if the response ends complete.
+    pub(crate) conn: Option<Pooled>,
 }
 
 impl Drop for Completion {
     fn drop(&mut self) {
+        if let Some(conn) = self.conn.take()
+            && self.end == End::Complete
+        {
+            conn.release();
+        }
         let service = self.sent_at.elapsed();
         let service_ms = service.as_millis().saturating_sub(self.connect_ms);
         let slot = self.in_flight.slot();

@@ -1,58 +1,188 @@
-//! The client's connector: plain TCP that reports how long the connect took.
+//! Connections to dynos: plain TCP, HTTP/1.1 with keep-alive, pooled per router worker.
+//!
+//! A request takes its worker's most recently used idle connection to the chosen dyno, or
+//! connects when there is none; the connection goes back to the pool once its response has been
+//! read to the end. This is what hyper-util's legacy client did, cut down to what the router
+//! needs: that client hashed a pool key and locked its pool twice per request, stored connection
+//! info in every request's extensions, and spawned a task per request to hand the connection
+//! back, which together cost about a tenth of the router's CPU.
 
-use hyper::Uri;
-use hyper_util::client::legacy::connect::HttpConnector;
+use crate::body::ForwardBody;
+use hyper::body::Incoming;
+use hyper::client::conn::http1;
+use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
-use std::future::Future;
-use std::pin::Pin;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::task::{Context, Poll};
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 use tokio::net::TcpStream;
 
-type BoxError = Box<dyn std::error::Error + Send + Sync>;
+type Sender = http1::SendRequest<ForwardBody>;
 
-tokio::task_local! {
-    /// Set around one proxied request; the connector stores its connect time (ms) there. A
-    /// request served on a pooled connection never connects and leaves it at 0.
-    pub(crate) static CONNECT_MS: Arc<AtomicU64>;
+/// One worker's idle connections to dynos, by dyno address.
+#[derive(Debug)]
+pub(crate) struct Pool {
+    idle: Mutex<HashMap<SocketAddr, Vec<Idle>>>,
+    connect_timeout: Duration,
+    /// Idle connections are closed after this long.
+    idle_timeout: Duration,
 }
 
-#[derive(Debug, Clone)]
-pub(crate) struct TimedConnector {
-    inner: HttpConnector,
+#[derive(Debug)]
+struct Idle {
+    sender: Sender,
+    since: Instant,
 }
 
-impl TimedConnector {
-    pub(crate) fn new(connect_timeout: Duration) -> Self {
-        let mut inner = HttpConnector::new();
-        inner.set_connect_timeout(Some(connect_timeout));
-        inner.set_nodelay(true);
-        TimedConnector { inner }
+/// A connection in use by one request; [`Pooled::release`] hands it back for the next.
+#[derive(Debug)]
+pub(crate) struct Pooled {
+    pool: Arc<Pool>,
+    addr: SocketAddr,
+    sender: Sender,
+}
+
+impl Pooled {
+    /// The response was read to the end: the connection may carry another request.
+    pub(crate) fn release(self) {
+        self.pool.put(self.addr, self.sender);
     }
 }
 
-impl tower_service::Service<Uri> for TimedConnector {
-    type Response = TokioIo<TcpStream>;
-    type Error = BoxError;
-    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, BoxError>> + Send>>;
+/// Why a request got no response head.
+#[derive(Debug)]
+pub(crate) enum SendError {
+    /// Connecting failed (refused or timed out); the request was not sent and comes back.
+    Connect(std::io::Error, Box<Request<ForwardBody>>),
+    /// The dyno (or the client's request body) failed once the request was on its way.
+    Failed(hyper::Error),
+}
 
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
-        self.inner.poll_ready(cx).map_err(Into::into)
+impl Pool {
+    pub(crate) fn new(connect_timeout: Duration, idle_timeout: Duration) -> Self {
+        Pool {
+            idle: Mutex::new(HashMap::new()),
+            connect_timeout,
+            idle_timeout,
+        }
     }
 
-    fn call(&mut self, dst: Uri) -> Self::Future {
-        // The client calls this while polling the request future, inside the task-local scope.
-        let report = CONNECT_MS.try_with(Arc::clone).ok();
-        let connecting = self.inner.call(dst);
-        Box::pin(async move {
-            let started = Instant::now();
-            let result = connecting.await;
-            if let Some(report) = report {
-                report.store(started.elapsed().as_millis() as u64, Ordering::Relaxed);
+    fn lock(&self) -> MutexGuard<'_, HashMap<SocketAddr, Vec<Idle>>> {
+        self.idle.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Sends `request` (origin-form URI, with a Host header) to `addr` over an idle connection,
+    /// or a new one. `connect_ms` is set to how long connecting took (left alone when an idle
+    /// connection served).
+    pub(crate) async fn send(
+        self: &Arc<Self>,
+        addr: SocketAddr,
+        mut request: Request<ForwardBody>,
+        connect_ms: &mut u128,
+    ) -> Result<(Response<Incoming>, Pooled), SendError> {
+        while let Some(mut sender) = self.take(addr) {
+            if sender.ready().await.is_err() {
+                continue;
             }
-            result.map_err(Into::into)
-        })
+            match sender.try_send_request(request).await {
+                Ok(response) => return Ok((response, self.pooled(addr, sender))),
+                Err(mut err) => match err.take_message() {
+                    // The dyno closed the connection before the request went out: another.
+                    Some(unsent) => request = unsent,
+                    None => return Err(SendError::Failed(err.into_error())),
+                },
+            }
+        }
+        let started = Instant::now();
+        let connected = connect(addr, self.connect_timeout).await;
+        *connect_ms = started.elapsed().as_millis();
+        let stream = match connected {
+            Ok(stream) => stream,
+            Err(err) => return Err(SendError::Connect(err, Box::new(request))),
+        };
+        let (mut sender, conn) = http1::handshake(TokioIo::new(stream))
+            .await
+            .map_err(SendError::Failed)?;
+        tokio::spawn(async move {
+            if let Err(err) = conn.with_upgrades().await {
+                tracing::debug!(%addr, error = %err, "dyno connection ended with an error");
+            }
+        });
+        match sender.try_send_request(request).await {
+            Ok(response) => Ok((response, self.pooled(addr, sender))),
+            Err(err) => Err(SendError::Failed(err.into_error())),
+        }
     }
+
+    fn pooled(self: &Arc<Self>, addr: SocketAddr, sender: Sender) -> Pooled {
+        Pooled {
+            pool: Arc::clone(self),
+            addr,
+            sender,
+        }
+    }
+
+    /// The most recently used open idle connection to `addr`.
+    fn take(&self, addr: SocketAddr) -> Option<Sender> {
+        let mut idle = self.lock();
+        let list = idle.get_mut(&addr)?;
+        while let Some(entry) = list.pop() {
+            if entry.since.elapsed() >= self.idle_timeout {
+                // The rest are older still.
+                list.clear();
+                return None;
+            }
+            if !entry.sender.is_closed() {
+                return Some(entry.sender);
+            }
+        }
+        None
+    }
+
+    fn put(&self, addr: SocketAddr, sender: Sender) {
+        if sender.is_closed() {
+            return;
+        }
+        let idle = Idle {
+            sender,
+            since: Instant::now(),
+        };
+        self.lock().entry(addr).or_default().push(idle);
+    }
+
+    /// Closes connections idle for the idle timeout and forgets closed ones.
+    pub(crate) fn reap(&self) {
+        let expired: Vec<Vec<Idle>> = {
+            let mut idle = self.lock();
+            let mut expired = Vec::new();
+            idle.retain(|_, list| {
+                let keep: Vec<Idle> = list.drain(..).filter(|e| !e.sender.is_closed()).collect();
+                let (old, fresh): (Vec<Idle>, Vec<Idle>) = keep
+                    .into_iter()
+                    .partition(|e| e.since.elapsed() >= self.idle_timeout);
+                expired.push(old);
+                *list = fresh;
+                !list.is_empty()
+            });
+            expired
+        };
+        // Closed outside the lock.
+        drop(expired);
+    }
+}
+
+/// A TCP connection to a dyno, with Nagle off; `TimedOut` after `timeout`.
+async fn connect(addr: SocketAddr, timeout: Duration) -> std::io::Result<TcpStream> {
+    let stream = match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
+        Ok(connected) => connected?,
+        Err(_) => {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                format!("connect to {addr} timed out after {timeout:?}"),
+            ));
+        }
+    };
+    stream.set_nodelay(true)?;
+    Ok(stream)
 }

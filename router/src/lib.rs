@@ -103,6 +103,8 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 const PARSER_MAX_BUF: usize = 1024 * 1024;
 /// A client has this long for its first byte and for the TLS handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How often each worker closes its dyno connections that have been idle too long.
+const POOL_REAP: Duration = Duration::from_secs(10);
 /// The first byte of a TLS handshake record.
 const TLS_HANDSHAKE: u8 = 0x16;
 
@@ -284,6 +286,15 @@ async fn worker(
 ) {
     let sink = server.proxy.sink().clone();
     let forwarder = tokio::spawn(async move { sink.forward().await });
+    let pool = Arc::clone(server.proxy.pool());
+    let reaper = tokio::spawn(async move {
+        let mut every = tokio::time::interval(POOL_REAP);
+        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            every.tick().await;
+            pool.reap();
+        }
+    });
     let mut connections = JoinSet::new();
     loop {
         tokio::select! {
@@ -320,6 +331,7 @@ async fn worker(
         connections.shutdown().await;
     }
     forwarder.abort();
+    reaper.abort();
     server.proxy.sink().flush();
 }
 

@@ -67,8 +67,12 @@ impl LogSink {
     /// Sends what is buffered now.
     pub(crate) fn flush(&self) {
         let Some(batch) = &self.0 else { return };
-        let lines =
-            std::mem::take(&mut *batch.lines.lock().unwrap_or_else(PoisonError::into_inner));
+        let lines = {
+            let mut buffered = batch.lines.lock().unwrap_or_else(PoisonError::into_inner);
+            // The next batch is likely as big: spare it growing from empty.
+            let capacity = buffered.capacity();
+            std::mem::replace(&mut *buffered, Vec::with_capacity(capacity))
+        };
         let mut dropped = 0usize;
         for line in lines {
             if let Err(TrySendError::Full(_)) = batch.sender.try_send(line) {

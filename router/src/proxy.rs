@@ -2,7 +2,7 @@
 
 use crate::RouterConfig;
 use crate::body::{Completion, End, ForwardBody, ResponseBody};
-use crate::connector::{CONNECT_MS, TimedConnector};
+use crate::connector::{Pool, SendError};
 use crate::log::{LogSink, Outcome, RequestInfo, format_line};
 use crate::request_id;
 use crate::table::{Acquire, App, Refusal, RouteTable};
@@ -11,14 +11,13 @@ use http_body_util::BodyExt;
 use hyper::body::{Body, Frame, Incoming};
 use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
 use hyper::http::request::Parts;
-use hyper::http::uri::Scheme;
 use hyper::upgrade::OnUpgrade;
 use hyper::{Method, Request, Response, StatusCode, Uri, Version};
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::TokioIo;
 use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::Poll;
 use std::time::{Duration, Instant};
 
 /// Longest request line or header line (name, ": ", value) the router accepts.
@@ -118,7 +117,8 @@ pub(crate) struct Proxy {
     config: RouterConfig,
     /// `.localhost`, lowercase.
     domain_suffix: String,
-    client: Client<TimedConnector, ForwardBody>,
+    /// This worker's connections to dynos.
+    pool: Arc<Pool>,
     sink: LogSink,
     /// X-Forwarded-Port: the router's own port.
     port_header: HeaderValue,
@@ -155,16 +155,13 @@ impl Proxy {
         sink: LogSink,
         local_port: u16,
     ) -> Self {
-        let client = Client::builder(TokioExecutor::new())
-            .pool_timer(TokioTimer::new())
-            .pool_idle_timeout(POOL_IDLE)
-            .build(TimedConnector::new(config.connect_timeout));
+        let pool = Arc::new(Pool::new(config.connect_timeout, POOL_IDLE));
         let domain_suffix = format!(".{}", config.domain.trim_matches('.').to_ascii_lowercase());
         Proxy {
             table,
             config,
             domain_suffix,
-            client,
+            pool,
             sink,
             port_header: HeaderValue::from(local_port),
         }
@@ -172,6 +169,10 @@ impl Proxy {
 
     pub(crate) fn sink(&self) -> &LogSink {
         &self.sink
+    }
+
+    pub(crate) fn pool(&self) -> &Arc<Pool> {
+        &self.pool
     }
 
     pub(crate) async fn handle(
@@ -287,18 +288,27 @@ impl Proxy {
                 .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
             parts.headers.insert(header::UPGRADE, proto.clone());
         }
-        let path = parts
-            .uri
-            .path_and_query()
-            .cloned()
-            .unwrap_or_else(|| hyper::http::uri::PathAndQuery::from_static("/"));
+        // Origin-form, as HTTP/1.1 sends it to a server that is not a proxy.
+        parts.uri = Uri::from(
+            parts
+                .uri
+                .path_and_query()
+                .cloned()
+                .unwrap_or_else(|| hyper::http::uri::PathAndQuery::from_static("/")),
+        );
+        parts.version = Version::HTTP_11;
+        parts.extensions.clear();
         let body = ForwardBody::new(body);
+        let client_failure = body.failure();
+        // Only a failed connect gives the request back, its body unread: any request may then
+        // move on to another backend.
+        let mut unsent = Some(Request::from_parts(parts, body));
         let mut tried: Vec<SocketAddr> = Vec::new();
         let mut last_failure: Option<(RouteError, String, u128)> = None;
 
-        // A failed connect never reads the body, so any request may move on to another
-        // backend; `started` guards the case where it did read it.
-        while tried.len() < self.config.max_tries.max(1) && !body.started() {
+        while tried.len() < self.config.max_tries.max(1)
+            && let Some(upstream) = unsent.take()
+        {
             let retry = !tried.is_empty();
             let acquired = match self.table.acquire(
                 app,
@@ -358,39 +368,17 @@ impl Proxy {
             }
             let slot = Arc::clone(in_flight.slot());
             tried.push(slot.addr);
-            let mut uri = hyper::http::uri::Parts::default();
-            uri.scheme = Some(Scheme::HTTP);
-            uri.authority = slot.authority.clone();
-            uri.path_and_query = Some(path.clone());
-            let uri = match Uri::from_parts(uri) {
-                Ok(uri) => uri,
-                Err(err) => {
-                    tracing::warn!(error = %err, "cannot build the upstream URI");
-                    app.metrics.router_statuses.count(400);
-                    return text_page(
-                        StatusCode::BAD_REQUEST,
-                        "400 Bad Request\n\nBad request target.\n".to_string(),
-                    );
-                }
-            };
-            let mut upstream = Request::new(body.clone());
-            *upstream.method_mut() = parts.method.clone();
-            *upstream.uri_mut() = uri;
-            *upstream.version_mut() = Version::HTTP_11;
-            *upstream.headers_mut() = parts.headers.clone();
-
-            let connect_ms = Arc::new(AtomicU64::new(0));
+            let mut connect = 0u128;
             let sent_at = Instant::now();
             let deadline = tokio::time::Instant::from_std(sent_at + self.config.request_timeout);
-            let attempt = CONNECT_MS.scope(Arc::clone(&connect_ms), self.client.request(upstream));
+            let attempt = self.pool.send(slot.addr, upstream, &mut connect);
             let result = tokio::time::timeout_at(deadline, attempt).await;
-            let connect = u128::from(connect_ms.load(Ordering::Relaxed));
             let at = Failure {
                 dyno: &slot.dyno,
                 connect_ms: connect,
             };
             match result {
-                Ok(Ok(mut response)) => {
+                Ok(Ok((mut response, conn))) => {
                     let first = if response.status() == StatusCode::SWITCHING_PROTOCOLS {
                         None
                     } else {
@@ -414,6 +402,7 @@ impl Proxy {
                         bytes: 0,
                         end: End::Complete,
                         in_flight,
+                        conn: Some(conn),
                     };
                     if response.status() == StatusCode::SWITCHING_PROTOCOLS
                         && let Some(client_upgrade) = client_upgrade
@@ -422,15 +411,16 @@ impl Proxy {
                     }
                     return self.proxied_response(response, first, completion);
                 }
-                Ok(Err(err)) if err.is_connect() => {
+                Ok(Err(SendError::Connect(err, request))) => {
                     let why = classify_connect_error(&err);
                     tracing::debug!(dyno = %slot.dyno, addr = %slot.addr, error = ?err, "connect failed");
                     self.table.quarantine(&slot);
                     last_failure = Some((why, slot.dyno.clone(), connect));
+                    unsent = Some(*request);
                 }
-                Ok(Err(err)) => {
+                Ok(Err(SendError::Failed(err))) => {
                     tracing::debug!(dyno = %slot.dyno, error = ?err, "backend failed before a response");
-                    let why = if body.client_failed() {
+                    let why = if client_failure.failed() {
                         RouteError::ClientInterrupted
                     } else {
                         RouteError::ClosedWithoutResponse
@@ -498,7 +488,14 @@ impl Proxy {
         if !small {
             return Ok(None);
         }
-        match tokio::time::timeout(self.config.idle_timeout, response.body_mut().frame()).await {
+        // Usually the chunk came in with the head: then no idle timer is armed for it.
+        let body = response.body_mut();
+        let now = std::future::poll_fn(|cx| Poll::Ready(Pin::new(&mut *body).poll_frame(cx))).await;
+        let polled = match now {
+            Poll::Ready(frame) => Ok(frame),
+            Poll::Pending => tokio::time::timeout(self.config.idle_timeout, body.frame()).await,
+        };
+        match polled {
             Ok(Some(Ok(frame))) => Ok(Some(frame)),
             Ok(None) => Ok(None),
             Ok(Some(Err(_))) => Err(End::ServerInterrupted),
@@ -572,15 +569,19 @@ fn upgrade_protocol<B>(req: &Request<B>) -> Option<HeaderValue> {
 fn upgraded(
     mut response: Response<Incoming>,
     client: OnUpgrade,
-    completion: Completion,
+    mut completion: Completion,
 ) -> Response<ResponseBody> {
     let dyno_side = hyper::upgrade::on(&mut response);
     let (mut parts, _) = response.into_parts();
     append_via(&mut parts.headers);
     let dyno = completion.in_flight.slot().dyno.clone();
+    // Never back to the pool: the connection becomes the websocket.
+    let dyno_conn = completion.conn.take();
     drop(completion);
     tokio::spawn(async move {
-        match tokio::try_join!(client, dyno_side) {
+        let joined = tokio::try_join!(client, dyno_side);
+        drop(dyno_conn);
+        match joined {
             Ok((client, dyno_side)) => {
                 let mut client = TokioIo::new(client);
                 let mut dyno_side = TokioIo::new(dyno_side);

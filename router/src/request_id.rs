@@ -40,7 +40,8 @@ pub(crate) fn generate() -> String {
         out[pos] = HEX[nibble as usize];
         pos += 1;
     }
-    out.iter().map(|&b| b as char).collect()
+    // Hex digits and dashes only: always UTF-8.
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// splitmix64's finalizer: a bijection on u64, so distinct counters give distinct ids.

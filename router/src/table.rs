@@ -6,7 +6,6 @@
 //! newcomer can take it: requests that wait are served in arrival order.
 
 use crate::metrics::{AppMetrics, DynoMetrics};
-use hyper::http::uri::Authority;
 use std::collections::hash_map::RandomState;
 use std::collections::{HashMap, VecDeque};
 use std::hash::BuildHasher;
@@ -74,8 +73,6 @@ pub(crate) enum Refusal {
 pub(crate) struct Slot {
     pub(crate) dyno: String,
     pub(crate) addr: SocketAddr,
-    /// `addr` as a URI authority, made once.
-    pub(crate) authority: Option<Authority>,
     in_flight: AtomicUsize,
     /// Milliseconds since the process epoch; 0 when never quarantined.
     quarantined_until: AtomicU64,
@@ -436,7 +433,6 @@ impl RouteTable {
                         .unwrap_or_else(|| {
                             Arc::new(Slot {
                                 metrics: app.metrics.dyno(&b.dyno),
-                                authority: Authority::try_from(b.addr.to_string()).ok(),
                                 dyno: b.dyno,
                                 addr: b.addr,
                                 in_flight: AtomicUsize::new(0),
