@@ -810,6 +810,7 @@ mod tests {
             healthy: true,
             stats: None,
             attach_url: None,
+            app: None,
         }
     }
 
@@ -854,6 +855,7 @@ run.1 (standard-1x): up 2026/11/23 15:12:46 +0000 (~ 1m ago): bash
             app: None,
             created_at: None,
             updated_at: None,
+            dyno_size: None,
             process_type: t.into(),
             quantity: q,
             size,
@@ -911,6 +913,8 @@ run.1 (standard-1x): up 2026/11/23 15:12:46 +0000 (~ 1m ago): bash
             addon_plan_names: Vec::new(),
             output_stream_url: None,
             user: None,
+            artifacts: Vec::new(),
+            oci_image: None,
             version: v,
             description: format!("Deploy {v}"),
             slug: None,

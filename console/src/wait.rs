@@ -77,6 +77,7 @@ mod tests {
             healthy: true,
             stats: None,
             attach_url: None,
+            app: None,
         }
     }
 
@@ -86,6 +87,7 @@ mod tests {
             app: None,
             created_at: None,
             updated_at: None,
+            dyno_size: None,
             process_type: t.into(),
             quantity: q,
             size: Size::Standard1x,

@@ -124,6 +124,10 @@ pub fn router(inner: Shared, shutdown: watch::Receiver<bool>) -> Router {
         )
         .route("/apps/{app}/formation/scale", post(scale))
         .route(
+            "/apps/{app}/formation/{ptype}",
+            get(get_formation_type).patch(patch_formation_type),
+        )
+        .route(
             "/apps/{app}/dynos",
             get(list_dynos).post(create_dyno).delete(restart_all),
         )
@@ -183,7 +187,7 @@ pub fn router(inner: Shared, shutdown: watch::Receiver<bool>) -> Router {
         .route("/apps/{app}/domains", get(list_domains).post(add_domain))
         .route(
             "/apps/{app}/domains/{domain}",
-            get(get_domain).delete(remove_domain),
+            get(get_domain).patch(patch_domain).delete(remove_domain),
         )
         .route(
             "/apps/{app}/concurrency",
@@ -297,7 +301,7 @@ async fn auth(State(api): State<Api>, mut req: Request, next: Next) -> Response 
     if let Some(left) = inner.failed_auth.blocked(ip, now) {
         let e = ApiError::new(
             StatusCode::TOO_MANY_REQUESTS,
-            "rate_limited",
+            "rate_limit",
             format!(
                 "too many failed authentications from {ip}; try again in {} s",
                 left.as_secs() + 1
@@ -447,6 +451,11 @@ fn app_json(
                 .and_then(|r| r.slug.as_deref())
                 .and_then(|id| inner.slug_size(id)),
             repo_size: None,
+            buildpack_provided_description: None,
+            base_image_name: None,
+            current_build_architecture: Vec::new(),
+            buildpacks: None,
+            internal_routing: None,
         },
     }
 }
@@ -714,6 +723,44 @@ fn app_ref(app: &AppRow) -> wire::NamedRef {
     }
 }
 
+/// A size as the Platform API's `dyno_size` reference.
+fn dyno_size_ref(size: dyno_shared::Size) -> wire::NamedRef {
+    wire::NamedRef {
+        id: derived_id("dyno-size", size.as_str()),
+        name: size.heroku_name().to_string(),
+    }
+}
+
+/// The size a formation update names by `size` or `dyno_size` (`name` or `id`).
+fn update_size(
+    size: Option<&str>,
+    dyno_size: Option<&wire::DynoSizeRef>,
+) -> ApiResult<Option<dyno_shared::Size>> {
+    let by_ref = match dyno_size {
+        None => None,
+        Some(wire::DynoSizeRef { name: Some(n), .. }) => {
+            Some(n.parse().map_err(ApiError::invalid)?)
+        }
+        Some(wire::DynoSizeRef { id: Some(id), .. }) => Some(
+            dyno_shared::Size::ALL
+                .into_iter()
+                .find(|s| dyno_size_ref(*s).id == *id)
+                .ok_or_else(|| ApiError::invalid(format!("unknown dyno_size id {id:?}")))?,
+        ),
+        Some(_) => return Err(ApiError::invalid("dyno_size needs a name or an id")),
+    };
+    let by_name = size
+        .map(str::parse::<dyno_shared::Size>)
+        .transpose()
+        .map_err(ApiError::invalid)?;
+    match (by_name, by_ref) {
+        (Some(a), Some(b)) if a != b => Err(ApiError::invalid(format!(
+            "size {a} and dyno_size {b} disagree: give one"
+        ))),
+        (a, b) => Ok(a.or(b)),
+    }
+}
+
 fn release_json(app: &AppRow, r: &ReleaseRow, current: u32) -> wire::Release {
     let created_at = iso_secs(r.created_at / 1000);
     wire::Release {
@@ -729,6 +776,15 @@ fn release_json(app: &AppRow, r: &ReleaseRow, current: u32) -> wire::Release {
         eligible_for_rollback: r.status == "succeeded" && r.slug.is_some(),
         addon_plan_names: Vec::new(),
         output_stream_url: None,
+        artifacts: r
+            .slug
+            .iter()
+            .map(|id| wire::Artifact {
+                kind: "slug".into(),
+                id: id.clone(),
+            })
+            .collect(),
+        oci_image: None,
         user: r.made_by.as_ref().map(|name| wire::Owner {
             id: derived_id("account", name),
             email: name.clone(),
@@ -1069,7 +1125,7 @@ async fn list_releases(
         Some(spec) => {
             let (page, next) =
                 dyno_shared::range::page_numeric(all, |r| i64::from(r.version), &spec)
-                    .map_err(ApiError::invalid)?;
+                    .map_err(range_error)?;
             let content_range = match (page.first(), page.last()) {
                 (Some(f), Some(l)) => format!("version {}..{}", f.version, l.version),
                 _ => "version ..".to_string(),
@@ -1077,6 +1133,15 @@ async fn list_releases(
             Ok(ranged(page, next, Some(content_range), "version"))
         }
     }
+}
+
+/// A `Range` whose bounds do not fit its field (`version ]abc..`): the Platform API's 416.
+fn range_error(message: String) -> ApiError {
+    ApiError::new(
+        StatusCode::RANGE_NOT_SATISFIABLE,
+        "requested_range_not_satisfiable",
+        message,
+    )
 }
 
 /// A list answer, one page of it under a Platform API `Range`: 206 and `Next-Range` when more
@@ -1126,7 +1191,7 @@ fn paged<T: serde::Serialize>(
         |b| Some(b.to_string()),
         &spec,
     )
-    .map_err(ApiError::invalid)?;
+    .map_err(range_error)?;
     let content_range = match (page.first(), page.last()) {
         (Some(f), Some(l)) => format!(
             "{} {}..{}",
@@ -1169,6 +1234,7 @@ fn formation_json(
                 app: Some(app_ref(app)),
                 created_at: Some(iso_secs(app.created_at / 1000)),
                 updated_at: Some(iso_secs(app.updated_at / 1000)),
+                dyno_size: Some(dyno_size_ref(e.size)),
             }
         })
         .collect()
@@ -1235,6 +1301,68 @@ async fn scale(
     Ok(Json(apply_scale(&api.inner, &app, &args)?))
 }
 
+/// `GET /apps/{app}/formation/{type}` (type or formation id).
+async fn get_formation_type(
+    State(api): State<Api>,
+    Path((name, key)): Path<(String, String)>,
+) -> ApiResult<Json<wire::FormationItem>> {
+    let app = find_app(&api.inner, &name)?;
+    let items = api.inner.store().read(|r| {
+        Ok(formation_json(
+            &app,
+            r.current_release(&app.id)?.as_ref(),
+            &r.formation(&app.id)?,
+        ))
+    })?;
+    formation_item(items, &name, &key).map(Json)
+}
+
+fn formation_item(
+    items: Vec<wire::FormationItem>,
+    app: &str,
+    key: &str,
+) -> ApiResult<wire::FormationItem> {
+    items
+        .into_iter()
+        .find(|i| i.process_type == key || i.id == key)
+        .ok_or_else(|| ApiError::not_found(format!("app {app} has no process type {key}")))
+}
+
+/// `PATCH /apps/{app}/formation/{type}`: one type's quantity and/or size.
+async fn patch_formation_type(
+    State(api): State<Api>,
+    Path((name, key)): Path<(String, String)>,
+    b: Result<Bytes, BytesRejection>,
+) -> ApiResult<Json<wire::FormationItem>> {
+    let req: wire::FormationTypeUpdate = body(b)?;
+    let size = update_size(req.size.as_deref(), req.dyno_size.as_ref())?;
+    let app = find_app(&api.inner, &name)?;
+    // The key may be the formation's id: find its type first.
+    let current = api.inner.store().read(|r| {
+        Ok(formation_json(
+            &app,
+            r.current_release(&app.id)?.as_ref(),
+            &r.formation(&app.id)?,
+        ))
+    })?;
+    let item = formation_item(current, &name, &key)?;
+    let process_type: ProcessType = item.process_type.parse().map_err(ApiError::invalid)?;
+    let op = match &req.quantity {
+        Some(q) => q.op().map_err(ApiError::invalid)?,
+        None => ScaleOp::Set(item.quantity),
+    };
+    let items = apply_scale(
+        &api.inner,
+        &app,
+        &[ScaleArg {
+            process_type,
+            op,
+            size,
+        }],
+    )?;
+    formation_item(items, &name, &item.process_type).map(Json)
+}
+
 async fn patch_formation(
     State(api): State<Api>,
     Path(name): Path<String>,
@@ -1246,12 +1374,7 @@ async fn patch_formation(
     let mut args = Vec::new();
     for u in req.updates {
         let process_type: ProcessType = u.process_type.parse().map_err(ApiError::invalid)?;
-        let size = u
-            .size
-            .as_deref()
-            .map(str::parse)
-            .transpose()
-            .map_err(ApiError::invalid)?;
+        let size = update_size(u.size.as_deref(), u.dyno_size.as_ref())?;
         let op = match &u.quantity {
             Some(q) => q.op().map_err(ApiError::invalid)?,
             None => ScaleOp::Set(current.entries.get(&process_type).map_or(0, |e| e.quantity)),
@@ -1305,6 +1428,10 @@ fn dyno_json(inner: &Inner, d: &DynoRow) -> wire::Dyno {
             .then(|| inner.stats.json(&d.id))
             .flatten(),
         attach_url: None,
+        app: Some(wire::NamedRef {
+            id: d.app_id.clone(),
+            name: d.app.clone(),
+        }),
     }
 }
 
@@ -1562,30 +1689,37 @@ async fn stop(
     Ok(Json(stop_dynos(&api.inner, &name, &sel, true, "Stopping")?))
 }
 
+/// `DELETE /apps/{app}/dynos`: 202, as the Platform API (the restarts happen after the answer).
 async fn restart_all(
     State(api): State<Api>,
     Path(name): Path<String>,
-) -> ApiResult<Json<wire::ActionResult>> {
-    Ok(Json(stop_dynos(
-        &api.inner,
-        &name,
-        &wire::DynoSelector::default(),
-        false,
-        "Restarting",
-    )?))
+) -> ApiResult<(StatusCode, Json<wire::ActionResult>)> {
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(stop_dynos(
+            &api.inner,
+            &name,
+            &wire::DynoSelector::default(),
+            false,
+            "Restarting",
+        )?),
+    ))
 }
 
 async fn restart_one(
     State(api): State<Api>,
     Path((name, dyno)): Path<(String, String)>,
-) -> ApiResult<Json<wire::ActionResult>> {
-    Ok(Json(stop_dynos(
-        &api.inner,
-        &name,
-        &selector(dyno),
-        false,
-        "Restarting",
-    )?))
+) -> ApiResult<(StatusCode, Json<wire::ActionResult>)> {
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(stop_dynos(
+            &api.inner,
+            &name,
+            &selector(dyno),
+            false,
+            "Restarting",
+        )?),
+    ))
 }
 
 /// `GET /apps/{app}/dynos/{name or id}`.
@@ -1673,6 +1807,15 @@ async fn account(
         "updated_at": iso_secs(0),
         "suspended_at": null,
         "delinquent_at": null,
+        "federated": false,
+        "identity_provider": null,
+        "last_login": null,
+        "sms_number": null,
+        "country_of_residence": null,
+        "default_organization": null,
+        "default_team": null,
+        "eco_dynos_enabled": true,
+        "mfa_enabled": false,
     }))
 }
 
@@ -2928,6 +3071,28 @@ async fn add_domain(
     inner.refresh_routes()?;
     let (_, domain) = find_domain(inner, &name, &hostname)?;
     Ok((StatusCode::CREATED, Json(domain)))
+}
+
+/// `PATCH /apps/{app}/domains/{domain}`: only `sni_endpoint: null` (no SNI endpoints here).
+async fn patch_domain(
+    State(api): State<Api>,
+    Path((name, key)): Path<(String, String)>,
+    b: Result<Bytes, BytesRejection>,
+) -> ApiResult<Json<wire::Domain>> {
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct DomainUpdate {
+        sni_endpoint: Option<serde_json::Value>,
+    }
+    let req: DomainUpdate = body(b)?;
+    if req.sni_endpoint.as_ref().is_some_and(|v| !v.is_null()) {
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "not_supported",
+            "SNI endpoints are not supported by this platform: give sni_endpoint null",
+        ));
+    }
+    Ok(Json(find_domain(&api.inner, &name, &key)?.1))
 }
 
 /// `DELETE /apps/{app}/domains/{id_or_hostname}`; the app's own host name stays.

@@ -77,6 +77,17 @@ pub struct AppPlatform {
     /// Always `null`: there is no git repository.
     #[serde(default)]
     pub repo_size: Option<u64>,
+    /// No buildpacks, OCI images or private spaces here: `null`, `null`, `[]`, `null`, `null`.
+    #[serde(default)]
+    pub buildpack_provided_description: Option<String>,
+    #[serde(default)]
+    pub base_image_name: Option<String>,
+    #[serde(default)]
+    pub current_build_architecture: Vec<String>,
+    #[serde(default)]
+    pub buildpacks: Option<Vec<serde_json::Value>>,
+    #[serde(default)]
+    pub internal_routing: Option<bool>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -125,8 +136,22 @@ pub struct Release {
     /// The token that made it (its name as `email`); `null` for releases older than that record.
     #[serde(default)]
     pub user: Option<Owner>,
+    /// `[{"type": "slug", "id": SHA256}]`, or empty before the first deploy.
+    #[serde(default)]
+    pub artifacts: Vec<Artifact>,
+    /// Always `null`: releases are slugs, not OCI images.
+    #[serde(default)]
+    pub oci_image: Option<IdRef>,
     /// Process types and commands of this release's Procfile.
     pub process_types: BTreeMap<String, String>,
+}
+
+/// What a release runs (`{"type": "slug", "id": ...}`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Artifact {
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub id: String,
 }
 
 /// A reference by id alone (`{"id": ...}`).
@@ -158,6 +183,9 @@ pub struct FormationItem {
     pub created_at: Option<String>,
     #[serde(default)]
     pub updated_at: Option<String>,
+    /// The size as the Platform API's newer clients read it (`size` is its older form).
+    #[serde(default)]
+    pub dyno_size: Option<NamedRef>,
 }
 
 /// `POST /apps/{app}/formation/scale`: heroku `ps:scale` arguments, applied all or none.
@@ -173,6 +201,7 @@ pub struct FormationUpdates {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct FormationUpdate {
     #[serde(rename = "type")]
     pub process_type: String,
@@ -180,6 +209,31 @@ pub struct FormationUpdate {
     pub quantity: Option<Quantity>,
     #[serde(default)]
     pub size: Option<String>,
+    /// `{"name": "Standard-2X"}` (or its `id`): the newer form of `size`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dyno_size: Option<DynoSizeRef>,
+}
+
+/// `PATCH /apps/{app}/formation/{type}`: one process type's quantity and/or size.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FormationTypeUpdate {
+    #[serde(default)]
+    pub quantity: Option<Quantity>,
+    #[serde(default)]
+    pub size: Option<String>,
+    #[serde(default)]
+    pub dyno_size: Option<DynoSizeRef>,
+}
+
+/// A dyno size named by `name` or `id` (the Platform API accepts either).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DynoSizeRef {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
 }
 
 /// A formation update's quantity: a number (`3`), or a string as the heroku CLI sends it:
@@ -250,8 +304,10 @@ pub struct Dyno {
     #[serde(default)]
     pub stats: Option<DynoStatsJson>,
     /// `rendezvous://HOST:PORT/SECRET` of a one-off just started with `attach: true`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub attach_url: Option<String>,
+    #[serde(default)]
+    pub app: Option<NamedRef>,
 }
 
 /// A dyno's resource use as `ps --json` shows it (MB are MiB, rounded to 0.01).

@@ -372,6 +372,11 @@ fn releases_dynos_formation_and_domains_have_the_platform_api_shapes() {
     let d = &p.dynos("shapes")[0];
     let (_, v4) = call(&p, "GET", "/apps/shapes/releases/4", None, None);
     assert_eq!(d["release"]["id"], v4["body"]["id"], "{d}");
+    assert_eq!(d["app"]["name"], "shapes", "{d}");
+    assert_eq!(
+        v4["body"]["artifacts"][0]["id"], v4["body"]["slug"]["id"],
+        "the slug is the release's artifact"
+    );
 
     // Every list pages under Range; Next-Range leads to the rest, without it all of it.
     p.dyno_ok(&["ps:scale", "web=3", "-a", "shapes"]);
@@ -402,6 +407,66 @@ fn releases_dynos_formation_and_domains_have_the_platform_api_shapes() {
         want.sort_by_key(|v| v.as_str().unwrap().to_string());
         assert_eq!(seen, want, "{path}: pages hold every item once, in order");
     }
+
+    // One formation type by its own route; dyno_size is the newer form of size.
+    let (status, r) = call(&p, "GET", "/apps/shapes/formation/web", None, None);
+    assert_eq!(
+        (status, r["body"]["dyno_size"]["name"].as_str()),
+        (200, Some("Standard-1X")),
+        "{r}"
+    );
+    let (status, r) = call(
+        &p,
+        "PATCH",
+        "/apps/shapes/formation/web",
+        Some(json!({"quantity": 2, "dyno_size": {"name": "standard-2x"}})),
+        None,
+    );
+    assert_eq!(status, 200, "{r}");
+    assert_eq!(
+        (r["body"]["quantity"].as_u64(), r["body"]["size"].as_str()),
+        (Some(2), Some("Standard-2X"))
+    );
+    for (body, want) in [
+        (json!({"dyno_size": {"name": "huge"}}), 422),
+        (json!({"size": "eco", "dyno_size": {"name": "basic"}}), 422),
+        (json!({"quantity": 1, "sise": "eco"}), 400),
+    ] {
+        let (status, r) = call(
+            &p,
+            "PATCH",
+            "/apps/shapes/formation/web",
+            Some(body.clone()),
+            None,
+        );
+        assert_eq!(status, want, "{body}: {r}");
+    }
+    let (_, f) = call(&p, "GET", "/apps/shapes/formation/web", None, None);
+    assert_eq!(f["body"]["quantity"], 2, "refused updates changed nothing");
+    let (status, _) = call(&p, "GET", "/apps/shapes/formation/clock", None, None);
+    assert_eq!(status, 404);
+    p.dyno_ok(&["ps:scale", "web=1:standard-1x", "-a", "shapes"]);
+    wait_until("web.1 at its new size", Duration::from_secs(30), || {
+        p.dynos("shapes")
+            .iter()
+            .any(|d| d["name"] == "web.1" && d["size"] == "Standard-1X" && d["state"] == "up")
+            .then_some(())
+    });
+    // Restarts are accepted (202) and happen after the answer, as on Heroku.
+    let (status, _) = call(&p, "DELETE", "/apps/shapes/dynos/web.1", None, None);
+    assert_eq!(status, 202);
+    let (status, r) = call(
+        &p,
+        "GET",
+        "/apps/shapes/releases",
+        None,
+        Some("version ]abc..; max=2"),
+    );
+    assert_eq!(
+        (status, r["body"]["id"].as_str()),
+        (416, Some("requested_range_not_satisfiable")),
+        "{r}"
+    );
 
     // Formation items carry an id and the app.
     let (_, f) = call(&p, "GET", "/apps/shapes/formation", None, None);
@@ -509,6 +574,20 @@ fn releases_dynos_formation_and_domains_have_the_platform_api_shapes() {
     let id = r["body"][0]["id"].as_str().unwrap().to_string();
     let (status, _) = call(&p, "GET", &format!("/apps/shapes/domains/{id}"), None, None);
     assert_eq!(status, 200);
+    let path = format!("/apps/shapes/domains/{id}");
+    let (status, _) = call(
+        &p,
+        "PATCH",
+        &path,
+        Some(json!({"sni_endpoint": null})),
+        None,
+    );
+    assert_eq!(status, 200);
+    let (status, r) = call(&p, "PATCH", &path, Some(json!({"sni_endpoint": "c"})), None);
+    assert_eq!(
+        (status, r["body"]["id"].as_str()),
+        (422, Some("not_supported"))
+    );
     let (status, _) = call(
         &p,
         "DELETE",

@@ -158,6 +158,7 @@ pub fn type_updates(
         process_type: process_type.to_string(),
         quantity: None,
         size: Some(size.to_string()),
+        dyno_size: None,
     };
     let mut updates: Vec<FormationUpdate> = sizes
         .types
@@ -356,6 +357,7 @@ mod tests {
             app: None,
             created_at: None,
             updated_at: None,
+            dyno_size: None,
             process_type: t.into(),
             quantity: 1,
             size,

@@ -526,6 +526,7 @@ fn summary(client: &Client, action: &Action) -> Result<String> {
                         process_type: process_type.clone(),
                         quantity: None,
                         size: Some(size.clone()),
+                        dyno_size: None,
                     }],
                 },
             )?;

@@ -78,6 +78,7 @@ fn dyno(name: &str, state: &str, size: Size, secs_ago: i64, mem: Option<f64>) ->
             at: iso(1),
         }),
         attach_url: None,
+        app: None,
     }
 }
 
@@ -119,6 +120,7 @@ fn shop() -> AppDetail {
                 app: None,
                 created_at: None,
                 updated_at: None,
+                dyno_size: None,
                 process_type: "web".into(),
                 quantity: 3,
                 size: Size::Standard2x,
@@ -129,6 +131,7 @@ fn shop() -> AppDetail {
                 app: None,
                 created_at: None,
                 updated_at: None,
+                dyno_size: None,
                 process_type: "worker".into(),
                 quantity: 1,
                 size: Size::Basic,
@@ -204,6 +207,8 @@ fn releases() -> Vec<Release> {
             addon_plan_names: Vec::new(),
             output_stream_url: None,
             user: None,
+            artifacts: Vec::new(),
+            oci_image: None,
             version: v,
             description: if v == 2 {
                 "Set DATABASE_URL config vars".into()
