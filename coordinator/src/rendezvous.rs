@@ -125,7 +125,6 @@ where
     // Keep the first output out of the greeting's chunk even if both are ready at once.
     tokio::time::sleep(Duration::from_millis(50)).await;
     let mut input = [0u8; 512];
-    let mut reading = true;
     let mut status_sent = false;
     loop {
         tokio::select! {
@@ -152,13 +151,14 @@ where
                 None => break,
                 Some(RunEvent::Started { .. }) => {}
             },
-            n = rd.read(&mut input), if reading => match n {
-                // Stdin at its end, not the client gone: keep sending output.
-                Ok(0) => reading = false,
-                // Ctrl-C from a terminal in raw mode: stop the dyno, as if the client had gone.
+            n = rd.read(&mut input) => match n {
+                // The client closed or went away (the heroku CLI never half-closes: at the end
+                // of a piped stdin it sends ^D as data): the one-off stops, as on Heroku.
+                Ok(0) | Err(_) => break,
+                // Ctrl-C from a terminal in raw mode: the same.
                 Ok(n) if input[..n].contains(&0x03) => break,
+                // Anything else is stdin, which dynos here do not have.
                 Ok(_) => {}
-                Err(_) => break,
             },
         }
     }

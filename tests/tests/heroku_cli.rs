@@ -122,6 +122,32 @@ impl Heroku {
         }
     }
 
+    /// Starts a command that runs on; its stdout collects in the returned string as it comes.
+    fn spawn_reading(
+        &self,
+        args: &[&str],
+    ) -> (
+        std::process::Child,
+        std::sync::Arc<std::sync::Mutex<String>>,
+    ) {
+        let mut child = self.command(args).spawn().expect("start heroku");
+        let mut out = child.stdout.take().unwrap();
+        let seen = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let sink = seen.clone();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = out.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                sink.lock()
+                    .unwrap()
+                    .push_str(&String::from_utf8_lossy(&buf[..n]));
+            }
+        });
+        (child, seen)
+    }
+
     fn ok(&self, args: &[&str]) -> Run {
         let r = self.run(args);
         assert_eq!(r.code, 0, "heroku {args:?} failed: {r}");
@@ -411,24 +437,7 @@ fn the_official_heroku_cli_drives_the_platform() {
     assert!(r.stdout.contains("heroku[api]: Maintenance mode on"), "{r}");
     assert!(!r.stdout.contains("app["), "only the platform's lines: {r}");
     // --tail: the history, then lines made after it connected.
-    let mut tail = h
-        .command(&["logs", "--tail", "-a", "shop"])
-        .spawn()
-        .unwrap();
-    let mut out = tail.stdout.take().unwrap();
-    let seen = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
-    let sink = seen.clone();
-    std::thread::spawn(move || {
-        let mut buf = [0u8; 4096];
-        while let Ok(n) = out.read(&mut buf) {
-            if n == 0 {
-                break;
-            }
-            sink.lock()
-                .unwrap()
-                .push_str(&String::from_utf8_lossy(&buf[..n]));
-        }
-    });
+    let (mut tail, seen) = h.spawn_reading(&["logs", "--tail", "-a", "shop"]);
     wait_until("--tail prints the history", Duration::from_secs(30), || {
         seen.lock().unwrap().contains("worker tick").then_some(())
     });
@@ -453,6 +462,24 @@ fn the_official_heroku_cli_drives_the_platform() {
     assert!(r.stderr.contains("Process exited with code 3"), "{r}");
     let r = h.ok(&["run", "-x", "echo ok", "-a", "shop"]);
     assert_eq!(r.stdout.trim(), "ok", "{r}");
+    // A client that goes away takes its one-off with it.
+    let (mut run, seen) = h.spawn_reading(&["run", "echo started; sleep 300", "-a", "shop"]);
+    wait_until("the attached one-off runs", Duration::from_secs(30), || {
+        seen.lock().unwrap().contains("started").then_some(())
+    });
+    let sleeping = |p: &Platform| {
+        p.dynos("shop")
+            .iter()
+            .any(|d| d["command"].as_str().unwrap_or("").contains("sleep 300"))
+    };
+    assert!(sleeping(&p), "the one-off is listed while attached");
+    run.kill().unwrap();
+    run.wait().unwrap();
+    wait_until(
+        "the abandoned one-off stops",
+        Duration::from_secs(30),
+        || (!sleeping(&p)).then_some(()),
+    );
     let r = h.ok(&["run:detached", "echo detached-output", "-a", "shop"]);
     let name = r
         .stderr
