@@ -170,6 +170,117 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+    use dyno_shared::{LogLine, LogSource};
+
+    /// Drops flag a stop, as `RunGuard` stops the dyno.
+    struct Stopped(std::sync::Arc<std::sync::atomic::AtomicBool>);
+    impl Drop for Stopped {
+        fn drop(&mut self) {
+            self.0.store(true, std::sync::atomic::Ordering::SeqCst);
+        }
+    }
+
+    fn line(message: &str) -> RunEvent {
+        RunEvent::Line {
+            line: LogLine {
+                at: 0,
+                app: "shop".into(),
+                source: LogSource::App,
+                process: "run.1234".into(),
+                message: message.into(),
+            },
+        }
+    }
+
+    /// A session `secret` whose events the test sends; the flag says whether it was stopped.
+    fn session(
+        sessions: &Sessions,
+        secret: &str,
+    ) -> (
+        mpsc::Sender<RunEvent>,
+        std::sync::Arc<std::sync::atomic::AtomicBool>,
+    ) {
+        let (tx, rx) = mpsc::channel(16);
+        let stopped = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        sessions.insert(
+            secret.into(),
+            Pending {
+                guard: Box::new(Stopped(stopped.clone())),
+                events: rx,
+            },
+        );
+        (tx, stopped)
+    }
+
+    async fn read_all(mut r: impl tokio::io::AsyncRead + Unpin) -> String {
+        let mut out = Vec::new();
+        r.read_to_end(&mut out).await.unwrap();
+        String::from_utf8(out).unwrap()
+    }
+
+    #[tokio::test]
+    async fn output_then_the_exit_status_the_cli_reads_and_the_secret_is_single_use() {
+        let sessions = Sessions::default();
+        let (tx, stopped) = session(&sessions, "s3cret");
+        tx.send(line("hello")).await.unwrap();
+        tx.send(RunEvent::Exit { code: 3 }).await.unwrap();
+        let (mut client, server) = tokio::io::duplex(4096);
+        client.write_all(b"s3cret?x=1\r\n").await.unwrap();
+        attach(&sessions, server).await.unwrap();
+        let out = read_all(&mut client).await;
+        assert_eq!(
+            out,
+            "rendezvous\r\nhello\n\u{FFFF} heroku-command-exit-status: 3\n"
+        );
+        assert!(stopped.load(std::sync::atomic::Ordering::SeqCst));
+        // Used once: a second connection with it is told so, after the greeting.
+        let (mut client, server) = tokio::io::duplex(4096);
+        client.write_all(b"s3cret\r\n").await.unwrap();
+        attach(&sessions, server).await.unwrap();
+        assert_eq!(
+            read_all(&mut client).await,
+            "rendezvous\r\n! unknown or expired run session\n"
+        );
+    }
+
+    #[tokio::test]
+    async fn heroku_run_x_echoes_its_own_status_and_gets_no_second_one() {
+        let sessions = Sessions::default();
+        let (tx, _) = session(&sessions, "x");
+        tx.send(line("\u{FFFF} heroku-command-exit-status: 0"))
+            .await
+            .unwrap();
+        tx.send(RunEvent::Exit { code: 0 }).await.unwrap();
+        let (mut client, server) = tokio::io::duplex(4096);
+        client.write_all(b"x\r\n").await.unwrap();
+        attach(&sessions, server).await.unwrap();
+        let out = read_all(&mut client).await;
+        assert_eq!(
+            out.matches("heroku-command-exit-status").count(),
+            1,
+            "{out}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_client_that_closes_or_sends_ctrl_c_stops_the_dyno() {
+        for (bytes, close) in [(&b""[..], true), (&b"\x03"[..], false)] {
+            let sessions = Sessions::default();
+            let (_tx, stopped) = session(&sessions, "k");
+            let (mut client, server) = tokio::io::duplex(4096);
+            client.write_all(b"k\r\n").await.unwrap();
+            client.write_all(bytes).await.unwrap();
+            if close {
+                client.shutdown().await.unwrap();
+            }
+            // Ends although the dyno never exits: the client ended it.
+            tokio::time::timeout(Duration::from_secs(5), attach(&sessions, server))
+                .await
+                .expect("attach ends when the client goes")
+                .unwrap();
+            assert!(stopped.load(std::sync::atomic::Ordering::SeqCst));
+        }
+    }
 
     #[test]
     fn the_secret_is_the_first_line_without_its_query() {
