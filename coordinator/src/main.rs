@@ -60,6 +60,9 @@ struct Args {
     /// Serve the router's Prometheus metrics (GET /metrics) on this address
     #[arg(long, value_name = "ADDR")]
     metrics_listen: Option<std::net::SocketAddr>,
+    /// Where `heroku run` attaches (TLS); default: the --listen IP and a port the system picks
+    #[arg(long, value_name = "ADDR")]
+    rendezvous_listen: Option<std::net::SocketAddr>,
     /// Hours a dyno runs before it is cycled (replaced, the new one up before the old one
     /// stops); 0 turns daily cycling off.
     #[arg(long, default_value_t = 24.0)]
@@ -168,6 +171,7 @@ async fn main() -> anyhow::Result<()> {
         _ => None,
     };
     config.metrics_listen = args.metrics_listen;
+    config.rendezvous_listen = args.rendezvous_listen;
     anyhow::ensure!(
         args.cycle_after_hours.is_finite() && args.cycle_after_hours >= 0.0,
         "--cycle-after-hours must be 0 (off) or a positive number of hours"

@@ -290,7 +290,11 @@ fn the_heroku_clis_requests_get_platform_api_answers() {
 
 #[test]
 fn releases_dynos_formation_and_domains_have_the_platform_api_shapes() {
-    let p = Platform::start();
+    let rendezvous = dyno_tests::free_port();
+    let p = Platform::start_with_coordinator_args(&[
+        "--rendezvous-listen",
+        &format!("127.0.0.1:{rendezvous}"),
+    ]);
     p.deploy("shapes", "web: dyno-probe web\n");
     p.dyno_ok(&["config:set", "A=1", "-a", "shapes"]);
     p.dyno_ok(&["config:set", "A=2", "-a", "shapes"]);
@@ -651,5 +655,8 @@ fn releases_dynos_formation_and_domains_have_the_platform_api_shapes() {
     );
     assert_eq!(status, 201, "{r}");
     let url = r["body"]["attach_url"].as_str().unwrap();
-    assert!(url.starts_with("rendezvous://127.0.0.1:"), "{url}");
+    assert!(
+        url.starts_with(&format!("rendezvous://127.0.0.1:{rendezvous}/")),
+        "{url}"
+    );
 }
