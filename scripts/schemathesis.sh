@@ -225,9 +225,10 @@ parameters = { "path.app" = "$APP", "path.drain" = "$DRAIN" }
 
 # Rules that depend on the app's state or that OpenAPI 3.0 cannot state (config var keys, the
 # Procfile's process types, a slug's contents, path only for web checks, the app's own host name
-# cannot be removed...): 422 for some schema-valid requests is right there.
+# cannot be removed nor a host name under the router's domain added, a size and a dyno_size that
+# disagree, an app name other than its own...): 422 for some schema-valid requests is right there.
 [[operations]]
-include-operation-id = ["updateConfig", "scale", "updateFormation", "createRelease", "setCheck", "stop", "restart", "restartDyno", "removeDomain"]
+include-operation-id = ["updateConfig", "scale", "updateFormation", "updateFormationType", "createRelease", "setCheck", "stop", "restart", "restartDyno", "addDomain", "removeDomain", "updateApp"]
 parameters = { "path.app" = "$APP" }
 checks.positive_data_acceptance.expected-statuses = ["2xx", "404", "409", "422"]
 

@@ -736,17 +736,26 @@ fn update_size(
     size: Option<&str>,
     dyno_size: Option<&wire::DynoSizeRef>,
 ) -> ApiResult<Option<dyno_shared::Size>> {
+    let by_id = |id: &str| {
+        dyno_shared::Size::ALL
+            .into_iter()
+            .find(|s| dyno_size_ref(*s).id == id)
+            .ok_or_else(|| ApiError::invalid(format!("unknown dyno_size id {id:?}")))
+    };
     let by_ref = match dyno_size {
         None => None,
-        Some(wire::DynoSizeRef { name: Some(n), .. }) => {
-            Some(n.parse().map_err(ApiError::invalid)?)
+        Some(wire::DynoSizeRef { name: Some(n), id }) => {
+            let size: dyno_shared::Size = n.parse().map_err(ApiError::invalid)?;
+            if let Some(id) = id
+                && by_id(id)? != size
+            {
+                return Err(ApiError::invalid(format!(
+                    "dyno_size id {id:?} is not the id of {n:?}"
+                )));
+            }
+            Some(size)
         }
-        Some(wire::DynoSizeRef { id: Some(id), .. }) => Some(
-            dyno_shared::Size::ALL
-                .into_iter()
-                .find(|s| dyno_size_ref(*s).id == *id)
-                .ok_or_else(|| ApiError::invalid(format!("unknown dyno_size id {id:?}")))?,
-        ),
+        Some(wire::DynoSizeRef { id: Some(id), .. }) => Some(by_id(id)?),
         Some(_) => return Err(ApiError::invalid("dyno_size needs a name or an id")),
     };
     let by_name = size
