@@ -431,8 +431,10 @@ fn releases_dynos_formation_and_domains_have_the_platform_api_shapes() {
         (r["body"]["quantity"].as_u64(), r["body"]["size"].as_str()),
         (Some(2), Some("Standard-2X"))
     );
+    let std2x_id = r["body"]["dyno_size"]["id"].clone();
     for (body, want) in [
         (json!({"dyno_size": {"name": "huge"}}), 422),
+        (json!({"dyno_size": {"name": "eco", "id": std2x_id}}), 422),
         (json!({"size": "eco", "dyno_size": {"name": "basic"}}), 422),
         (json!({"quantity": 1, "sise": "eco"}), 400),
     ] {
