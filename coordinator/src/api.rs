@@ -83,7 +83,7 @@ type ApiResult<T> = Result<T, ApiError>;
 
 /// Route prefixes of Heroku features this platform does not have (they and everything below
 /// them answer `not_supported`).
-const UNSUPPORTED: [&str; 9] = [
+const UNSUPPORTED: [&str; 21] = [
     "/addons",
     "/addon-attachments",
     "/apps/{app}/addon-attachments",
@@ -93,6 +93,19 @@ const UNSUPPORTED: [&str; 9] = [
     "/teams",
     "/organizations",
     "/spaces",
+    // Heroku's own billing: ours is `GET /billing` and `GET /pricing`.
+    "/account/invoices",
+    "/account/invoice-address",
+    "/account/credits",
+    "/account/payment-method",
+    "/enterprise-accounts",
+    "/account/app-transfers",
+    "/apps/{app}/transfers",
+    "/apps/{app}/builds",
+    "/apps/{app}/webhooks",
+    "/apps/{app}/acm",
+    "/oauth",
+    "/review-apps",
 ];
 
 pub fn router(inner: Shared, shutdown: watch::Receiver<bool>) -> Router {
@@ -1871,8 +1884,24 @@ async fn not_supported(req: Request) -> ApiError {
         "Private spaces are"
     } else if path.contains("collaborators") {
         "Collaborators are"
-    } else if path.contains("buildpack") {
-        "Buildpacks are"
+    } else if path.contains("buildpack") || path.contains("/builds") {
+        "Builds and buildpacks are"
+    } else if path.starts_with("/account/") || path.starts_with("/enterprise-accounts") {
+        if path.contains("transfers") {
+            "App transfers are"
+        } else {
+            "Heroku billing accounts are (see GET /billing for this platform's costs)"
+        }
+    } else if path.contains("transfers") {
+        "App transfers are"
+    } else if path.contains("webhooks") {
+        "App webhooks are"
+    } else if path.contains("/acm") {
+        "Automated certificate management is"
+    } else if path.starts_with("/oauth") {
+        "OAuth clients and authorizations are (use `dyno tokens:create`)"
+    } else if path.starts_with("/review-apps") {
+        "Review apps are"
     } else {
         "SSL endpoints are"
     };

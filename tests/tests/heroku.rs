@@ -241,6 +241,10 @@ fn the_heroku_clis_requests_get_platform_api_answers() {
         ("GET", "/pipelines"),
         ("GET", "/teams/acme/apps"),
         ("GET", "/spaces"),
+        ("GET", "/account/invoices"),
+        ("POST", "/apps/herokuish/builds"),
+        ("GET", "/apps/herokuish/webhooks"),
+        ("POST", "/oauth/authorizations"),
     ] {
         let (status, r) = call(&p, method, path, None, None);
         assert_eq!(status, 422, "{method} {path}: {r}");
