@@ -1874,42 +1874,44 @@ async fn empty_list() -> Json<Vec<serde_json::Value>> {
 
 async fn not_supported(req: Request) -> ApiError {
     let path = req.uri().path();
-    let feature = if path.contains("addon") {
-        "Add-ons are"
+    let (feature, hint) = if path.contains("addon") {
+        ("Add-ons are", "")
     } else if path.contains("pipeline") {
-        "Pipelines are"
+        ("Pipelines are", "")
     } else if path.starts_with("/teams") || path.starts_with("/organizations") {
-        "Teams are"
+        ("Teams are", "")
     } else if path.starts_with("/spaces") {
-        "Private spaces are"
+        ("Private spaces are", "")
     } else if path.contains("collaborators") {
-        "Collaborators are"
+        ("Collaborators are", "")
     } else if path.contains("buildpack") || path.contains("/builds") {
-        "Builds and buildpacks are"
-    } else if path.starts_with("/account/") || path.starts_with("/enterprise-accounts") {
-        if path.contains("transfers") {
-            "App transfers are"
-        } else {
-            "Heroku billing accounts are (see GET /billing for this platform's costs)"
-        }
+        ("Builds and buildpacks are", " Deploy a slug with `dyno deploy`.")
     } else if path.contains("transfers") {
-        "App transfers are"
+        ("App transfers are", "")
+    } else if path.starts_with("/account/") || path.starts_with("/enterprise-accounts") {
+        (
+            "Heroku billing accounts are",
+            " This platform's costs: `dyno billing` (GET /billing).",
+        )
     } else if path.contains("webhooks") {
-        "App webhooks are"
+        ("App webhooks are", "")
     } else if path.contains("/acm") {
-        "Automated certificate management is"
+        ("Automated certificate management is", "")
     } else if path.starts_with("/oauth") {
-        "OAuth clients and authorizations are (use `dyno tokens:create`)"
+        (
+            "OAuth clients and authorizations are",
+            " Make a token with `dyno tokens:create`.",
+        )
     } else if path.starts_with("/review-apps") {
-        "Review apps are"
+        ("Review apps are", "")
     } else {
-        "SSL endpoints are"
+        ("SSL endpoints are", "")
     };
     ApiError::new(
         StatusCode::UNPROCESSABLE_ENTITY,
         "not_supported",
         format!(
-            "{feature} not supported by this platform ({} {path}).",
+            "{feature} not supported by this platform ({} {path}).{hint}",
             req.method()
         ),
     )
