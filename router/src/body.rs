@@ -1,6 +1,7 @@
 //! Streaming bodies: the request body sent to a dyno and the response body sent to the client.
 
 use crate::connector::Pooled;
+use crate::h1::RawBody;
 use crate::log::{LogSink, Outcome, RequestInfo, format_line};
 use crate::table::InFlight;
 use bytes::Bytes;
@@ -100,7 +101,7 @@ pub(crate) struct Completion {
     pub(crate) bytes: u64,
     pub(crate) end: End,
     pub(crate) in_flight: InFlight,
-    /// The dyno connection, back to the pool if the response ends complete.
+    /// The dyno connection (hyper's client), back to the pool if the response ends complete.
     pub(crate) conn: Option<Pooled>,
 }
 
@@ -140,11 +141,47 @@ impl Drop for Completion {
     }
 }
 
+/// A dyno's response body: through hyper's client, or read by [`crate::h1`].
+#[derive(Debug)]
+pub(crate) enum Upstream {
+    Hyper(Incoming),
+    Raw(RawBody),
+}
+
+impl Body for Upstream {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        match self.get_mut() {
+            Upstream::Hyper(body) => Pin::new(body).poll_frame(cx).map_err(Into::into),
+            Upstream::Raw(body) => Pin::new(body).poll_frame(cx),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            Upstream::Hyper(body) => body.is_end_stream(),
+            Upstream::Raw(body) => body.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            Upstream::Hyper(body) => body.size_hint(),
+            Upstream::Raw(body) => body.size_hint(),
+        }
+    }
+}
+
 #[derive(Debug)]
 enum Content {
     /// A page the router wrote itself; `None` once sent.
     Page(Option<Bytes>),
-    Upstream(Incoming),
+    Upstream(Upstream),
 }
 
 /// What the router answers with: its own page, or a dyno's body streamed through.
@@ -194,7 +231,7 @@ impl ResponseBody {
     }
 
     pub(crate) fn upstream(
-        body: Incoming,
+        body: Upstream,
         first: Option<Frame<Bytes>>,
         completion: Completion,
         idle_timeout: Duration,
@@ -250,7 +287,7 @@ impl Body for ResponseBody {
             }
             Poll::Ready(Some(Err(err))) => {
                 this.finish(End::ServerInterrupted);
-                Poll::Ready(Some(Err(err.into())))
+                Poll::Ready(Some(Err(err)))
             }
             Poll::Pending => {
                 let timeout = this.idle_timeout;

@@ -6,9 +6,13 @@
 //! needs: that client hashed a pool key and locked its pool twice per request, stored connection
 //! info in every request's extensions, and spawned a task per request to hand the connection
 //! back, which together cost about a tenth of the router's CPU.
+//!
+//! Requests without a body are written and read by the router itself ([`h1`]) on bare streams;
+//! requests with a body and upgrades go through hyper's client, on connections pooled apart
+//! from the bare ones.
 
-use crate::body::ForwardBody;
-use hyper::body::Incoming;
+use crate::body::{BoxError, ForwardBody, Upstream};
+use crate::h1::{self, RawRequest};
 use hyper::client::conn::http1;
 use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
@@ -23,16 +27,39 @@ type Sender = http1::SendRequest<ForwardBody>;
 /// One worker's idle connections to dynos, by dyno address.
 #[derive(Debug)]
 pub(crate) struct Pool {
-    idle: Mutex<HashMap<SocketAddr, Vec<Idle>>>,
+    idle: Mutex<Idles>,
     connect_timeout: Duration,
     /// Idle connections are closed after this long.
     idle_timeout: Duration,
+}
+
+#[derive(Debug, Default)]
+struct Idles {
+    /// Driven by hyper's client (requests with a body, upgrades).
+    hyper: HashMap<SocketAddr, Vec<Idle>>,
+    /// Bare streams for [`h1`] (requests without a body).
+    raw: HashMap<SocketAddr, Vec<RawIdle>>,
 }
 
 #[derive(Debug)]
 struct Idle {
     sender: Sender,
     since: Instant,
+}
+
+#[derive(Debug)]
+struct RawIdle {
+    stream: TcpStream,
+    since: Instant,
+}
+
+/// A request on its way to a dyno.
+#[derive(Debug)]
+pub(crate) enum Outgoing {
+    /// With a body or an upgrade: through hyper's client.
+    Hyper(Box<Request<ForwardBody>>),
+    /// Without a body: written by [`h1`].
+    Raw(RawRequest),
 }
 
 /// A connection in use by one request; [`Pooled::release`] hands it back for the next.
@@ -54,33 +81,78 @@ impl Pooled {
 #[derive(Debug)]
 pub(crate) enum SendError {
     /// Connecting failed (refused or timed out); the request was not sent and comes back.
-    Connect(std::io::Error, Box<Request<ForwardBody>>),
+    Connect(std::io::Error, Box<Outgoing>),
     /// The dyno (or the client's request body) failed once the request was on its way.
-    Failed(hyper::Error),
+    Failed(BoxError),
 }
 
 impl Pool {
     pub(crate) fn new(connect_timeout: Duration, idle_timeout: Duration) -> Self {
         Pool {
-            idle: Mutex::new(HashMap::new()),
+            idle: Mutex::new(Idles::default()),
             connect_timeout,
             idle_timeout,
         }
     }
 
-    fn lock(&self) -> MutexGuard<'_, HashMap<SocketAddr, Vec<Idle>>> {
+    fn lock(&self) -> MutexGuard<'_, Idles> {
         self.idle.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Sends `request` (origin-form URI, with a Host header) to `addr` over an idle connection,
     /// or a new one. `connect_ms` is set to how long connecting took (left alone when an idle
     /// connection served).
+    /// The connection comes back with hyper's responses; [`h1`]'s response bodies hand theirs
+    /// back themselves.
     pub(crate) async fn send(
+        self: &Arc<Self>,
+        addr: SocketAddr,
+        request: Outgoing,
+        connect_ms: &mut u128,
+    ) -> Result<(Response<Upstream>, Option<Pooled>), SendError> {
+        match request {
+            Outgoing::Raw(request) => {
+                let response = self.send_raw(addr, request, connect_ms).await?;
+                Ok((response.map(Upstream::Raw), None))
+            }
+            Outgoing::Hyper(request) => {
+                let (response, pooled) = self.send_hyper(addr, *request, connect_ms).await?;
+                Ok((response.map(Upstream::Hyper), Some(pooled)))
+            }
+        }
+    }
+
+    async fn send_raw(
+        self: &Arc<Self>,
+        addr: SocketAddr,
+        request: RawRequest,
+        connect_ms: &mut u128,
+    ) -> Result<Response<h1::RawBody>, SendError> {
+        let stream = match self.take_raw(addr) {
+            Some(stream) => stream,
+            None => {
+                let started = Instant::now();
+                let connected = connect(addr, self.connect_timeout).await;
+                *connect_ms = started.elapsed().as_millis();
+                match connected {
+                    Ok(stream) => stream,
+                    Err(err) => {
+                        return Err(SendError::Connect(err, Box::new(Outgoing::Raw(request))));
+                    }
+                }
+            }
+        };
+        h1::exchange(stream, &request, self, addr)
+            .await
+            .map_err(|err| SendError::Failed(Box::new(err)))
+    }
+
+    async fn send_hyper(
         self: &Arc<Self>,
         addr: SocketAddr,
         mut request: Request<ForwardBody>,
         connect_ms: &mut u128,
-    ) -> Result<(Response<Incoming>, Pooled), SendError> {
+    ) -> Result<(Response<hyper::body::Incoming>, Pooled), SendError> {
         while let Some(mut sender) = self.take(addr) {
             if sender.ready().await.is_err() {
                 continue;
@@ -90,7 +162,7 @@ impl Pool {
                 Err(mut err) => match err.take_message() {
                     // The dyno closed the connection before the request went out: another.
                     Some(unsent) => request = unsent,
-                    None => return Err(SendError::Failed(err.into_error())),
+                    None => return Err(SendError::Failed(err.into_error().into())),
                 },
             }
         }
@@ -99,11 +171,16 @@ impl Pool {
         *connect_ms = started.elapsed().as_millis();
         let stream = match connected {
             Ok(stream) => stream,
-            Err(err) => return Err(SendError::Connect(err, Box::new(request))),
+            Err(err) => {
+                return Err(SendError::Connect(
+                    err,
+                    Box::new(Outgoing::Hyper(Box::new(request))),
+                ));
+            }
         };
         let (mut sender, conn) = http1::handshake(TokioIo::new(stream))
             .await
-            .map_err(SendError::Failed)?;
+            .map_err(|err| SendError::Failed(err.into()))?;
         tokio::spawn(async move {
             if let Err(err) = conn.with_upgrades().await {
                 tracing::debug!(%addr, error = %err, "dyno connection ended with an error");
@@ -111,7 +188,7 @@ impl Pool {
         });
         match sender.try_send_request(request).await {
             Ok(response) => Ok((response, self.pooled(addr, sender))),
-            Err(err) => Err(SendError::Failed(err.into_error())),
+            Err(err) => Err(SendError::Failed(err.into_error().into())),
         }
     }
 
@@ -126,7 +203,7 @@ impl Pool {
     /// The most recently used open idle connection to `addr`.
     fn take(&self, addr: SocketAddr) -> Option<Sender> {
         let mut idle = self.lock();
-        let list = idle.get_mut(&addr)?;
+        let list = idle.hyper.get_mut(&addr)?;
         while let Some(entry) = list.pop() {
             if entry.since.elapsed() >= self.idle_timeout {
                 // The rest are older still.
@@ -148,27 +225,56 @@ impl Pool {
             sender,
             since: Instant::now(),
         };
-        self.lock().entry(addr).or_default().push(idle);
+        self.lock().hyper.entry(addr).or_default().push(idle);
+    }
+
+    /// The most recently used idle stream to `addr` that nothing arrived on.
+    fn take_raw(&self, addr: SocketAddr) -> Option<TcpStream> {
+        let mut idle = self.lock();
+        let list = idle.raw.get_mut(&addr)?;
+        while let Some(entry) = list.pop() {
+            if entry.since.elapsed() >= self.idle_timeout {
+                list.clear();
+                return None;
+            }
+            if h1::idle_usable(&entry.stream) {
+                return Some(entry.stream);
+            }
+        }
+        None
+    }
+
+    /// A stream whose response was read to the end, for the next request.
+    pub(crate) fn put_raw(&self, addr: SocketAddr, stream: TcpStream) {
+        let idle = RawIdle {
+            stream,
+            since: Instant::now(),
+        };
+        self.lock().raw.entry(addr).or_default().push(idle);
     }
 
     /// Closes connections idle for the idle timeout and forgets closed ones.
     pub(crate) fn reap(&self) {
-        let expired: Vec<Vec<Idle>> = {
+        let mut expired: Vec<Idle> = Vec::new();
+        let mut expired_raw: Vec<RawIdle> = Vec::new();
+        {
             let mut idle = self.lock();
-            let mut expired = Vec::new();
-            idle.retain(|_, list| {
-                let keep: Vec<Idle> = list.drain(..).filter(|e| !e.sender.is_closed()).collect();
-                let (old, fresh): (Vec<Idle>, Vec<Idle>) = keep
-                    .into_iter()
-                    .partition(|e| e.since.elapsed() >= self.idle_timeout);
-                expired.push(old);
-                *list = fresh;
+            idle.hyper.retain(|_, list| {
+                list.retain(|e| !e.sender.is_closed());
+                let fresh = list.partition_point(|e| e.since.elapsed() >= self.idle_timeout);
+                expired.extend(list.drain(..fresh));
                 !list.is_empty()
             });
-            expired
-        };
+            idle.raw.retain(|_, list| {
+                list.retain(|e| h1::idle_usable(&e.stream));
+                let fresh = list.partition_point(|e| e.since.elapsed() >= self.idle_timeout);
+                expired_raw.extend(list.drain(..fresh));
+                !list.is_empty()
+            });
+        }
         // Closed outside the lock.
         drop(expired);
+        drop(expired_raw);
     }
 }
 

@@ -31,6 +31,7 @@
 
 mod body;
 mod connector;
+mod h1;
 mod log;
 mod metrics;
 mod proxy;

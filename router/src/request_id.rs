@@ -41,7 +41,8 @@ pub(crate) fn generate() -> String {
         pos += 1;
     }
     // Hex digits and dashes only: always UTF-8.
-    String::from_utf8_lossy(&out).into_owned()
+    // Hex digits and dashes only.
+    std::str::from_utf8(&out).unwrap_or_default().to_string()
 }
 
 /// splitmix64's finalizer: a bijection on u64, so distinct counters give distinct ids.
