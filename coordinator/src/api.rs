@@ -1885,7 +1885,10 @@ async fn not_supported(req: Request) -> ApiError {
     } else if path.contains("collaborators") {
         ("Collaborators are", "")
     } else if path.contains("buildpack") || path.contains("/builds") {
-        ("Builds and buildpacks are", " Deploy a slug with `dyno deploy`.")
+        (
+            "Builds and buildpacks are",
+            " Deploy a slug with `dyno deploy`.",
+        )
     } else if path.contains("transfers") {
         ("App transfers are", "")
     } else if path.starts_with("/account/") || path.starts_with("/enterprise-accounts") {
