@@ -1262,19 +1262,24 @@ fn formation_json(
         .collect()
 }
 
+/// The app's formation as its current release defines the types.
+fn current_formation(inner: &Inner, app: &AppRow) -> ApiResult<Vec<wire::FormationItem>> {
+    Ok(inner.store().read(|r| {
+        Ok(formation_json(
+            app,
+            r.current_release(&app.id)?.as_ref(),
+            &r.formation(&app.id)?,
+        ))
+    })?)
+}
+
 async fn get_formation(
     State(api): State<Api>,
     Path(name): Path<String>,
     headers: HeaderMap,
 ) -> ApiResult<Response> {
     let app = find_app(&api.inner, &name)?;
-    let out = api.inner.store().read(|r| {
-        Ok(formation_json(
-            &app,
-            r.current_release(&app.id)?.as_ref(),
-            &r.formation(&app.id)?,
-        ))
-    })?;
+    let out = current_formation(&api.inner, &app)?;
     paged(out, &headers, &["id", "type"], |i, f| match f {
         "id" => i.id.clone(),
         _ => i.process_type.clone(),
@@ -1329,13 +1334,7 @@ async fn get_formation_type(
     Path((name, key)): Path<(String, String)>,
 ) -> ApiResult<Json<wire::FormationItem>> {
     let app = find_app(&api.inner, &name)?;
-    let items = api.inner.store().read(|r| {
-        Ok(formation_json(
-            &app,
-            r.current_release(&app.id)?.as_ref(),
-            &r.formation(&app.id)?,
-        ))
-    })?;
+    let items = current_formation(&api.inner, &app)?;
     formation_item(items, &name, &key).map(Json)
 }
 
@@ -1360,13 +1359,7 @@ async fn patch_formation_type(
     let size = update_size(req.size.as_deref(), req.dyno_size.as_ref())?;
     let app = find_app(&api.inner, &name)?;
     // The key may be the formation's id: find its type first.
-    let current = api.inner.store().read(|r| {
-        Ok(formation_json(
-            &app,
-            r.current_release(&app.id)?.as_ref(),
-            &r.formation(&app.id)?,
-        ))
-    })?;
+    let current = current_formation(&api.inner, &app)?;
     let item = formation_item(current, &name, &key)?;
     let process_type: ProcessType = item.process_type.parse().map_err(ApiError::invalid)?;
     let op = match &req.quantity {
@@ -1524,19 +1517,21 @@ fn stop_dynos(
             "no running dyno matches {what:?} in app {app_name}"
         )));
     }
+    let mut stops = Vec::new();
     for d in &chosen {
         inner.system_log(app_name, &d.name(), format!("{verb} by api"));
         if let Some(h) = &d.host {
-            inner.send(
-                h,
+            stops.push((
+                h.clone(),
                 CoordinatorMsg::StopDyno {
                     dyno_id: d.id.clone(),
                     grace_ms,
                 },
-            );
+            ));
         }
     }
-    let _ = inner.refresh_routes();
+    // Out of the router first; SIGTERM once their requests are done.
+    let _ = inner.send_after_drain(stops);
     inner.wake();
     Ok(wire::ActionResult {
         dynos: chosen.iter().map(DynoRow::name).collect(),

@@ -230,6 +230,9 @@ pub struct Inner {
 
 pub type Shared = Arc<Inner>;
 
+/// Longest a stopping web dyno's SIGTERM waits for the requests it was serving.
+const DRAIN_WITHIN: Duration = Duration::from_secs(10);
+
 static ID_COUNTER: AtomicU64 = AtomicU64::new(0);
 
 /// A unique id: time, a process-wide counter and the std hasher's random keys.
@@ -976,12 +979,42 @@ impl Inner {
                 false,
             )?;
         }
-        for (host, msg) in outbox {
-            if !self.send(&host, msg) {
+        self.send_after_drain(outbox)
+    }
+
+    /// Sends `msgs` so that a stopping web dyno leaves the router before it gets SIGTERM, and
+    /// gets it once the requests it was serving are done (within DRAIN_WITHIN): stopping fails
+    /// no request that could have gone elsewhere. Everything but stops goes at once.
+    pub(crate) fn send_after_drain(
+        &self,
+        msgs: Vec<(String, CoordinatorMsg)>,
+    ) -> Result<(), StoreError> {
+        let before = self.routes.snapshot();
+        let refreshed = self.refresh_routes();
+        let draining = self.routes.draining(before);
+        let mut deferred = Vec::new();
+        for (host, msg) in msgs {
+            // Only while requests drain; then stops of other dynos wait for them too (briefly).
+            if matches!(msg, CoordinatorMsg::StopDyno { .. }) && !draining.is_empty() {
+                if let Some(c) = self.agents.lock().expect("agents lock").get(&host) {
+                    deferred.push((c.tx.clone(), msg));
+                }
+            } else if !self.send(&host, msg) {
                 tracing::debug!(host, "agent went away before a message reached it");
             }
         }
-        self.refresh_routes()
+        if !deferred.is_empty() {
+            std::thread::spawn(move || {
+                let start = std::time::Instant::now();
+                while draining.in_flight() > 0 && start.elapsed() < DRAIN_WITHIN {
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                for (tx, msg) in deferred {
+                    let _ = tx.send(msg);
+                }
+            });
+        }
+        refreshed
     }
 
     fn note_unplaced(&self, unplaced: &[String]) {

@@ -39,7 +39,7 @@ mod request_id;
 mod table;
 mod tls;
 
-pub use table::{Backend, Balance, NoBackends, RouteTable};
+pub use table::{Backend, Balance, Draining, NoBackends, RouteSnapshot, RouteTable};
 pub use tls::{TlsConfig, TlsError};
 
 /// Entry points for the cargo-fuzz targets in `fuzz/` and their corpus replay test

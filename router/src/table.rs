@@ -373,6 +373,25 @@ impl std::fmt::Debug for Waker {
     }
 }
 
+/// The table's backends at one moment (opaque).
+#[derive(Debug, Default)]
+pub struct RouteSnapshot(Vec<Arc<Slot>>);
+
+/// Backends out of the table whose requests are still in flight.
+#[derive(Debug, Default)]
+pub struct Draining(Vec<Arc<Slot>>);
+
+impl Draining {
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// Requests still in flight to them.
+    pub fn in_flight(&self) -> usize {
+        self.0.iter().map(|s| s.in_flight()).sum()
+    }
+}
+
 /// App name -> web backends, settings and queue. Cheap to clone; all clones share one table.
 #[derive(Debug, Clone, Default)]
 pub struct RouteTable {
@@ -443,6 +462,25 @@ impl RouteTable {
                 .collect();
             state.backends = slots;
         });
+    }
+
+    /// Every backend now in the table, to compare with after a change ([`RouteTable::draining`]).
+    pub fn snapshot(&self) -> RouteSnapshot {
+        let apps: Vec<Arc<App>> = self.read().apps.values().cloned().collect();
+        RouteSnapshot(apps.iter().flat_map(|a| a.slots()).collect())
+    }
+
+    /// The backends of `before` the table no longer routes to but that still have requests in
+    /// flight: a dyno gets SIGTERM only once these are done.
+    pub fn draining(&self, before: RouteSnapshot) -> Draining {
+        let now = self.snapshot().0;
+        Draining(
+            before
+                .0
+                .into_iter()
+                .filter(|s| s.in_flight() > 0 && !now.iter().any(|n| Arc::ptr_eq(n, s)))
+                .collect(),
+        )
     }
 
     /// Removes the app and its custom domains; its waiting requests get H14.

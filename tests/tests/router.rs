@@ -232,3 +232,31 @@ fn an_idle_eco_app_sleeps_and_the_next_request_wakes_and_is_served() {
         (p.dynos("nap")[0]["state"] == "idle").then_some(())
     });
 }
+
+/// A web dyno that is stopped leaves the router first and gets SIGTERM only once the request
+/// it was serving is done (the probe dies at once on SIGTERM, so a lost request would show).
+#[test]
+fn a_restarted_web_dyno_finishes_the_request_it_was_serving() {
+    let p = Platform::start();
+    p.deploy("drain", "web: dyno-probe web\n");
+    p.wait_up("drain", &["web.1"]);
+    std::thread::scope(|s| {
+        let slow = s.spawn(|| p.route("drain", "/sleep?ms=1500"));
+        std::thread::sleep(Duration::from_millis(400));
+        let started = std::time::Instant::now();
+        p.dyno_ok(&["ps:restart", "-d", "web.1", "-a", "drain"]);
+        assert!(
+            started.elapsed() < Duration::from_secs(1),
+            "the restart answers without waiting for the drain"
+        );
+        let (status, body) = slow.join().unwrap().expect("the slow request completes");
+        assert_eq!(status, 200, "in flight during the restart: {body}");
+    });
+    // And the dyno was restarted all the same.
+    wait_until("web.1 back up", Duration::from_secs(30), || {
+        p.dynos("drain")
+            .iter()
+            .any(|d| d["name"] == "web.1" && d["state"] == "up")
+            .then_some(())
+    });
+}
