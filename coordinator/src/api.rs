@@ -511,10 +511,16 @@ async fn list_apps(State(api): State<Api>, headers: HeaderMap) -> ApiResult<Resp
         }
         Ok(out)
     })?;
-    paged(out, &headers, &["id", "name"], |a, f| match f {
-        "id" => a.id.clone(),
-        _ => a.name.clone(),
-    })
+    paged(
+        out,
+        &headers,
+        &["id", "name"],
+        |a, f| match f {
+            "id" => a.id.clone(),
+            _ => a.name.clone(),
+        },
+        text_bound,
+    )
 }
 
 async fn get_app(State(api): State<Api>, Path(name): Path<String>) -> ApiResult<Json<wire::App>> {
@@ -1137,24 +1143,13 @@ async fn list_releases(
         .iter()
         .map(|r| release_json(&app, r, current))
         .collect();
-    let range = headers
-        .get(header::RANGE)
-        .and_then(|v| v.to_str().ok())
-        .and_then(dyno_shared::range::parse)
-        .filter(|r| r.field == "version");
-    match range {
-        None => Ok(ranged(all, None, None, "version")),
-        Some(spec) => {
-            let (page, next) =
-                dyno_shared::range::page_numeric(all, |r| i64::from(r.version), &spec)
-                    .map_err(range_error)?;
-            let content_range = match (page.first(), page.last()) {
-                (Some(f), Some(l)) => format!("version {}..{}", f.version, l.version),
-                _ => "version ..".to_string(),
-            };
-            Ok(ranged(page, next, Some(content_range), "version"))
-        }
-    }
+    paged(
+        all,
+        &headers,
+        &["version"],
+        |r, _| i64::from(r.version),
+        dyno_shared::range::numeric_bound,
+    )
 }
 
 /// A `Range` whose bounds do not fit its field (`version ]abc..`): the Platform API's 416.
@@ -1166,64 +1161,57 @@ fn range_error(message: String) -> ApiError {
     )
 }
 
-/// A list answer, one page of it under a Platform API `Range`: 206 and `Next-Range` when more
-/// follow (the heroku CLI follows it), `Accept-Ranges` always.
-fn ranged<T: serde::Serialize>(
-    page: Vec<T>,
-    next: Option<String>,
-    content_range: Option<String>,
-    accept: &str,
-) -> Response {
-    let mut resp = Json(page).into_response();
-    if let Some(next) = next {
-        *resp.status_mut() = StatusCode::PARTIAL_CONTENT;
-        if let Ok(v) = HeaderValue::from_str(&next) {
-            resp.headers_mut().insert("next-range", v);
-        }
-    }
-    if let Some(v) = content_range.and_then(|c| HeaderValue::from_str(&c).ok()) {
-        resp.headers_mut().insert(header::CONTENT_RANGE, v);
-    }
-    if let Ok(v) = HeaderValue::from_str(accept) {
-        resp.headers_mut().insert(header::ACCEPT_RANGES, v);
-    }
-    resp
-}
-
 /// A list under an optional Platform API `Range` on one of `fields` (`key` gives an item's value
-/// of a field): without one (or an unknown field) the whole list, 200; with one, that page.
-fn paged<T: serde::Serialize>(
+/// of a field, `bound` reads a range bound of it): without one (or an unknown field) the whole
+/// list, 200; with one, that page, 206 and `Next-Range` when more follow (the heroku CLI follows
+/// it). `Accept-Ranges` always.
+fn paged<T: serde::Serialize, K: Ord + std::fmt::Display>(
     items: Vec<T>,
     headers: &HeaderMap,
     fields: &[&str],
-    key: impl Fn(&T, &str) -> String,
+    key: impl Fn(&T, &str) -> K,
+    bound: impl Fn(&str) -> Option<K>,
 ) -> ApiResult<Response> {
-    let accept = fields.join(", ");
     let range = headers
         .get(header::RANGE)
         .and_then(|v| v.to_str().ok())
         .and_then(dyno_shared::range::parse)
         .filter(|r| fields.contains(&r.field.as_str()));
-    let Some(spec) = range else {
-        return Ok(ranged(items, None, None, &accept));
+    let (page, next, content_range) = match range {
+        None => (items, None, None),
+        Some(spec) => {
+            let (page, next) =
+                dyno_shared::range::page(items, |t| key(t, &spec.field), bound, &spec)
+                    .map_err(range_error)?;
+            let content_range = match (page.first(), page.last()) {
+                (Some(f), Some(l)) => format!(
+                    "{} {}..{}",
+                    spec.field,
+                    key(f, &spec.field),
+                    key(l, &spec.field)
+                ),
+                _ => format!("{} ..", spec.field),
+            };
+            (page, next, Some(content_range))
+        }
     };
-    let (page, next) = dyno_shared::range::page(
-        items,
-        |t| key(t, &spec.field),
-        |b| Some(b.to_string()),
-        &spec,
-    )
-    .map_err(range_error)?;
-    let content_range = match (page.first(), page.last()) {
-        (Some(f), Some(l)) => format!(
-            "{} {}..{}",
-            spec.field,
-            key(f, &spec.field),
-            key(l, &spec.field)
-        ),
-        _ => format!("{} ..", spec.field),
-    };
-    Ok(ranged(page, next, Some(content_range), &accept))
+    let mut resp = Json(page).into_response();
+    if let Some(v) = next.and_then(|n| HeaderValue::from_str(&n).ok()) {
+        *resp.status_mut() = StatusCode::PARTIAL_CONTENT;
+        resp.headers_mut().insert("next-range", v);
+    }
+    if let Some(v) = content_range.and_then(|c| HeaderValue::from_str(&c).ok()) {
+        resp.headers_mut().insert(header::CONTENT_RANGE, v);
+    }
+    if let Ok(v) = HeaderValue::from_str(&fields.join(", ")) {
+        resp.headers_mut().insert(header::ACCEPT_RANGES, v);
+    }
+    Ok(resp)
+}
+
+/// A string field's range bound: any text.
+fn text_bound(b: &str) -> Option<String> {
+    Some(b.to_string())
 }
 
 fn formation_json(
@@ -1280,10 +1268,16 @@ async fn get_formation(
 ) -> ApiResult<Response> {
     let app = find_app(&api.inner, &name)?;
     let out = current_formation(&api.inner, &app)?;
-    paged(out, &headers, &["id", "type"], |i, f| match f {
-        "id" => i.id.clone(),
-        _ => i.process_type.clone(),
-    })
+    paged(
+        out,
+        &headers,
+        &["id", "type"],
+        |i, f| match f {
+            "id" => i.id.clone(),
+            _ => i.process_type.clone(),
+        },
+        text_bound,
+    )
 }
 
 fn apply_scale(
@@ -1463,10 +1457,16 @@ async fn list_dynos(
         .filter(|d| d.desired != Desired::Stop)
         .map(|d| dyno_json(&api.inner, d))
         .collect();
-    paged(out, &headers, &["id", "name"], |d, f| match f {
-        "id" => d.id.clone(),
-        _ => d.name.clone(),
-    })
+    paged(
+        out,
+        &headers,
+        &["id", "name"],
+        |d, f| match f {
+            "id" => d.id.clone(),
+            _ => d.name.clone(),
+        },
+        text_bound,
+    )
 }
 
 /// Stops the selected dynos; formation dynos are then replaced by the manager, which is how a
@@ -2029,17 +2029,20 @@ impl Drop for RunGuard {
 /// Longest command a one-off dyno accepts.
 pub const MAX_RUN_COMMAND_BYTES: usize = 64 * 1024;
 
+/// An attached one-off's output and exit, and the guard that stops it when dropped.
+type Attached = (RunGuard, mpsc::Receiver<RunEvent>);
+
 /// Places and starts a one-off `run.N` dyno of the app's current release. Attached: its
-/// output and exit come on the returned channel (the caller's `RunGuard` stops it when the
-/// client goes); detached: its output goes to the app's logs only.
+/// output and exit come on the returned channel, and dropping the guard (the client went)
+/// stops it; detached: its output goes to the app's logs only.
 fn start_one_off(
-    inner: &Inner,
+    inner: &Shared,
     app: &AppRow,
     command: String,
     size: dyno_shared::Size,
     env: BTreeMap<String, String>,
     attached: bool,
-) -> ApiResult<(DynoRow, Option<mpsc::Receiver<RunEvent>>)> {
+) -> ApiResult<(DynoRow, Option<Attached>)> {
     if command.trim().is_empty() {
         return Err(ApiError::invalid("command must not be empty"));
     }
@@ -2120,7 +2123,16 @@ fn start_one_off(
             format!("host {host} went away"),
         ));
     }
-    Ok((row, ev_rx))
+    let attached = ev_rx.map(|rx| {
+        let guard = RunGuard {
+            inner: inner.clone(),
+            key,
+            dyno_id: row.id.clone(),
+            host,
+        };
+        (guard, rx)
+    });
+    Ok((row, attached))
 }
 
 /// A one-off's number, as Heroku's `run.4821`: random, so a name is not reused soon and
@@ -2150,18 +2162,10 @@ async fn run(
     let inner = api.inner.clone();
     let app = find_app(&inner, &name)?;
     let size = req.size.unwrap_or_default();
-    let (row, ev_rx) = start_one_off(&inner, &app, req.command, size, req.env, !req.detached)?;
-    let Some(mut ev_rx) = ev_rx else {
+    let (row, attached) = start_one_off(&inner, &app, req.command, size, req.env, !req.detached)?;
+    let Some((guard, mut ev_rx)) = attached else {
         // Its output goes to the app's logs; it runs until its command exits.
         return Ok((StatusCode::CREATED, Json(dyno_json(&inner, &row))).into_response());
-    };
-    let key = (app.name.clone(), row.name());
-    let host = row.host.clone().expect("placed");
-    let guard = RunGuard {
-        inner: inner.clone(),
-        key,
-        dyno_id: row.id.clone(),
-        host,
     };
     let (out_tx, out_rx) = mpsc::channel::<Bytes>(256);
     let mut stop = api.stop.clone();
@@ -2230,15 +2234,9 @@ async fn create_dyno(
     } else {
         None
     };
-    let (row, events) = start_one_off(&inner, &app, req.command, size, env, attach)?;
+    let (row, attached) = start_one_off(&inner, &app, req.command, size, env, attach)?;
     let mut out = dyno_json(&inner, &row);
-    if let (Some(secret), Some(events)) = (secret, events) {
-        let guard = RunGuard {
-            inner: inner.clone(),
-            key: (app.name.clone(), row.name()),
-            dyno_id: row.id.clone(),
-            host: row.host.clone().expect("placed"),
-        };
+    if let (Some(secret), Some((guard, events))) = (secret, attached) {
         inner.rendezvous.insert(
             secret.clone(),
             crate::rendezvous::Pending {
@@ -2627,10 +2625,16 @@ async fn list_drains(
     let app = find_app(&api.inner, &name)?;
     let rows = api.inner.store().read(|r| r.drains(&app.id))?;
     let out: Vec<wire::LogDrain> = rows.iter().map(drain_json).collect();
-    paged(out, &headers, &["id", "url"], |d, f| match f {
-        "id" => d.id.clone(),
-        _ => d.url.clone(),
-    })
+    paged(
+        out,
+        &headers,
+        &["id", "url"],
+        |d, f| match f {
+            "id" => d.id.clone(),
+            _ => d.url.clone(),
+        },
+        text_bound,
+    )
 }
 
 /// `d.` and a random UUID (version 4 layout), as Heroku's drain tokens look.
@@ -3042,9 +3046,13 @@ async fn list_domains(
     let app = find_app(&api.inner, &name)?;
     let all = app_domains(&api.inner, &app)?;
     // Both page by host name: the CLI asks for `id ..` and only needs one page to fit.
-    paged(all, &headers, &["id", "hostname"], |d, _| {
-        d.hostname.clone()
-    })
+    paged(
+        all,
+        &headers,
+        &["id", "hostname"],
+        |d, _| d.hostname.clone(),
+        text_bound,
+    )
 }
 
 /// A domain of the app by id or host name.

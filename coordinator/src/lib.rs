@@ -989,9 +989,13 @@ impl Inner {
         &self,
         msgs: Vec<(String, CoordinatorMsg)>,
     ) -> Result<(), StoreError> {
-        let before = self.routes.snapshot();
+        // Most passes stop nothing: no snapshot of the table for them.
+        let stopping = msgs
+            .iter()
+            .any(|(_, m)| matches!(m, CoordinatorMsg::StopDyno { .. }));
+        let before = stopping.then(|| self.routes.snapshot());
         let refreshed = self.refresh_routes();
-        let draining = self.routes.draining(before);
+        let draining = before.map(|b| self.routes.draining(b)).unwrap_or_default();
         let mut deferred = Vec::new();
         for (host, msg) in msgs {
             // Only while requests drain; then stops of other dynos wait for them too (briefly).

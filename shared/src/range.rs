@@ -65,19 +65,9 @@ pub fn parse(header: &str) -> Option<RangeSpec> {
     })
 }
 
-/// One page of `items` by the numeric key `key`: the page, and the `Next-Range` value when
-/// more follow. Bounds may carry a `v` (`version ]v3..`).
-pub fn page_numeric<T>(
-    items: Vec<T>,
-    key: impl Fn(&T) -> i64,
-    spec: &RangeSpec,
-) -> Result<(Vec<T>, Option<String>), String> {
-    page(
-        items,
-        key,
-        |v| v.trim_start_matches('v').parse::<i64>().ok(),
-        spec,
-    )
+/// A numeric bound, which may carry a `v` (`version ]v3..`).
+pub fn numeric_bound(v: &str) -> Option<i64> {
+    v.trim_start_matches('v').parse().ok()
 }
 
 /// One page of `items` ordered by `key`, with bounds read by `bound`.
@@ -173,13 +163,20 @@ mod tests {
     fn pages_newest_first_and_says_where_the_next_page_starts() {
         let items: Vec<i64> = (1..=5).collect();
         let spec = parse("version ..; max=2, order=desc").unwrap();
-        let (page, next) = page_numeric(items.clone(), |v| *v, &spec).unwrap();
+        let (page, next) = super::page(items.clone(), |v| *v, numeric_bound, &spec).unwrap();
         assert_eq!(page, vec![5, 4]);
         let next = next.unwrap();
         assert_eq!(next, "version ]4..; max=2, order=desc");
-        let (page, _) = page_numeric(items.clone(), |v| *v, &parse(&next).unwrap()).unwrap();
+        let (page, _) =
+            super::page(items.clone(), |v| *v, numeric_bound, &parse(&next).unwrap()).unwrap();
         assert_eq!(page, vec![3, 2]);
-        let (page, next) = page_numeric(items, |v| *v, &parse("version 2..3").unwrap()).unwrap();
+        let (page, next) = super::page(
+            items,
+            |v| *v,
+            numeric_bound,
+            &parse("version 2..3").unwrap(),
+        )
+        .unwrap();
         assert_eq!((page, next), (vec![2, 3], None));
     }
 }
