@@ -36,6 +36,10 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+/// As in dyno-coordinator, which the router runs in.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const APP: &str = "bench";
 const HOST: &str = "bench.localhost";
 

@@ -47,6 +47,11 @@ impl ForwardBody {
 pub(crate) struct ClientFailure(Option<Arc<AtomicBool>>);
 
 impl ClientFailure {
+    /// For a request without a body: reading it cannot fail.
+    pub(crate) fn none() -> Self {
+        ClientFailure(None)
+    }
+
     pub(crate) fn failed(&self) -> bool {
         self.0.as_ref().is_some_and(|f| f.load(Ordering::Acquire))
     }
@@ -242,6 +247,15 @@ impl ResponseBody {
             completion: Some(completion),
             idle_timeout,
             idle: None,
+        }
+    }
+
+    /// A dyno's header lines, when the request asked for them as bytes
+    /// ([`crate::h1::RawRequest::passing_head`]).
+    pub(crate) fn take_head_lines(&mut self) -> Option<crate::h1::HeadLines> {
+        match &mut self.content {
+            Content::Upstream(Upstream::Raw(body)) => body.take_head_lines(),
+            _ => None,
         }
     }
 

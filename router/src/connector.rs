@@ -13,6 +13,7 @@
 
 use crate::body::{BoxError, ForwardBody, Upstream};
 use crate::h1::{self, RawRequest};
+use bytes::BytesMut;
 use hyper::client::conn::http1;
 use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
@@ -33,12 +34,15 @@ pub(crate) struct Pool {
     idle_timeout: Duration,
 }
 
+/// Keyed by dyno addresses the coordinator chose: foldhash is safe and cheaper than SipHash.
+type AddrMap<V> = HashMap<SocketAddr, V, foldhash::fast::RandomState>;
+
 #[derive(Debug, Default)]
 struct Idles {
     /// Driven by hyper's client (requests with a body, upgrades).
-    hyper: HashMap<SocketAddr, Vec<Idle>>,
+    hyper: AddrMap<Vec<Idle>>,
     /// Bare streams for [`h1`] (requests without a body).
-    raw: HashMap<SocketAddr, Vec<RawIdle>>,
+    raw: AddrMap<Vec<RawIdle>>,
 }
 
 #[derive(Debug)]
@@ -50,6 +54,8 @@ struct Idle {
 #[derive(Debug)]
 struct RawIdle {
     stream: TcpStream,
+    /// Its read buffer, kept so that the next response on it is read without an allocation.
+    buf: BytesMut,
     since: Instant,
 }
 
@@ -128,21 +134,21 @@ impl Pool {
         request: RawRequest,
         connect_ms: &mut u128,
     ) -> Result<Response<h1::RawBody>, SendError> {
-        let stream = match self.take_raw(addr) {
-            Some(stream) => stream,
+        let (stream, buf) = match self.take_raw(addr) {
+            Some(idle) => idle,
             None => {
                 let started = Instant::now();
                 let connected = connect(addr, self.connect_timeout).await;
                 *connect_ms = started.elapsed().as_millis();
                 match connected {
-                    Ok(stream) => stream,
+                    Ok(stream) => (stream, BytesMut::new()),
                     Err(err) => {
                         return Err(SendError::Connect(err, Box::new(Outgoing::Raw(request))));
                     }
                 }
             }
         };
-        h1::exchange(stream, &request, self, addr)
+        h1::exchange(stream, buf, &request, self, addr)
             .await
             .map_err(|err| SendError::Failed(Box::new(err)))
     }
@@ -228,8 +234,8 @@ impl Pool {
         self.lock().hyper.entry(addr).or_default().push(idle);
     }
 
-    /// The most recently used idle stream to `addr` that nothing arrived on.
-    fn take_raw(&self, addr: SocketAddr) -> Option<TcpStream> {
+    /// The most recently used idle stream to `addr` that nothing arrived on, with its buffer.
+    fn take_raw(&self, addr: SocketAddr) -> Option<(TcpStream, BytesMut)> {
         let mut idle = self.lock();
         let list = idle.raw.get_mut(&addr)?;
         while let Some(entry) = list.pop() {
@@ -238,16 +244,17 @@ impl Pool {
                 return None;
             }
             if h1::idle_usable(&entry.stream) {
-                return Some(entry.stream);
+                return Some((entry.stream, entry.buf));
             }
         }
         None
     }
 
     /// A stream whose response was read to the end, for the next request.
-    pub(crate) fn put_raw(&self, addr: SocketAddr, stream: TcpStream) {
+    pub(crate) fn put_raw(&self, addr: SocketAddr, stream: TcpStream, buf: BytesMut) {
         let idle = RawIdle {
             stream,
+            buf,
             since: Instant::now(),
         };
         self.lock().raw.entry(addr).or_default().push(idle);

@@ -39,13 +39,37 @@ pub(crate) struct RawRequest {
     head: Vec<u8>,
     /// A HEAD request: the response has no body whatever its headers say.
     head_method: bool,
+    /// The response's header lines are wanted as bytes ([`HeadLines`]) rather than as a header
+    /// map: the router's own server writes them out as they are.
+    pass_head: bool,
 }
 
 impl RawRequest {
     /// `head` is a complete HTTP/1.1 request head, for a request without a body.
     pub(crate) fn new(head: Vec<u8>, head_method: bool) -> Self {
-        RawRequest { head, head_method }
+        RawRequest {
+            head,
+            head_method,
+            pass_head: false,
+        }
     }
+
+    /// The response comes back with its header lines in [`RawBody::take_head_lines`] and an
+    /// empty header map.
+    pub(crate) fn passing_head(mut self) -> Self {
+        self.pass_head = true;
+        self
+    }
+}
+
+/// A dyno's response header lines as the router passes them on (`name: value\r\n` each, no
+/// hop-by-hop headers, the router added to Via).
+#[derive(Debug)]
+pub(crate) struct HeadLines {
+    pub(crate) lines: Vec<u8>,
+    pub(crate) has_date: bool,
+    /// The Content-Length among the lines, if there is one.
+    pub(crate) content_length: Option<u64>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -88,24 +112,26 @@ pub(crate) fn idle_usable(stream: &TcpStream) -> bool {
 
 /// Sends `request` on `stream` and reads the response head; the body is read by the returned
 /// [`RawBody`], which hands the connection back to `pool` once the response is complete.
+/// `buf` is empty, perhaps with room left from the connection's last response.
 pub(crate) async fn exchange(
     mut stream: TcpStream,
+    mut buf: BytesMut,
     request: &RawRequest,
     pool: &Arc<Pool>,
     addr: SocketAddr,
 ) -> Result<Response<RawBody>, RawError> {
     stream.write_all(&request.head).await?;
-    let mut buf = BytesMut::with_capacity(READ_SIZE);
     loop {
         let read = std::future::poll_fn(|cx| poll_fill(&mut stream, &mut buf, cx)).await?;
         if read == 0 {
             return Err(RawError::Closed);
         }
         loop {
-            match parse_head(&mut buf, request.head_method)? {
+            match parse_head(&mut buf, request.head_method, request.pass_head)? {
                 Some(Parsed::Interim) => continue,
-                Some(Parsed::Final(mut response, framing, keep_alive)) => {
-                    let body = RawBody::new(stream, buf, framing, keep_alive, pool, addr);
+                Some(Parsed::Final(mut response, framing, keep_alive, lines)) => {
+                    let mut body = RawBody::new(stream, buf, framing, keep_alive, pool, addr);
+                    body.head_lines = lines;
                     *response.body_mut() = body;
                     return Ok(response);
                 }
@@ -123,15 +149,21 @@ pub(crate) async fn exchange(
 enum Parsed {
     /// A 1xx other than 101, skipped (as hyper's client does).
     Interim,
-    Final(Response<RawBody>, Framing, bool),
+    Final(Response<RawBody>, Framing, bool, Option<HeadLines>),
 }
 
 /// Parses one response head off the front of `buf`; `None` while it is incomplete. The head
 /// comes back as the router passes it on: without hop-by-hop headers, with the router in Via.
-fn parse_head(buf: &mut BytesMut, head_method: bool) -> Result<Option<Parsed>, RawError> {
+fn parse_head(
+    buf: &mut BytesMut,
+    head_method: bool,
+    pass_head: bool,
+) -> Result<Option<Parsed>, RawError> {
     // Most heads are short: room for 100 headers is only made when they need it.
-    match parse_head_in::<FEW_HEADERS>(buf, head_method) {
-        Err(RawError::TooManyHeaders) => parse_head_in::<MAX_RESPONSE_HEADERS>(buf, head_method),
+    match parse_head_in::<FEW_HEADERS>(buf, head_method, pass_head) {
+        Err(RawError::TooManyHeaders) => {
+            parse_head_in::<MAX_RESPONSE_HEADERS>(buf, head_method, pass_head)
+        }
         parsed => parsed,
     }
 }
@@ -139,6 +171,7 @@ fn parse_head(buf: &mut BytesMut, head_method: bool) -> Result<Option<Parsed>, R
 fn parse_head_in<const N: usize>(
     buf: &mut BytesMut,
     head_method: bool,
+    pass_head: bool,
 ) -> Result<Option<Parsed>, RawError> {
     let mut slots = [httparse::EMPTY_HEADER; N];
     let mut parsed = httparse::Response::new(&mut slots);
@@ -233,6 +266,62 @@ fn parse_head_in<const N: usize>(
         }
     };
 
+    // With Transfer-Encoding the body is framed anew for the client: a Content-Length beside
+    // it would contradict that framing.
+    let drop_length = chunked.is_some();
+    let keep = |name: &[u8]| {
+        !(hop_by_hop(name)
+            || name.eq_ignore_ascii_case(b"via")
+            || (drop_length && name.eq_ignore_ascii_case(b"content-length"))
+            || named.iter().any(|n| n.eq_ignore_ascii_case(name)))
+    };
+
+    if pass_head {
+        let mut lines = Vec::with_capacity(len + 64);
+        let mut has_date = false;
+        for h in parsed.headers.iter() {
+            let name = h.name.as_bytes();
+            if !keep(name) {
+                continue;
+            }
+            has_date |= name.eq_ignore_ascii_case(b"date");
+            lines.extend_from_slice(name);
+            lines.extend_from_slice(b": ");
+            lines.extend_from_slice(h.value);
+            lines.extend_from_slice(b"\r\n");
+        }
+        lines.extend_from_slice(b"via: ");
+        if let Some(prior) = &via {
+            lines.extend_from_slice(prior);
+        }
+        lines.extend_from_slice(VIA.as_bytes());
+        lines.extend_from_slice(b"\r\n");
+        let reason = parsed
+            .reason
+            .filter(|r| status.canonical_reason() != Some(*r))
+            .and_then(|r| hyper::ext::ReasonPhrase::try_from(r.as_bytes().to_vec()).ok());
+        let content_length = if drop_length { None } else { length };
+        drop(named);
+        buf.advance(len);
+        let mut response = Response::new(RawBody::empty());
+        *response.status_mut() = status;
+        *response.version_mut() = version;
+        if let Some(phrase) = reason {
+            response.extensions_mut().insert(phrase);
+        }
+        let lines = HeadLines {
+            lines,
+            has_date,
+            content_length,
+        };
+        return Ok(Some(Parsed::Final(
+            response,
+            framing,
+            keep_alive,
+            Some(lines),
+        )));
+    }
+
     // Header values are slices of the head, without copies.
     let base = buf.as_ptr() as usize;
     let offset = |part: &[u8]| (part.as_ptr() as usize - base) as u32;
@@ -244,10 +333,7 @@ fn parse_head_in<const N: usize>(
     let mut count = 0;
     for h in parsed.headers.iter() {
         let name = h.name.as_bytes();
-        if hop_by_hop(name)
-            || name.eq_ignore_ascii_case(b"via")
-            || named.iter().any(|n| n.eq_ignore_ascii_case(name))
-        {
+        if !keep(name) {
             continue;
         }
         // The head is at most MAX_HEAD_BYTES plus one read long.
@@ -292,7 +378,7 @@ fn parse_head_in<const N: usize>(
         }
     }
     *response.headers_mut() = headers;
-    Ok(Some(Parsed::Final(response, framing, keep_alive)))
+    Ok(Some(Parsed::Final(response, framing, keep_alive, None)))
 }
 
 /// Headers about one connection (RFC 9110 7.6.1), any case.
@@ -314,10 +400,13 @@ pub(crate) fn hop_by_hop(name: &[u8]) -> bool {
 }
 
 fn parse_length(digits: &[u8]) -> Option<u64> {
-    if digits.is_empty() || digits.len() > 19 || !digits.iter().all(u8::is_ascii_digit) {
+    if digits.is_empty() || digits.len() > 19 {
         return None;
     }
-    std::str::from_utf8(digits).ok()?.parse().ok()
+    // 19 digits always fit in a u64.
+    digits.iter().try_fold(0u64, |n, &d| {
+        d.is_ascii_digit().then(|| n * 10 + u64::from(d - b'0'))
+    })
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -352,6 +441,8 @@ pub(crate) struct RawBody {
     framing: Framing,
     /// Why the body broke off, returned on the poll after the one that found out.
     failed: Option<RawError>,
+    /// The head's header lines, when the request was [`RawRequest::passing_head`].
+    head_lines: Option<HeadLines>,
 }
 
 #[derive(Debug)]
@@ -369,7 +460,12 @@ impl RawBody {
             buf: BytesMut::new(),
             framing: Framing::Done,
             failed: None,
+            head_lines: None,
         }
+    }
+
+    pub(crate) fn take_head_lines(&mut self) -> Option<HeadLines> {
+        self.head_lines.take()
     }
 
     fn new(
@@ -390,6 +486,7 @@ impl RawBody {
             buf,
             framing,
             failed: None,
+            head_lines: None,
         };
         if framing == Framing::Done {
             body.finished();
@@ -405,7 +502,8 @@ impl RawBody {
             && conn.keep_alive
             && self.buf.is_empty()
         {
-            conn.pool.put_raw(conn.addr, conn.stream);
+            conn.pool
+                .put_raw(conn.addr, conn.stream, std::mem::take(&mut self.buf));
         }
     }
 
@@ -607,6 +705,7 @@ mod tests {
             buf: BytesMut::from(bytes),
             framing,
             failed: None,
+            head_lines: None,
         }
     }
 
@@ -639,10 +738,11 @@ mod tests {
                HTTP/1.1 200 Fine\r\nContent-Length: 3\r\nX-A: b\r\n\r\nabc"[..],
         );
         assert!(matches!(
-            parse_head(&mut buf, false),
+            parse_head(&mut buf, false, false),
             Ok(Some(Parsed::Interim))
         ));
-        let Ok(Some(Parsed::Final(response, framing, keep_alive))) = parse_head(&mut buf, false)
+        let Ok(Some(Parsed::Final(response, framing, keep_alive, None))) =
+            parse_head(&mut buf, false, false)
         else {
             panic!("no head");
         };
@@ -662,7 +762,8 @@ mod tests {
             &b"HTTP/1.1 200 OK\r\nConnection: keep-alive, X-Hop\r\nX-Hop: 1\r\nKeep-Alive: t=5\r\n\
                Via: 1.0 a\r\nTransfer-Encoding: chunked\r\nX-Kept: 2\r\n\r\n"[..],
         );
-        let Ok(Some(Parsed::Final(response, framing, keep_alive))) = parse_head(&mut hop, false)
+        let Ok(Some(Parsed::Final(response, framing, keep_alive, None))) =
+            parse_head(&mut hop, false, false)
         else {
             panic!("no head");
         };
@@ -679,20 +780,23 @@ mod tests {
         );
 
         let mut close = BytesMut::from(&b"HTTP/1.0 200 OK\r\n\r\n"[..]);
-        let Ok(Some(Parsed::Final(_, framing, keep_alive))) = parse_head(&mut close, false) else {
+        let Ok(Some(Parsed::Final(_, framing, keep_alive, None))) =
+            parse_head(&mut close, false, false)
+        else {
             panic!("no head");
         };
         assert_eq!(framing, Framing::Close);
         assert!(!keep_alive);
 
         let mut head = BytesMut::from(&b"HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\n"[..]);
-        let Ok(Some(Parsed::Final(_, framing, _))) = parse_head(&mut head, true) else {
+        let Ok(Some(Parsed::Final(_, framing, _, None))) = parse_head(&mut head, true, false)
+        else {
             panic!("no head");
         };
         assert_eq!(framing, Framing::Done);
 
         let mut bad = BytesMut::from(&b"HTTP/1.1 200 OK\r\nContent-Length: 1, 2\r\n\r\n"[..]);
-        assert!(parse_head(&mut bad, false).is_err());
+        assert!(parse_head(&mut bad, false, false).is_err());
         let head_with = |count: usize| {
             let mut head = BytesMut::from(&b"HTTP/1.1 204 No Content\r\n"[..]);
             for i in 0..count {
@@ -701,17 +805,65 @@ mod tests {
             head.extend_from_slice(b"\r\n");
             head
         };
-        let Ok(Some(Parsed::Final(response, Framing::Done, true))) =
-            parse_head(&mut head_with(60), false)
+        let Ok(Some(Parsed::Final(response, Framing::Done, true, None))) =
+            parse_head(&mut head_with(60), false, false)
         else {
             panic!("no head");
         };
         assert_eq!(response.headers().len(), 61);
         assert!(matches!(
-            parse_head(&mut head_with(120), false),
+            parse_head(&mut head_with(120), false, false),
             Err(RawError::TooManyHeaders)
         ));
         let mut partial = BytesMut::from(&b"HTTP/1.1 200 OK\r\nContent-"[..]);
-        assert!(matches!(parse_head(&mut partial, false), Ok(None)));
+        assert!(matches!(parse_head(&mut partial, false, false), Ok(None)));
+    }
+
+    #[test]
+    fn passed_heads_come_back_as_the_lines_the_client_gets() {
+        let mut hop = BytesMut::from(
+            &b"HTTP/1.1 299 Fine Indeed\r\nConnection: X-Hop\r\nX-Hop: 1\r\nVia: 1.0 a\r\n\
+               Content-Length: 5\r\nTransfer-Encoding: chunked\r\nDate: today\r\nX-Kept: 2\r\n\r\n"
+                [..],
+        );
+        let Ok(Some(Parsed::Final(response, framing, _, Some(head)))) =
+            parse_head(&mut hop, false, true)
+        else {
+            panic!("no head lines");
+        };
+        assert!(hop.is_empty());
+        assert_eq!(framing, Framing::Chunked(Chunk::Size));
+        assert!(response.headers().is_empty());
+        assert_eq!(response.status().as_u16(), 299);
+        let reason = response.extensions().get::<hyper::ext::ReasonPhrase>();
+        assert_eq!(reason.map(|r| r.as_bytes()), Some(&b"Fine Indeed"[..]));
+        // The body is chunked anew for the client: its Content-Length goes with the hop headers.
+        assert_eq!(
+            String::from_utf8(head.lines).unwrap(),
+            "Date: today\r\nX-Kept: 2\r\nvia: 1.0 a, 1.1 dyno-router\r\n"
+        );
+        assert!(head.has_date);
+        assert_eq!(head.content_length, None);
+
+        let mut plain = BytesMut::from(&b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nabc"[..]);
+        let Ok(Some(Parsed::Final(response, framing, true, Some(head)))) =
+            parse_head(&mut plain, false, true)
+        else {
+            panic!("no head lines");
+        };
+        assert!(
+            response
+                .extensions()
+                .get::<hyper::ext::ReasonPhrase>()
+                .is_none()
+        );
+        assert_eq!(framing, Framing::Length(3));
+        assert_eq!(&plain[..], b"abc");
+        assert_eq!(
+            head.lines,
+            b"Content-Length: 3\r\nvia: 1.1 dyno-router\r\n".to_vec()
+        );
+        assert!(!head.has_date);
+        assert_eq!(head.content_length, Some(3));
     }
 }

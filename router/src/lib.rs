@@ -32,6 +32,7 @@
 mod body;
 mod connector;
 mod h1;
+mod h1_server;
 mod log;
 mod metrics;
 mod proxy;
@@ -360,7 +361,7 @@ async fn serve_connection(
                 match accepted {
                     Ok(Ok(tls)) => {
                         let conn = ClientConn { peer, tls: true };
-                        serve_http(server, TokioIo::new(tls), conn, stop).await;
+                        h1_server::serve(server, tls, conn, stop).await;
                     }
                     Ok(Err(err)) => tracing::debug!(%peer, error = %err, "TLS handshake failed"),
                     Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
@@ -373,7 +374,7 @@ async fn serve_connection(
         }
     }
     let conn = ClientConn { peer, tls: false };
-    serve_http(server, TokioIo::new(stream), conn, stop).await;
+    h1_server::serve(server, stream, conn, stop).await;
 }
 
 async fn serve_http<I>(

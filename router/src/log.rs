@@ -136,16 +136,44 @@ pub(crate) fn format_line(req: &RequestInfo, out: &Outcome<'_>) -> String {
     line.push_str(&req.request_id);
     line.push_str(" fwd=\"");
     // The client controls part of this value; keep it from breaking out of the quotes.
-    line.extend(req.fwd.chars().filter(|c| !matches!(c, '"' | '\\')));
+    if req.fwd.contains(['"', '\\']) {
+        line.extend(req.fwd.chars().filter(|c| !matches!(c, '"' | '\\')));
+    } else {
+        line.push_str(&req.fwd);
+    }
     line.push_str("\" dyno=");
     line.push_str(out.dyno);
-    let _ = write!(
-        line,
-        " connect={}ms service={}ms status={} bytes={} protocol=",
-        out.connect_ms, out.service_ms, out.status, out.bytes
-    );
+    // Digits by hand: the formatting machinery cost as much as the rest of the line.
+    line.push_str(" connect=");
+    push_decimal(&mut line, out.connect_ms);
+    line.push_str("ms service=");
+    push_decimal(&mut line, out.service_ms);
+    line.push_str("ms status=");
+    push_decimal(&mut line, u128::from(out.status));
+    line.push_str(" bytes=");
+    push_decimal(&mut line, u128::from(out.bytes));
+    line.push_str(" protocol=");
     line.push_str(req.protocol);
     line
+}
+
+fn push_decimal(line: &mut String, n: u128) {
+    if let Ok(small) = u64::try_from(n) {
+        let mut digits = [0u8; 20];
+        let mut at = digits.len();
+        let mut rest = small;
+        loop {
+            at -= 1;
+            digits[at] = b'0' + (rest % 10) as u8;
+            rest /= 10;
+            if rest == 0 {
+                break;
+            }
+        }
+        line.push_str(std::str::from_utf8(&digits[at..]).unwrap_or_default());
+    } else {
+        let _ = write!(line, "{n}");
+    }
 }
 
 #[cfg(test)]
@@ -188,6 +216,18 @@ mod tests {
         };
         assert!(format_line(&info(), &timeout).starts_with(
             "at=error code=H12 desc=\"Request timeout\" method=GET path=/ host=shop.localhost"
+        ));
+        let big = Outcome {
+            dyno: "web.10",
+            connect_ms: 0,
+            service_ms: u128::from(u64::MAX) + 1,
+            status: 504,
+            bytes: u64::MAX,
+            ..Outcome::default()
+        };
+        assert!(format_line(&info(), &big).ends_with(
+            "dyno=web.10 connect=0ms service=18446744073709551616ms status=504 \
+             bytes=18446744073709551615 protocol=http"
         ));
         let mut sneaky = info();
         sneaky.fwd = "1.1.1.1\" at=info, 2.2.2.2".into();

@@ -106,6 +106,24 @@ const NO_DYNO: Failure<'static> = Failure {
     connect_ms: 0,
 };
 
+/// A request without a body, as the router's own HTTP/1.1 server parsed it.
+pub(crate) struct PlainRequest<'a> {
+    pub(crate) method: &'a str,
+    /// Origin-form.
+    pub(crate) target: &'a str,
+    pub(crate) headers: &'a [httparse::Header<'a>],
+    /// The client's address as X-Forwarded-For shows it, made once per connection.
+    pub(crate) peer_ip: &'a str,
+}
+
+/// A plain request routed and encoded for a dyno, not yet sent.
+pub(crate) struct PlainPrepared {
+    app: Arc<App>,
+    info: Arc<RequestInfo>,
+    raw: RawRequest,
+    received: Instant,
+}
+
 /// How the client reached the router.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct ClientConn {
@@ -215,7 +233,14 @@ impl Proxy {
                 .path_and_query()
                 .map_or("/", |pq| pq.as_str())
                 .to_string(),
-            fwd: forwarded_for(&parts.headers, conn.peer.ip()),
+            fwd: forwarded_for(
+                parts
+                    .headers
+                    .get_all(X_FORWARDED_FOR)
+                    .iter()
+                    .filter_map(|v| v.to_str().ok()),
+                &ip_string(conn.peer.ip()),
+            ),
             host,
             request_id,
             protocol: if conn.tls { "https" } else { "http" },
@@ -489,43 +514,85 @@ impl Proxy {
         conn: ClientConn,
         received_unix_ms: i64,
     ) -> Vec<u8> {
+        let target = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
+        let headers = || {
+            parts
+                .headers
+                .iter()
+                .map(|(name, value)| (name.as_str().as_bytes(), value.as_bytes()))
+        };
+        self.encode_head(
+            parts.method.as_str(),
+            target,
+            headers,
+            info,
+            conn,
+            received_unix_ms,
+        )
+    }
+
+    /// `encode_request_head` over any list of (name in any case, value) pairs, which
+    /// `headers` iterates (twice).
+    fn encode_head<'h, H>(
+        &self,
+        method: &str,
+        target: &str,
+        headers: impl Fn() -> H,
+        info: &RequestInfo,
+        conn: ClientConn,
+        received_unix_ms: i64,
+    ) -> Vec<u8>
+    where
+        H: Iterator<Item = (&'h [u8], &'h [u8])>,
+    {
         fn line(head: &mut Vec<u8>, name: &[u8], value: &[u8]) {
             head.extend_from_slice(name);
             head.extend_from_slice(b": ");
             head.extend_from_slice(value);
             head.extend_from_slice(b"\r\n");
         }
-        let headers = &parts.headers;
-        let target = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
-        let mut head = Vec::with_capacity(512 + target.len() + 64 * headers.len());
-        head.extend_from_slice(parts.method.as_str().as_bytes());
+        let connection: Vec<&[u8]> = headers()
+            .filter(|(name, _)| name.eq_ignore_ascii_case(b"connection"))
+            .map(|(_, value)| value)
+            .collect();
+        let named_by_connection = |name: &[u8]| {
+            connection.iter().any(|v| {
+                v.split(|&b| b == b',')
+                    .any(|token| token.trim_ascii().eq_ignore_ascii_case(name))
+            })
+        };
+        let mut head = Vec::with_capacity(768 + target.len());
+        head.extend_from_slice(method.as_bytes());
         head.push(b' ');
         head.extend_from_slice(target.as_bytes());
         head.extend_from_slice(b" HTTP/1.1\r\n");
-        let connection = headers.get(header::CONNECTION).is_some();
         let mut via: Vec<&[u8]> = Vec::new();
         let mut has_host = false;
-        for (name, value) in headers {
-            let n = name.as_str().as_bytes();
-            if crate::h1::hop_by_hop(n) || (connection && named_by_connection(headers, n)) {
-                continue;
-            }
-            if *name == header::VIA {
-                if value.to_str().is_ok() {
-                    via.push(value.as_bytes());
-                }
-                continue;
-            }
-            if *name == X_FORWARDED_FOR
-                || *name == X_FORWARDED_PROTO
-                || *name == X_FORWARDED_PORT
-                || *name == X_REQUEST_START
-                || *name == X_REQUEST_ID
+        for (name, value) in headers() {
+            if crate::h1::hop_by_hop(name) || (!connection.is_empty() && named_by_connection(name))
             {
                 continue;
             }
-            has_host |= *name == header::HOST;
-            line(&mut head, n, value.as_bytes());
+            if name.eq_ignore_ascii_case(b"via") {
+                if header_str(value).is_some() {
+                    via.push(value);
+                }
+                continue;
+            }
+            if [
+                b"x-forwarded-for".as_slice(),
+                b"x-forwarded-proto",
+                b"x-forwarded-port",
+                b"x-request-start",
+                b"x-request-id",
+            ]
+            .iter()
+            .any(|n| n.eq_ignore_ascii_case(name))
+            {
+                continue;
+            }
+            has_host |= name.eq_ignore_ascii_case(b"host");
+            line(&mut head, name, value);
         }
         if !has_host {
             line(&mut head, b"host", info.host.as_bytes());
@@ -546,6 +613,101 @@ impl Proxy {
         head.extend_from_slice(VIA.as_bytes());
         head.extend_from_slice(b"\r\n\r\n");
         head
+    }
+
+    /// What `handle` does for a request without a body, for the router's own HTTP/1.1 server
+    /// (`h1_server`), up to sending it: `None` when the request is one for hyper's server to
+    /// answer (a bad or unknown host, a head over the limits), which it then does as usual.
+    pub(crate) fn prepare_plain(
+        &self,
+        conn: ClientConn,
+        req: &PlainRequest<'_>,
+    ) -> Option<PlainPrepared> {
+        let received = Instant::now();
+        let received_unix_ms = dyno_shared::time::now_micros() / 1000;
+        // METHOD SP TARGET SP HTTP/1.1
+        if req.method.len() + req.target.len() + 10 > MAX_LINE_BYTES {
+            return None;
+        }
+        let mut host = None;
+        let mut request_id = None;
+        for h in req.headers {
+            if h.name.len() + 2 + h.value.len() > MAX_LINE_BYTES {
+                return None;
+            }
+            if host.is_none() && h.name.eq_ignore_ascii_case("host") {
+                host = Some(h.value);
+            } else if request_id.is_none() && h.name.eq_ignore_ascii_case("x-request-id") {
+                request_id = Some(h.value);
+            }
+        }
+        let host = normalise_host(header_str(host?)?);
+        if !valid_host(&host) {
+            return None;
+        }
+        let app = self.table.route(&host, &self.domain_suffix)?;
+        let request_id = request_id
+            .and_then(header_str)
+            .filter(|id| request_id::is_valid(id))
+            .map_or_else(request_id::generate, str::to_string);
+        let chain = req
+            .headers
+            .iter()
+            .filter(|h| h.name.eq_ignore_ascii_case("x-forwarded-for"))
+            .filter_map(|h| header_str(h.value));
+        let info = RequestInfo {
+            app: app.name.clone(),
+            method: req.method.to_string(),
+            path: req.target.to_string(),
+            fwd: forwarded_for(chain, req.peer_ip),
+            host,
+            request_id,
+            protocol: if conn.tls { "https" } else { "http" },
+        };
+        let headers = || req.headers.iter().map(|h| (h.name.as_bytes(), h.value));
+        let head = self.encode_head(
+            req.method,
+            req.target,
+            headers,
+            &info,
+            conn,
+            received_unix_ms,
+        );
+        Some(PlainPrepared {
+            app,
+            info: Arc::new(info),
+            raw: RawRequest::new(head, req.method == "HEAD").passing_head(),
+            received,
+        })
+    }
+
+    /// Routes and forwards a prepared plain request, as `handle` does.
+    pub(crate) async fn forward_plain(&self, prepared: PlainPrepared) -> Response<ResponseBody> {
+        let PlainPrepared {
+            app,
+            info,
+            raw,
+            received,
+        } = prepared;
+        let mut gone = ClientGone {
+            proxy: self,
+            app: &app,
+            info: &info,
+            received,
+            armed: true,
+        };
+        let response = self
+            .forward(
+                &app,
+                &info,
+                Outgoing::Raw(raw),
+                ClientFailure::none(),
+                None,
+                received,
+            )
+            .await;
+        gone.armed = false;
+        response
     }
 
     fn rewrite_request_headers(
@@ -726,8 +888,13 @@ fn request_host<B>(req: &Request<B>) -> String {
         .get(header::HOST)
         .and_then(|v| v.to_str().ok())
         .or_else(|| req.uri().host())
-        .unwrap_or("")
-        .trim();
+        .unwrap_or("");
+    normalise_host(raw)
+}
+
+/// A Host value lowercase, without port or trailing dot.
+fn normalise_host(raw: &str) -> String {
+    let raw = raw.trim();
     let without_port = if raw.starts_with('[') {
         raw.split_inclusive(']').next().unwrap_or(raw)
     } else {
@@ -739,40 +906,64 @@ fn request_host<B>(req: &Request<B>) -> String {
     without_port.trim_end_matches('.').to_ascii_lowercase()
 }
 
+/// A header value as text, as `HeaderValue::to_str` allows it: visible ASCII, spaces and tabs.
+fn header_str(value: &[u8]) -> Option<&str> {
+    value
+        .iter()
+        .all(|&b| (b' '..0x7f).contains(&b) || b == b'\t')
+        .then(|| std::str::from_utf8(value).ok())
+        .flatten()
+}
+
 /// A DNS name (letters, digits, `-`, `_`, dot-separated labels of 1-63 bytes, 253 at most) or
 /// an IP address literal, as `request_host` leaves it (lowercase, without port).
 fn valid_host(host: &str) -> bool {
     if let Some(inner) = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
         return inner.parse::<std::net::Ipv6Addr>().is_ok();
     }
-    !host.is_empty()
-        && host.len() <= 253
-        && host.split('.').all(|label| {
-            (1..=63).contains(&label.len())
-                && label
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-        })
+    if host.is_empty() || host.len() > 253 {
+        return false;
+    }
+    // One pass: every label 1-63 bytes of the allowed ones.
+    let mut label = 0usize;
+    for b in host.bytes() {
+        if b == b'.' {
+            if label == 0 {
+                return false;
+            }
+            label = 0;
+        } else if b.is_ascii_alphanumeric() || b == b'-' || b == b'_' {
+            label += 1;
+            if label > 63 {
+                return false;
+            }
+        } else {
+            return false;
+        }
+    }
+    label > 0
 }
 
-/// The client's X-Forwarded-For chain with the client's own address appended.
-fn forwarded_for(headers: &HeaderMap, client: IpAddr) -> String {
-    if !headers.contains_key(X_FORWARDED_FOR) {
-        return ip_string(client);
+/// The client's X-Forwarded-For chain (its header values in order) with the client's own
+/// address appended.
+fn forwarded_for<'a>(chain: impl Iterator<Item = &'a str>, client: &str) -> String {
+    let mut joined = String::new();
+    for value in chain {
+        let value = value.trim();
+        if !value.is_empty() {
+            joined.push_str(value);
+            joined.push_str(", ");
+        }
     }
-    let mut chain: Vec<String> = headers
-        .get_all(X_FORWARDED_FOR)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .map(|v| v.trim().to_string())
-        .filter(|v| !v.is_empty())
-        .collect();
-    chain.push(ip_string(client));
-    chain.join(", ")
+    if joined.is_empty() {
+        return client.to_string();
+    }
+    joined.push_str(client);
+    joined
 }
 
 /// `ip.to_string()`, without the formatting machinery for IPv4 (a few per cent of a request).
-fn ip_string(ip: IpAddr) -> String {
+pub(crate) fn ip_string(ip: IpAddr) -> String {
     let IpAddr::V4(v4) = ip else {
         return ip.to_string();
     };
@@ -804,15 +995,6 @@ fn check_limits(parts: &Parts) -> Result<(), String> {
         }
     }
     Ok(())
-}
-
-/// Whether a Connection header lists `name` (lowercase).
-fn named_by_connection(headers: &HeaderMap, name: &[u8]) -> bool {
-    headers.get_all(header::CONNECTION).iter().any(|v| {
-        v.as_bytes()
-            .split(|&b| b == b',')
-            .any(|token| token.trim_ascii().eq_ignore_ascii_case(name))
-    })
 }
 
 fn push_decimal(out: &mut Vec<u8>, n: i64) {
@@ -988,12 +1170,13 @@ mod tests {
         let mut headers = HeaderMap::new();
         headers.append("x-forwarded-for", HeaderValue::from_static("1.1.1.1"));
         headers.append("x-forwarded-for", HeaderValue::from_static("2.2.2.2"));
-        let fwd = forwarded_for(&headers, IpAddr::from([3, 3, 3, 3]));
+        let chain = headers
+            .get_all("x-forwarded-for")
+            .iter()
+            .map(|v| v.to_str().unwrap());
+        let fwd = forwarded_for(chain, "3.3.3.3");
         assert_eq!(fwd, "1.1.1.1, 2.2.2.2, 3.3.3.3");
-        assert_eq!(
-            forwarded_for(&HeaderMap::new(), IpAddr::from([3, 3, 3, 3])),
-            "3.3.3.3"
-        );
+        assert_eq!(forwarded_for([" ", ""].into_iter(), "3.3.3.3"), "3.3.3.3");
 
         headers.insert(header::VIA, HeaderValue::from_static("1.0 edge"));
         append_via(&mut headers);

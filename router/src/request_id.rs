@@ -27,22 +27,18 @@ pub(crate) fn generate() -> String {
     let hi = mix(n ^ k1);
     let lo = mix(n.wrapping_add(k2)) ^ k1.rotate_left(17);
     const HEX: &[u8; 16] = b"0123456789abcdef";
-    let mut out = [0u8; 36];
-    let mut pos = 0;
-    for (i, nibble) in (0..32).map(|i| {
-        let word = if i < 16 { hi } else { lo };
-        (i, (word >> (60 - 4 * (i % 16))) & 0xf)
-    }) {
-        if matches!(i, 8 | 12 | 16 | 20) {
-            out[pos] = b'-';
-            pos += 1;
-        }
-        out[pos] = HEX[nibble as usize];
-        pos += 1;
+    // Where each byte's two digits go: a UUID's 8-4-4-4-12 groups.
+    const AT: [usize; 16] = [0, 2, 4, 6, 9, 11, 14, 16, 19, 21, 24, 26, 28, 30, 32, 34];
+    let mut bytes = [0u8; 16];
+    bytes[..8].copy_from_slice(&hi.to_be_bytes());
+    bytes[8..].copy_from_slice(&lo.to_be_bytes());
+    let mut out = [b'-'; 36];
+    for (byte, at) in bytes.into_iter().zip(AT) {
+        out[at] = HEX[usize::from(byte >> 4)];
+        out[at + 1] = HEX[usize::from(byte & 0xf)];
     }
-    // Hex digits and dashes only: always UTF-8.
     // Hex digits and dashes only.
-    std::str::from_utf8(&out).unwrap_or_default().to_string()
+    String::from_utf8(out.to_vec()).unwrap_or_default()
 }
 
 /// splitmix64's finalizer: a bijection on u64, so distinct counters give distinct ids.

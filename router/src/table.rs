@@ -356,11 +356,15 @@ impl AppState {
     }
 }
 
+/// Looked up by every request with its Host, but filled only by the coordinator: foldhash's
+/// seeded hash is safe here and a fraction of SipHash's cost.
+type Map<V> = HashMap<String, V, foldhash::fast::RandomState>;
+
 #[derive(Debug, Default)]
 struct Tables {
-    apps: HashMap<String, Arc<App>>,
+    apps: Map<Arc<App>>,
     /// Custom domain (lowercase; `*.example.com` for a wildcard) -> app name.
-    domains: HashMap<String, String>,
+    domains: Map<String>,
 }
 
 /// Called with an app's name when a request arrives while its eco dynos sleep.

@@ -1346,3 +1346,200 @@ async fn metrics_count_requests_statuses_and_times_per_app_and_dyno() {
     .await;
     assert_eq!(reply.status, 404);
 }
+
+// ---- the router's own HTTP/1.1 server (plain requests) and its hand-over to hyper ----
+
+/// Reads one response off a keep-alive connection: the head, then a body framed by
+/// Content-Length or chunked (decoded), or none for HEAD.
+async fn read_reply(conn: &mut tokio::io::BufReader<TcpStream>, head_request: bool) -> Reply {
+    use tokio::io::AsyncBufReadExt;
+    let read = async {
+        let mut status_line = String::new();
+        conn.read_line(&mut status_line).await.unwrap();
+        let status = status_line
+            .split(' ')
+            .nth(1)
+            .unwrap_or_else(|| panic!("no status in {status_line:?}"))
+            .parse()
+            .unwrap();
+        let mut headers = Vec::new();
+        loop {
+            let mut line = String::new();
+            conn.read_line(&mut line).await.unwrap();
+            let line = line.trim_end();
+            if line.is_empty() {
+                break;
+            }
+            let (name, value) = line.split_once(':').unwrap();
+            headers.push((name.trim().to_string(), value.trim().to_string()));
+        }
+        let mut reply = Reply {
+            status,
+            headers,
+            body: String::new(),
+        };
+        reply
+            .headers
+            .insert(0, ("status-line".into(), status_line.trim_end().into()));
+        if head_request {
+            return reply;
+        }
+        let mut body = Vec::new();
+        if let Some(len) = reply.header("content-length") {
+            body.resize(len.parse().unwrap(), 0);
+            conn.read_exact(&mut body).await.unwrap();
+        } else {
+            assert_eq!(reply.header("transfer-encoding"), Some("chunked"));
+            loop {
+                let mut size = String::new();
+                conn.read_line(&mut size).await.unwrap();
+                let size = usize::from_str_radix(size.trim(), 16).unwrap();
+                let mut chunk = vec![0; size + 2];
+                conn.read_exact(&mut chunk).await.unwrap();
+                if size == 0 {
+                    break;
+                }
+                body.extend_from_slice(&chunk[..size]);
+            }
+        }
+        reply.body = String::from_utf8(body).unwrap();
+        reply
+    };
+    tokio::time::timeout(WAIT, read)
+        .await
+        .expect("a response in time")
+}
+
+#[tokio::test]
+async fn pipelined_requests_are_answered_in_order_across_the_hand_over_to_hyper() {
+    let router = TestRouter::quick().await;
+    let backend = TestBackend::start("web").await;
+    router
+        .table
+        .set_backends("shop", vec![backend.backend("web.1")]);
+    let stream = TcpStream::connect(router.addr).await.unwrap();
+    let mut conn = tokio::io::BufReader::new(stream);
+    // Plain, plain, one with a body (hyper's from here on), plain again, all in one write.
+    let all = [
+        "GET /a HTTP/1.1\r\nHost: shop.localhost\r\n\r\n",
+        "GET /b HTTP/1.1\r\nHost: shop.localhost\r\nX-Request-Id: pipelined-request-id-2\r\n\r\n",
+        "POST /echo HTTP/1.1\r\nHost: shop.localhost\r\nContent-Length: 5\r\n\r\nhello",
+        "GET /d HTTP/1.1\r\nHost: shop.localhost\r\nConnection: close\r\n\r\n",
+    ]
+    .concat();
+    conn.get_mut().write_all(all.as_bytes()).await.unwrap();
+    let mut bodies = Vec::new();
+    for _ in 0..4 {
+        let reply = read_reply(&mut conn, false).await;
+        assert_eq!(reply.status, 200, "{reply:?}");
+        assert_eq!(reply.header("via"), Some("1.1 dyno-router"), "{reply:?}");
+        assert!(reply.header("date").is_some(), "{reply:?}");
+        bodies.push(reply.body);
+    }
+    assert_eq!(bodies, ["web", "web", "hello", "web"]);
+    let mut rest = Vec::new();
+    conn.read_to_end(&mut rest).await.unwrap();
+    assert!(rest.is_empty(), "closed after Connection: close");
+    let seen = backend.seen();
+    let paths: Vec<&str> = seen.iter().map(|s| s.path.as_str()).collect();
+    assert_eq!(paths, ["/a", "/b", "/echo", "/d"]);
+    assert_eq!(seen[1].headers["x-request-id"], "pipelined-request-id-2");
+    for s in &seen {
+        assert_eq!(s.headers["x-forwarded-for"], "127.0.0.1");
+        assert_eq!(s.headers["via"], "1.1 dyno-router");
+    }
+}
+
+#[tokio::test]
+async fn a_keep_alive_connection_carries_every_kind_of_answer() {
+    let router = TestRouter::quick().await;
+    let backend = TestBackend::start("web").await;
+    router
+        .table
+        .set_backends("shop", vec![backend.backend("web.1")]);
+    router.table.set_backends("empty", vec![]);
+    let stream = TcpStream::connect(router.addr).await.unwrap();
+    let mut conn = tokio::io::BufReader::new(stream);
+    let get = |host: &str, path: &str| format!("GET {path} HTTP/1.1\r\nHost: {host}\r\n\r\n");
+
+    // A body of known length.
+    conn.get_mut()
+        .write_all(get("shop.localhost", "/").as_bytes())
+        .await
+        .unwrap();
+    let reply = read_reply(&mut conn, false).await;
+    assert_eq!((reply.status, reply.body.as_str()), (200, "web"));
+    assert_eq!(reply.header("status-line"), Some("HTTP/1.1 200 OK"));
+    assert_eq!(reply.header("content-length"), Some("3"));
+
+    // A streamed body of unknown length goes out chunked, and the connection lives on.
+    conn.get_mut()
+        .write_all(get("shop.localhost", "/stream").as_bytes())
+        .await
+        .unwrap();
+    backend.release.add_permits(1);
+    let reply = read_reply(&mut conn, false).await;
+    assert_eq!(reply.body, "first-chunksecond-chunk");
+    assert_eq!(reply.header("content-length"), None);
+
+    // HEAD: the length of the body it would have had, and no body.
+    let head = "HEAD / HTTP/1.1\r\nHost: shop.localhost\r\n\r\n";
+    conn.get_mut().write_all(head.as_bytes()).await.unwrap();
+    let reply = read_reply(&mut conn, true).await;
+    assert_eq!(reply.header("content-length"), Some("3"));
+
+    // The router's own answer (H14), with its length and a date.
+    conn.get_mut()
+        .write_all(get("empty.localhost", "/").as_bytes())
+        .await
+        .unwrap();
+    let reply = read_reply(&mut conn, false).await;
+    assert_eq!(reply.status, 503);
+    assert!(reply.body.contains("H14"), "{}", reply.body);
+    assert_eq!(
+        reply.header("content-length"),
+        Some(reply.body.len().to_string().as_str())
+    );
+    assert!(reply.header("date").is_some());
+
+    // A request hyper answers (an unknown app), then one more on the same connection.
+    conn.get_mut()
+        .write_all(get("nope.localhost", "/").as_bytes())
+        .await
+        .unwrap();
+    assert_eq!(read_reply(&mut conn, false).await.status, 404);
+    conn.get_mut()
+        .write_all(get("shop.localhost", "/").as_bytes())
+        .await
+        .unwrap();
+    assert_eq!(read_reply(&mut conn, false).await.body, "web");
+}
+
+#[tokio::test]
+async fn heads_in_pieces_and_http_1_0_are_served() {
+    let router = TestRouter::quick().await;
+    let backend = TestBackend::start("web").await;
+    router
+        .table
+        .set_backends("shop", vec![backend.backend("web.1")]);
+
+    // A head that arrives a few bytes at a time.
+    let stream = TcpStream::connect(router.addr).await.unwrap();
+    let mut conn = tokio::io::BufReader::new(stream);
+    let raw = "GET /drip HTTP/1.1\r\nHost: shop.localhost\r\nAccept: */*\r\n\r\n";
+    for piece in raw.as_bytes().chunks(7) {
+        conn.get_mut().write_all(piece).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let reply = read_reply(&mut conn, false).await;
+    assert_eq!((reply.status, reply.body.as_str()), (200, "web"));
+    assert!(backend.seen_path("/drip"));
+
+    // HTTP/1.0 is hyper's to answer, in HTTP/1.0, closing afterwards.
+    let reply = router
+        .send("GET /old HTTP/1.0\r\nHost: shop.localhost\r\n\r\n")
+        .await;
+    assert_eq!(reply.status, 200);
+    assert_eq!(reply.body, "web");
+    assert!(backend.seen_path("/old"));
+}

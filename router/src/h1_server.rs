@@ -1,0 +1,545 @@
+//! The router's own HTTP/1.1 server for plain requests (HTTP/1.1, origin-form, no body, no
+//! `Upgrade` or `Expect`, a known app): the head is parsed with `httparse` on the stack, sent to
+//! the dyno by [`crate::h1`], and the answer written back with its body in one write.
+//!
+//! Everything else is hyper's: the first request that is not plain hands the connection, with
+//! the bytes read so far, to hyper's server for the rest of its life (HTTP/2 prior knowledge,
+//! bodies, upgrades, HTTP/1.0, and every head the router refuses: hyper's path answers those).
+//! hyper's server ran a state machine per connection that, with its header map, request and
+//! service future, cost about a quarter of the router's CPU per request.
+
+use crate::proxy::{ClientConn, PlainRequest};
+use crate::{Server, serve_http};
+use bytes::{Buf, Bytes, BytesMut};
+use hyper::body::Body;
+use hyper::header;
+use hyper::{Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use std::cell::RefCell;
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::sync::watch;
+
+use crate::body::ResponseBody;
+
+/// Room made in the read buffer before each read.
+const READ_SIZE: usize = 8 * 1024;
+/// A head still incomplete at this size goes to hyper, which has the limits and the answers.
+const MAX_PLAIN_HEAD: usize = 16 * 1024;
+/// Headers first made room for; up to hyper's default of 100 when a head has more.
+const FEW_HEADERS: usize = 24;
+const MAX_HEADERS: usize = 100;
+/// A client has this long to finish a request head it started (hyper's default).
+const HEAD_TIMEOUT: Duration = Duration::from_secs(30);
+/// Response bytes gathered before they are written.
+const WRITE_BATCH: usize = 64 * 1024;
+
+/// Serves one client connection until it closes, the router stops, or a request needs hyper.
+pub(crate) async fn serve<I>(
+    server: Arc<Server>,
+    mut io: I,
+    conn: ClientConn,
+    stop: watch::Receiver<bool>,
+) where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let mut buf = BytesMut::with_capacity(READ_SIZE);
+    let mut out: Vec<u8> = Vec::with_capacity(4096);
+    let peer_ip = crate::proxy::ip_string(conn.peer.ip());
+    // One wait for the router to stop, for the connection's life: made afresh between
+    // requests it cost a registration with the watch each time.
+    let mut watch = stop.clone();
+    let mut stopping = std::pin::pin!(async move {
+        let _ = watch.wait_for(|stop| *stop).await;
+    });
+    loop {
+        // A complete plain head, or hyper's turn.
+        let mut head_deadline = None;
+        let (prepared, head_method, close) = loop {
+            match parse(&server, conn, &peer_ip, &buf) {
+                Parsed::Plain {
+                    prepared,
+                    len,
+                    head_method,
+                    close,
+                } => {
+                    buf.advance(len);
+                    break (prepared, head_method, close);
+                }
+                Parsed::Partial if buf.len() <= MAX_PLAIN_HEAD => {}
+                Parsed::Partial | Parsed::Other => {
+                    let io = TokioIo::new(Prefixed {
+                        prefix: buf.freeze(),
+                        io,
+                    });
+                    return serve_http(server, io, conn, stop).await;
+                }
+            }
+            let read = if buf.is_empty() {
+                // Idle between requests: the router stopping closes the connection.
+                tokio::select! {
+                    biased;
+                    read = fill(&mut io, &mut buf) => read,
+                    () = &mut stopping => return,
+                }
+            } else {
+                let deadline = *head_deadline
+                    .get_or_insert_with(|| tokio::time::Instant::now() + HEAD_TIMEOUT);
+                match tokio::time::timeout_at(deadline, fill(&mut io, &mut buf)).await {
+                    Ok(read) => read,
+                    Err(_) => return,
+                }
+            };
+            match read {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+        };
+
+        let forward = server.proxy.forward_plain(prepared);
+        let mut forward = std::pin::pin!(forward);
+        // The client is watched while the dyno works: hanging up drops the request (H27).
+        // Pipelined requests are kept for their turn.
+        let response = loop {
+            if buf.len() > MAX_PLAIN_HEAD {
+                break forward.as_mut().await;
+            }
+            tokio::select! {
+                biased;
+                response = forward.as_mut() => break response,
+                read = fill(&mut io, &mut buf) => match read {
+                    Ok(0) | Err(_) => return,
+                    Ok(_) => {}
+                },
+            }
+        };
+        let close = close || *stop.borrow();
+        match write_response(&mut io, &mut out, response, head_method, close).await {
+            Ok(true) => {}
+            Ok(false) => {
+                let _ = io.shutdown().await;
+                return;
+            }
+            Err(_) => return,
+        }
+    }
+}
+
+/// What the front of the buffer holds.
+enum Parsed {
+    Plain {
+        prepared: crate::proxy::PlainPrepared,
+        /// Bytes of the head.
+        len: usize,
+        head_method: bool,
+        /// The client asked to close after this response.
+        close: bool,
+    },
+    Partial,
+    /// A request for hyper, or not HTTP/1.1 at all.
+    Other,
+}
+
+fn parse(server: &Server, conn: ClientConn, peer_ip: &str, buf: &[u8]) -> Parsed {
+    // HTTP/2 with prior knowledge.
+    if buf.starts_with(b"PRI ") {
+        return Parsed::Other;
+    }
+    let mut few = [httparse::EMPTY_HEADER; FEW_HEADERS];
+    match parse_in(server, conn, peer_ip, buf, &mut few) {
+        None => {
+            let mut slots = [httparse::EMPTY_HEADER; MAX_HEADERS];
+            parse_in(server, conn, peer_ip, buf, &mut slots).unwrap_or(Parsed::Other)
+        }
+        Some(parsed) => parsed,
+    }
+}
+
+/// `None` when the head has more headers than `slots`.
+fn parse_in<'b>(
+    server: &Server,
+    conn: ClientConn,
+    peer_ip: &str,
+    buf: &'b [u8],
+    slots: &mut [httparse::Header<'b>],
+) -> Option<Parsed> {
+    let mut req = httparse::Request::new(slots);
+    let len = match req.parse(buf) {
+        Ok(httparse::Status::Complete(len)) => len,
+        Ok(httparse::Status::Partial) => return Some(Parsed::Partial),
+        Err(httparse::Error::TooManyHeaders) => return None,
+        Err(_) => return Some(Parsed::Other),
+    };
+    let (Some(method), Some(target), Some(1)) = (req.method, req.path, req.version) else {
+        return Some(Parsed::Other);
+    };
+    if !plain_target(target) {
+        return Some(Parsed::Other);
+    }
+    let mut close = false;
+    for h in req.headers.iter() {
+        let name = h.name.as_bytes();
+        if name.eq_ignore_ascii_case(b"content-length") {
+            if h.value.trim_ascii() != b"0" {
+                return Some(Parsed::Other);
+            }
+        } else if name.eq_ignore_ascii_case(b"transfer-encoding")
+            || name.eq_ignore_ascii_case(b"upgrade")
+            || name.eq_ignore_ascii_case(b"expect")
+        {
+            return Some(Parsed::Other);
+        } else if name.eq_ignore_ascii_case(b"connection") {
+            close |= h
+                .value
+                .split(|&b| b == b',')
+                .any(|token| token.trim_ascii().eq_ignore_ascii_case(b"close"));
+        }
+    }
+    let plain = PlainRequest {
+        method,
+        target,
+        headers: req.headers,
+        peer_ip,
+    };
+    let parsed = match server.proxy.prepare_plain(conn, &plain) {
+        Some(prepared) => Parsed::Plain {
+            prepared,
+            len,
+            head_method: method == "HEAD",
+            close,
+        },
+        None => Parsed::Other,
+    };
+    Some(parsed)
+}
+
+/// An origin-form target of characters any URI parser takes; anything else is for hyper's
+/// stricter one to judge.
+fn plain_target(target: &str) -> bool {
+    target.starts_with('/')
+        && target
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=:@/?%".contains(&b))
+}
+
+/// Reads more from `io` into `buf`; `Ok(0)` at the end of the stream.
+async fn fill<I: AsyncRead + Unpin>(io: &mut I, buf: &mut BytesMut) -> io::Result<usize> {
+    if buf.capacity() - buf.len() < READ_SIZE / 4 {
+        buf.reserve(READ_SIZE);
+    }
+    // tokio-util reads into the spare capacity without zeroing it first.
+    std::future::poll_fn(|cx| tokio_util::io::poll_read_buf(Pin::new(&mut *io), cx, buf)).await
+}
+
+/// Writes `response` to the client: its head, then its body (framed by its Content-Length,
+/// by its known size, or chunked), gathered into as few writes as the body allows. `Ok(false)`
+/// when the connection must close after it.
+async fn write_response<I: AsyncWrite + Unpin>(
+    io: &mut I,
+    out: &mut Vec<u8>,
+    response: Response<ResponseBody>,
+    head_method: bool,
+    close: bool,
+) -> io::Result<bool> {
+    let (parts, mut body) = response.into_parts();
+    let status = parts.status;
+    out.clear();
+    out.extend_from_slice(b"HTTP/1.1 ");
+    out.extend_from_slice(status.as_str().as_bytes());
+    out.push(b' ');
+    match parts.extensions.get::<hyper::ext::ReasonPhrase>() {
+        Some(reason) => out.extend_from_slice(reason.as_bytes()),
+        None => out.extend_from_slice(status.canonical_reason().unwrap_or("").as_bytes()),
+    }
+    out.extend_from_slice(b"\r\n");
+    // Some(length) when a Content-Length header frames the body (None inside: unreadable).
+    let mut declared: Option<Option<u64>> = None;
+    let mut has_date = false;
+    match body.take_head_lines() {
+        // A dyno's head, as bytes already.
+        Some(head) => {
+            out.extend_from_slice(&head.lines);
+            declared = head.content_length.map(Some);
+            has_date = head.has_date;
+        }
+        None => {
+            for (name, value) in &parts.headers {
+                if name == header::CONTENT_LENGTH {
+                    declared = Some(
+                        std::str::from_utf8(value.as_bytes())
+                            .ok()
+                            .and_then(|v| v.trim().parse().ok()),
+                    );
+                } else if name == header::DATE {
+                    has_date = true;
+                }
+                out.extend_from_slice(name.as_str().as_bytes());
+                out.extend_from_slice(b": ");
+                out.extend_from_slice(value.as_bytes());
+                out.extend_from_slice(b"\r\n");
+            }
+        }
+    }
+    let bodiless = head_method
+        || status.is_informational()
+        || status == StatusCode::NO_CONTENT
+        || status == StatusCode::NOT_MODIFIED;
+    let mut chunked = false;
+    if !bodiless && declared.is_none() {
+        match body.size_hint().exact() {
+            Some(len) => {
+                out.extend_from_slice(b"content-length: ");
+                push_decimal(out, len);
+                out.extend_from_slice(b"\r\n");
+                declared = Some(Some(len));
+            }
+            None => {
+                out.extend_from_slice(b"transfer-encoding: chunked\r\n");
+                chunked = true;
+            }
+        }
+    }
+    if !has_date {
+        out.extend_from_slice(b"date: ");
+        push_date(out);
+        out.extend_from_slice(b"\r\n");
+    }
+    if close {
+        out.extend_from_slice(b"connection: close\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+    if bodiless {
+        // The body is empty (or not for this method): nothing of it goes out.
+        drop(body);
+        io.write_all(out).await?;
+        io.flush().await?;
+        return Ok(!close);
+    }
+
+    let mut sent = 0u64;
+    let mut complete = true;
+    loop {
+        // What the body has now; only when it has nothing is what is gathered written first.
+        let now = std::future::poll_fn(|cx| Poll::Ready(poll_frame(&mut body, cx))).await;
+        let next = match now {
+            Poll::Ready(next) => next,
+            Poll::Pending => {
+                io.write_all(out).await?;
+                io.flush().await?;
+                out.clear();
+                std::future::poll_fn(|cx| poll_frame(&mut body, cx)).await
+            }
+        };
+        let data = match next {
+            None => break,
+            Some(Ok(frame)) => match frame.into_data() {
+                Ok(data) => data,
+                // Trailers: the client did not ask for them (no `TE: trailers` on this path).
+                Err(_) => continue,
+            },
+            Some(Err(_)) => {
+                complete = false;
+                break;
+            }
+        };
+        if data.is_empty() {
+            continue;
+        }
+        sent += data.len() as u64;
+        if chunked {
+            push_hex(out, data.len());
+            out.extend_from_slice(b"\r\n");
+        }
+        if data.len() >= WRITE_BATCH / 4 {
+            // Big chunks go out as they are rather than through the buffer.
+            io.write_all(out).await?;
+            out.clear();
+            io.write_all(&data).await?;
+        } else {
+            out.extend_from_slice(&data);
+        }
+        if chunked {
+            out.extend_from_slice(b"\r\n");
+        }
+        if out.len() >= WRITE_BATCH {
+            io.write_all(out).await?;
+            out.clear();
+        }
+    }
+    if chunked && complete {
+        out.extend_from_slice(b"0\r\n\r\n");
+    }
+    io.write_all(out).await?;
+    io.flush().await?;
+    out.clear();
+    // A body that broke off, or came out another length than its head said, leaves the
+    // client nothing to frame the next response by.
+    let framed = complete && (chunked || declared == Some(Some(sent)));
+    Ok(framed && !close)
+}
+
+fn poll_frame(
+    body: &mut ResponseBody,
+    cx: &mut Context<'_>,
+) -> Poll<Option<Result<hyper::body::Frame<Bytes>, crate::body::BoxError>>> {
+    Pin::new(body).poll_frame(cx)
+}
+
+fn push_decimal(out: &mut Vec<u8>, n: u64) {
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    let mut rest = n;
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (rest % 10) as u8;
+        rest /= 10;
+        if rest == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[at..]);
+}
+
+fn push_hex(out: &mut Vec<u8>, n: usize) {
+    let mut digits = [0u8; 16];
+    let mut at = digits.len();
+    let mut rest = n;
+    loop {
+        at -= 1;
+        digits[at] = b"0123456789abcdef"[rest % 16];
+        rest /= 16;
+        if rest == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[at..]);
+}
+
+thread_local! {
+    /// The current second's Date value, made once a second per worker thread.
+    static DATE: RefCell<(u64, [u8; 29])> = const { RefCell::new((0, [0; 29])) };
+}
+
+/// `Sun, 06 Nov 1994 08:49:37 GMT`, now.
+fn push_date(out: &mut Vec<u8>) {
+    let now = SystemTime::now();
+    let secs = now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    DATE.with(|cell| {
+        let mut cached = cell.borrow_mut();
+        if cached.0 != secs {
+            let text = httpdate::fmt_http_date(now);
+            if text.len() == 29 {
+                cached.1.copy_from_slice(text.as_bytes());
+                cached.0 = secs;
+            } else {
+                out.extend_from_slice(text.as_bytes());
+                return;
+            }
+        }
+        out.extend_from_slice(&cached.1);
+    });
+}
+
+/// A connection handed to hyper with the bytes already read from it in front.
+struct Prefixed<I> {
+    prefix: Bytes,
+    io: I,
+}
+
+impl<I: AsyncRead + Unpin> AsyncRead for Prefixed<I> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        if !self.prefix.is_empty() {
+            let n = self.prefix.len().min(buf.remaining());
+            buf.put_slice(&self.prefix[..n]);
+            self.prefix.advance(n);
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut self.io).poll_read(cx, buf)
+    }
+}
+
+impl<I: AsyncWrite + Unpin> AsyncWrite for Prefixed<I> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn targets_that_stay_on_the_plain_path() {
+        for ok in ["/", "/a/b?c=d&e=%20", "/x;y,z:@!$'()*+~._-"] {
+            assert!(plain_target(ok), "{ok}");
+        }
+        for other in ["*", "http://a/", "/a b", "/{x}", "/a|b", "/\"", "/é", ""] {
+            assert!(!plain_target(other), "{other}");
+        }
+    }
+
+    #[test]
+    fn numbers_and_dates_are_written_as_http_writes_them() {
+        let mut out = Vec::new();
+        push_decimal(&mut out, 0);
+        out.push(b' ');
+        push_decimal(&mut out, 18_446_744_073_709_551_615);
+        out.push(b' ');
+        push_hex(&mut out, 0);
+        out.push(b' ');
+        push_hex(&mut out, 0x1a2b);
+        assert_eq!(out, b"0 18446744073709551615 0 1a2b");
+        let mut date = Vec::new();
+        push_date(&mut date);
+        let parsed = httpdate::parse_http_date(std::str::from_utf8(&date).unwrap()).unwrap();
+        let skew = SystemTime::now().duration_since(parsed).unwrap();
+        assert!(skew < Duration::from_secs(2), "{skew:?}");
+    }
+
+    #[tokio::test]
+    async fn a_prefixed_stream_reads_its_prefix_first() {
+        use tokio::io::AsyncReadExt;
+        let (mut near, far) = tokio::io::duplex(64);
+        near.write_all(b" world").await.unwrap();
+        drop(near);
+        let mut prefixed = Prefixed {
+            prefix: Bytes::from_static(b"hello"),
+            io: far,
+        };
+        let mut all = String::new();
+        prefixed.read_to_string(&mut all).await.unwrap();
+        assert_eq!(all, "hello world");
+    }
+}
