@@ -20,7 +20,7 @@ use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::sync::watch;
 
@@ -33,8 +33,6 @@ const MAX_PLAIN_HEAD: usize = 16 * 1024;
 /// Headers first made room for; up to hyper's default of 100 when a head has more.
 const FEW_HEADERS: usize = 24;
 const MAX_HEADERS: usize = 100;
-/// A client has this long to finish a request head it started (hyper's default).
-const HEAD_TIMEOUT: Duration = Duration::from_secs(30);
 /// Response bytes gathered before they are written.
 const WRITE_BATCH: usize = 64 * 1024;
 
@@ -56,6 +54,13 @@ pub(crate) async fn serve<I>(
     let mut stopping = std::pin::pin!(async move {
         let _ = watch.wait_for(|stop| *stop).await;
     });
+    // The idle limit between requests: one timer for the connection, moved on only when it
+    // fires early, rather than one armed and disarmed per request.
+    // A client has this long to send its next request head, from the end of the last
+    // response, and to finish one it started.
+    let idle_limit = server.proxy.config().client_idle_timeout;
+    let mut idle_since = tokio::time::Instant::now();
+    let mut idle_timer = std::pin::pin!(tokio::time::sleep_until(idle_since + idle_limit));
     loop {
         // A complete plain head, or hyper's turn.
         let mut head_deadline = None;
@@ -72,6 +77,10 @@ pub(crate) async fn serve<I>(
                 }
                 Parsed::Partial if buf.len() <= MAX_PLAIN_HEAD => {}
                 Parsed::Partial | Parsed::Other => {
+                    if *stop.borrow() {
+                        // hyper would only be told to stop before it read the request.
+                        return;
+                    }
                     let io = TokioIo::new(Prefixed {
                         prefix: buf.freeze(),
                         io,
@@ -80,18 +89,29 @@ pub(crate) async fn serve<I>(
                 }
             }
             let read = if buf.is_empty() {
-                // Idle between requests: the router stopping closes the connection.
+                // Idle between requests: the router stopping or the idle limit closes the
+                // connection.
                 tokio::select! {
                     biased;
                     read = fill(&mut io, &mut buf) => read,
                     () = &mut stopping => return,
+                    () = &mut idle_timer => {
+                        let limit = idle_since + idle_limit;
+                        if tokio::time::Instant::now() >= limit {
+                            return;
+                        }
+                        idle_timer.as_mut().reset(limit);
+                        continue;
+                    }
                 }
             } else {
-                let deadline = *head_deadline
-                    .get_or_insert_with(|| tokio::time::Instant::now() + HEAD_TIMEOUT);
-                match tokio::time::timeout_at(deadline, fill(&mut io, &mut buf)).await {
-                    Ok(read) => read,
-                    Err(_) => return,
+                let deadline =
+                    *head_deadline.get_or_insert_with(|| tokio::time::Instant::now() + idle_limit);
+                tokio::select! {
+                    biased;
+                    read = fill(&mut io, &mut buf) => read,
+                    () = &mut stopping => return,
+                    () = tokio::time::sleep_until(deadline) => return,
                 }
             };
             match read {
@@ -102,10 +122,11 @@ pub(crate) async fn serve<I>(
 
         let forward = server.proxy.forward_plain(prepared);
         let mut forward = std::pin::pin!(forward);
-        // The client is watched while the dyno works: hanging up drops the request (H27).
-        // Pipelined requests are kept for their turn.
+        // While nothing more came from the client, it is watched as the dyno works: hanging up
+        // drops the request (H27). Once the next request is in (pipelined), it is left alone
+        // until its turn, as hyper does; a client that half-closes after it still gets both.
         let response = loop {
-            if buf.len() > MAX_PLAIN_HEAD {
+            if !buf.is_empty() {
                 break forward.as_mut().await;
             }
             tokio::select! {
@@ -118,8 +139,9 @@ pub(crate) async fn serve<I>(
             }
         };
         let close = close || *stop.borrow();
-        match write_response(&mut io, &mut out, response, head_method, close).await {
-            Ok(true) => {}
+        let written = write_response(&mut io, &mut buf, &mut out, response, head_method, close);
+        match written.await {
+            Ok(true) => idle_since = tokio::time::Instant::now(),
             Ok(false) => {
                 let _ = io.shutdown().await;
                 return;
@@ -177,7 +199,8 @@ fn parse_in<'b>(
     let (Some(method), Some(target), Some(1)) = (req.method, req.path, req.version) else {
         return Some(Parsed::Other);
     };
-    if !plain_target(target) {
+    // CONNECT is refused (405) on hyper's path.
+    if !plain_target(target) || method == "CONNECT" {
         return Some(Parsed::Other);
     }
     let mut close = false;
@@ -238,8 +261,12 @@ async fn fill<I: AsyncRead + Unpin>(io: &mut I, buf: &mut BytesMut) -> io::Resul
 /// Writes `response` to the client: its head, then its body (framed by its Content-Length,
 /// by its known size, or chunked), gathered into as few writes as the body allows. `Ok(false)`
 /// when the connection must close after it.
-async fn write_response<I: AsyncWrite + Unpin>(
+/// While the body waits for the dyno and nothing else came from the client, `io` is watched:
+/// a client that hangs up ends the response (its log line says H27). What it sends is kept in
+/// `buf`.
+async fn write_response<I: AsyncRead + AsyncWrite + Unpin>(
     io: &mut I,
+    buf: &mut BytesMut,
     out: &mut Vec<u8>,
     response: Response<ResponseBody>,
     head_method: bool,
@@ -247,6 +274,10 @@ async fn write_response<I: AsyncWrite + Unpin>(
 ) -> io::Result<bool> {
     let (parts, mut body) = response.into_parts();
     let status = parts.status;
+    // A 101 nobody asked for (plain requests carry no Upgrade): nothing can follow it.
+    let close = close || status == StatusCode::SWITCHING_PROTOCOLS;
+    let no_body = status.is_informational() || status == StatusCode::NO_CONTENT;
+    let bodiless = head_method || no_body || status == StatusCode::NOT_MODIFIED;
     out.clear();
     out.extend_from_slice(b"HTTP/1.1 ");
     out.extend_from_slice(status.as_str().as_bytes());
@@ -263,8 +294,18 @@ async fn write_response<I: AsyncWrite + Unpin>(
         // A dyno's head, as bytes already.
         Some(head) => {
             out.extend_from_slice(&head.lines);
-            declared = head.content_length.map(Some);
             has_date = head.has_date;
+            // One Content-Length however the dyno wrote it, and none where there is no body
+            // to measure (as hyper).
+            if let Some(len) = head.content_length
+                && !no_body
+                && (head_method || status != StatusCode::NOT_MODIFIED)
+            {
+                out.extend_from_slice(b"content-length: ");
+                push_decimal(out, len);
+                out.extend_from_slice(b"\r\n");
+                declared = Some(Some(len));
+            }
         }
         None => {
             for (name, value) in &parts.headers {
@@ -284,10 +325,6 @@ async fn write_response<I: AsyncWrite + Unpin>(
             }
         }
     }
-    let bodiless = head_method
-        || status.is_informational()
-        || status == StatusCode::NO_CONTENT
-        || status == StatusCode::NOT_MODIFIED;
     let mut chunked = false;
     if !bodiless && declared.is_none() {
         match body.size_hint().exact() {
@@ -331,7 +368,19 @@ async fn write_response<I: AsyncWrite + Unpin>(
                 io.write_all(out).await?;
                 io.flush().await?;
                 out.clear();
-                std::future::poll_fn(|cx| poll_frame(&mut body, cx)).await
+                if buf.is_empty() {
+                    tokio::select! {
+                        biased;
+                        next = std::future::poll_fn(|cx| poll_frame(&mut body, cx)) => next,
+                        read = fill(io, buf) => match read {
+                            Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
+                            Err(err) => return Err(err),
+                            Ok(_) => continue,
+                        },
+                    }
+                } else {
+                    std::future::poll_fn(|cx| poll_frame(&mut body, cx)).await
+                }
             }
         };
         let data = match next {
@@ -421,7 +470,7 @@ fn push_hex(out: &mut Vec<u8>, n: usize) {
 
 thread_local! {
     /// The current second's Date value, made once a second per worker thread.
-    static DATE: RefCell<(u64, [u8; 29])> = const { RefCell::new((0, [0; 29])) };
+    static DATE: RefCell<(u64, [u8; 29])> = const { RefCell::new((u64::MAX, [0; 29])) };
 }
 
 /// `Sun, 06 Nov 1994 08:49:37 GMT`, now.
@@ -525,7 +574,7 @@ mod tests {
         push_date(&mut date);
         let parsed = httpdate::parse_http_date(std::str::from_utf8(&date).unwrap()).unwrap();
         let skew = SystemTime::now().duration_since(parsed).unwrap();
-        assert!(skew < Duration::from_secs(2), "{skew:?}");
+        assert!(skew < std::time::Duration::from_secs(2), "{skew:?}");
     }
 
     #[tokio::test]

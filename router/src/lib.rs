@@ -129,6 +129,9 @@ pub struct RouterConfig {
     pub boot_timeout: Duration,
     /// Longest silence from a dyno in the middle of a response (H15).
     pub idle_timeout: Duration,
+    /// How long a client connection may wait for its next request head, and take to send one
+    /// (hyper's header read timeout); then it is closed.
+    pub client_idle_timeout: Duration,
     /// Terminate TLS with this certificate: the router's port then speaks both plain HTTP and
     /// TLS (told apart by the first byte), and `X-Forwarded-Proto` says which.
     pub tls: Option<TlsConfig>,
@@ -149,6 +152,7 @@ impl Default for RouterConfig {
             max_queue: 1000,
             boot_timeout: Duration::from_secs(75),
             idle_timeout: Duration::from_secs(55),
+            client_idle_timeout: Duration::from_secs(30),
             tls: None,
             metrics_listen: None,
             workers: 0,
@@ -165,13 +169,14 @@ struct Server {
 /// A connection handed from the accept loop to a worker.
 type Accepted = (std::net::TcpStream, SocketAddr);
 
-fn http_builder() -> auto::Builder<TokioExecutor> {
+fn http_builder(client_idle_timeout: Duration) -> auto::Builder<TokioExecutor> {
     let mut http = auto::Builder::new(TokioExecutor::new());
     // hyper's default of 100 headers is kept on purpose: a higher `max_headers` makes hyper
     // allocate and fill an index of that many entries for every request it parses (2 x 32 KB
     // for 1000), which cost a third of the router's throughput.
     http.http1()
         .timer(TokioTimer::new())
+        .header_read_timeout(client_idle_timeout)
         .keep_alive(true)
         .max_buf_size(PARSER_MAX_BUF);
     http.http2()
@@ -218,7 +223,7 @@ pub async fn run(
                 log::LogSink::new(logs.clone()),
                 local_addr.port(),
             ),
-            http: http_builder(),
+            http: http_builder(config.client_idle_timeout),
             tls: tls.clone(),
         };
         let (tx, rx) = mpsc::unbounded_channel::<Accepted>();

@@ -186,6 +186,10 @@ impl Proxy {
         }
     }
 
+    pub(crate) fn config(&self) -> &RouterConfig {
+        &self.config
+    }
+
     pub(crate) fn sink(&self) -> &LogSink {
         &self.sink
     }

@@ -1543,3 +1543,113 @@ async fn heads_in_pieces_and_http_1_0_are_served() {
     assert_eq!(reply.body, "web");
     assert!(backend.seen_path("/old"));
 }
+
+#[tokio::test]
+async fn idle_client_connections_close_after_the_idle_limit() {
+    let router = TestRouter::start(config_with(|c| {
+        c.client_idle_timeout = Duration::from_millis(300);
+    }))
+    .await;
+    let backend = TestBackend::start("web").await;
+    router
+        .table
+        .set_backends("shop", vec![backend.backend("web.1")]);
+    let closes_by_itself = |mut conn: tokio::io::BufReader<TcpStream>| async move {
+        let mut rest = Vec::new();
+        tokio::time::timeout(Duration::from_secs(3), conn.read_to_end(&mut rest))
+            .await
+            .expect("the router closes an idle connection")
+            .unwrap();
+    };
+
+    // Plain path: after a keep-alive answer, nothing more.
+    let mut conn = tokio::io::BufReader::new(TcpStream::connect(router.addr).await.unwrap());
+    let get = "GET / HTTP/1.1\r\nHost: shop.localhost\r\n\r\n";
+    conn.get_mut().write_all(get.as_bytes()).await.unwrap();
+    assert_eq!(read_reply(&mut conn, false).await.body, "web");
+    // Still served while it keeps sending within the limit.
+    for _ in 0..3 {
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        conn.get_mut().write_all(get.as_bytes()).await.unwrap();
+        assert_eq!(read_reply(&mut conn, false).await.body, "web");
+    }
+    closes_by_itself(conn).await;
+
+    // Half a head, never finished.
+    let mut conn = tokio::io::BufReader::new(TcpStream::connect(router.addr).await.unwrap());
+    conn.get_mut()
+        .write_all(b"GET / HTTP/1.1\r\nHo")
+        .await
+        .unwrap();
+    closes_by_itself(conn).await;
+
+    // hyper's path (a request with a body), then nothing more.
+    let mut conn = tokio::io::BufReader::new(TcpStream::connect(router.addr).await.unwrap());
+    let post = "POST /echo HTTP/1.1\r\nHost: shop.localhost\r\nContent-Length: 2\r\n\r\nhi";
+    conn.get_mut().write_all(post.as_bytes()).await.unwrap();
+    assert_eq!(read_reply(&mut conn, false).await.body, "hi");
+    closes_by_itself(conn).await;
+}
+
+#[tokio::test]
+async fn a_client_that_hangs_up_mid_body_is_logged_h27_and_frees_the_dyno() {
+    let mut router = TestRouter::quick().await;
+    let backend = TestBackend::start("web").await;
+    router
+        .table
+        .set_backends("shop", vec![backend.backend("web.1")]);
+    let mut stream = TcpStream::connect(router.addr).await.unwrap();
+    let get = "GET /stream HTTP/1.1\r\nHost: shop.localhost\r\n\r\n";
+    stream.write_all(get.as_bytes()).await.unwrap();
+    let mut received = Vec::new();
+    tokio::time::timeout(WAIT, async {
+        let mut buf = [0u8; 4096];
+        while !String::from_utf8_lossy(&received).contains("first-chunk") {
+            let n = stream.read(&mut buf).await.unwrap();
+            assert!(n > 0, "closed before the first chunk");
+            received.extend_from_slice(&buf[..n]);
+        }
+    })
+    .await
+    .expect("the first chunk arrives");
+    // The dyno still holds the rest; the client leaves.
+    drop(stream);
+    let line = router.log_containing("code=H27").await;
+    assert!(line.message.contains("status=499"), "{}", line.message);
+    assert!(line.message.contains("dyno=web.1"), "{}", line.message);
+    let table = router.table.clone();
+    wait_until("the dyno is free again", || {
+        table.in_flight("shop", "web.1") == Some(0)
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn connect_is_refused_and_a_half_close_ends_the_connection() {
+    let mut router = TestRouter::quick().await;
+    let backend = TestBackend::start("web").await;
+    router
+        .table
+        .set_backends("shop", vec![backend.backend("web.1")]);
+    let reply = router
+        .send("CONNECT / HTTP/1.1\r\nHost: shop.localhost\r\nConnection: close\r\n\r\n")
+        .await;
+    assert_eq!(reply.status, 405, "{reply:?}");
+    assert!(!backend.seen_path("/"), "CONNECT reached the dyno");
+
+    // Two requests, then the client shuts its sending side. The first is answered from the
+    // buffer; while the second is with the dyno the end of the client's stream reads as a
+    // client gone (H27), as with nginx and hyper: a half-close and a hang-up look the same.
+    let stream = TcpStream::connect(router.addr).await.unwrap();
+    let mut conn = tokio::io::BufReader::new(stream);
+    let two = "GET /one HTTP/1.1\r\nHost: shop.localhost\r\n\r\n\
+               GET /two HTTP/1.1\r\nHost: shop.localhost\r\n\r\n";
+    conn.get_mut().write_all(two.as_bytes()).await.unwrap();
+    conn.get_mut().shutdown().await.unwrap();
+    assert_eq!(read_reply(&mut conn, false).await.body, "web");
+    let mut rest = Vec::new();
+    conn.read_to_end(&mut rest).await.unwrap();
+    assert!(rest.is_empty(), "{}", String::from_utf8_lossy(&rest));
+    let line = router.log_containing("code=H27").await;
+    assert!(line.message.contains("path=/two"), "{}", line.message);
+}
