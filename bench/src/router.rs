@@ -200,7 +200,7 @@ fn serve_router(args: &[String]) -> anyhow::Result<()> {
     rt.block_on(async move {
         let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await?;
         // Log lines are made and sent as in the coordinator, then dropped.
-        let (tx, mut rx) = tokio::sync::mpsc::channel(8192);
+        let (tx, mut rx) = tokio::sync::mpsc::channel(1024);
         tokio::spawn(async move { while rx.recv().await.is_some() {} });
         let stop = async {
             let _ = tokio::signal::ctrl_c().await;

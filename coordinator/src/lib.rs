@@ -1525,11 +1525,14 @@ pub async fn serve(
         stop_rx.clone(),
     ));
 
-    let (log_tx, mut log_rx) = mpsc::channel::<LogLine>(8192);
+    // Router log lines come in batches (a few milliseconds' worth from each router worker).
+    let (log_tx, mut log_rx) = mpsc::channel::<Vec<LogLine>>(1024);
     let hub = inner.clone();
     tokio::spawn(async move {
-        while let Some(line) = log_rx.recv().await {
-            hub.logs.push(line);
+        while let Some(batch) = log_rx.recv().await {
+            for line in batch {
+                hub.logs.push(line);
+            }
         }
     });
     let router_config = RouterConfig {

@@ -40,6 +40,7 @@ mod request_id;
 mod table;
 mod tls;
 
+pub use log::LogBatches;
 pub use table::{Backend, Balance, Draining, NoBackends, RouteSnapshot, RouteTable};
 pub use tls::{TlsConfig, TlsError};
 
@@ -81,7 +82,6 @@ pub mod fuzzing {
 }
 
 use bytes::Bytes;
-use dyno_shared::LogLine;
 use http_body_util::Full;
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
@@ -196,7 +196,7 @@ pub async fn run(
     listener: TcpListener,
     table: RouteTable,
     config: RouterConfig,
-    logs: Option<mpsc::Sender<LogLine>>,
+    logs: Option<LogBatches>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let local_addr = listener.local_addr()?;

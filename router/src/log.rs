@@ -12,20 +12,24 @@ use tokio::sync::mpsc::{Sender, error::TrySendError};
 /// router's CPU.
 const BATCH_WINDOW: Duration = Duration::from_millis(2);
 
-/// Where one router worker's log lines go. Never blocks: a full channel drops the line. Lines
-/// are buffered and sent in batches by [`LogSink::forward`], which must run on the worker.
+/// Router log lines, a batch at a time.
+pub type LogBatches = Sender<Vec<LogLine>>;
+
+/// Where one router worker's log lines go. Never blocks: a full channel drops the batch. Lines
+/// are buffered and sent a batch to a message by [`LogSink::forward`], which must run on the
+/// worker: a message per line woke the reader on another thread several times a batch.
 #[derive(Debug, Clone)]
 pub(crate) struct LogSink(Option<Arc<Batch>>);
 
 #[derive(Debug)]
 struct Batch {
-    sender: Sender<LogLine>,
+    sender: LogBatches,
     lines: Mutex<Vec<LogLine>>,
     ready: Notify,
 }
 
 impl LogSink {
-    pub(crate) fn new(sender: Option<Sender<LogLine>>) -> Self {
+    pub(crate) fn new(sender: Option<LogBatches>) -> Self {
         LogSink(sender.map(|sender| {
             Arc::new(Batch {
                 sender,
@@ -69,18 +73,18 @@ impl LogSink {
         let Some(batch) = &self.0 else { return };
         let lines = {
             let mut buffered = batch.lines.lock().unwrap_or_else(PoisonError::into_inner);
+            if buffered.is_empty() {
+                return;
+            }
             // The next batch is likely as big: spare it growing from empty.
             let capacity = buffered.capacity();
             std::mem::replace(&mut *buffered, Vec::with_capacity(capacity))
         };
-        let mut dropped = 0usize;
-        for line in lines {
-            if let Err(TrySendError::Full(_)) = batch.sender.try_send(line) {
-                dropped += 1;
-            }
-        }
-        if dropped > 0 {
-            tracing::debug!(dropped, "router log channel full; dropped lines");
+        if let Err(TrySendError::Full(lines)) = batch.sender.try_send(lines) {
+            tracing::debug!(
+                dropped = lines.len(),
+                "router log channel full; dropped lines"
+            );
         }
     }
 }

@@ -126,7 +126,9 @@ async fn refusing_addr() -> SocketAddr {
 struct TestRouter {
     addr: SocketAddr,
     table: RouteTable,
-    logs: mpsc::Receiver<LogLine>,
+    logs: mpsc::Receiver<Vec<LogLine>>,
+    /// Lines of the last batch not looked at yet.
+    pending: std::collections::VecDeque<LogLine>,
     stop: Option<oneshot::Sender<()>>,
     task: JoinHandle<std::io::Result<()>>,
 }
@@ -151,6 +153,7 @@ impl TestRouter {
             addr,
             table,
             logs,
+            pending: Default::default(),
             stop: Some(stop),
             task,
         }
@@ -177,7 +180,11 @@ impl TestRouter {
     async fn log_containing(&mut self, needle: &str) -> LogLine {
         tokio::time::timeout(WAIT, async {
             loop {
-                let line = self.logs.recv().await.expect("log channel open");
+                let Some(line) = self.pending.pop_front() else {
+                    let batch = self.logs.recv().await.expect("log channel open");
+                    self.pending.extend(batch);
+                    continue;
+                };
                 if line.message.contains(needle) {
                     return line;
                 }
