@@ -4,7 +4,8 @@
 //!    router (its own process, 2 worker threads) and nginx (`worker_processes 2`, round robin,
 //!    upstream keep-alive) in front of them, driven by `wrk` with keep-alive: requests/s at 64
 //!    connections (the router's and nginx's, and their ratio) and p50/p99 latency at one
-//!    connection (below saturation) minus the same figures straight to a backend.
+//!    connection (below saturation) minus the same figures straight to a backend; beside them
+//!    each proxy's own CPU time per request, which the machine's noise moves much less.
 //! 2. The Rap Genius experiment: ten `--serial` backends (one request at a time, the rest wait
 //!    inside the dyno); each request carries its own service time (lognormal, median 50 ms, p99
 //!    3 s, capped at 25 s); Poisson arrivals at 70% of capacity (from the sample's mean service
@@ -393,23 +394,26 @@ fn throughput(dir: &Path, seconds: u64) -> anyhow::Result<()> {
     // The machine's noise (a VM on shared cores) moves one 10 s run by 10%; the median of 5
     // interleaved rounds holds still.
     const ROUNDS: usize = 5;
-    let (_backends, ports) = backends(2, false)?;
-    let (_router, router_port) = router(&ports, "p2c", 0)?;
-    let (_nginx, nginx_port) = nginx(dir, "rr", &ports, "")?;
+    let (backend_procs, ports) = backends(2, false)?;
+    let (router_proc, router_port) = router(&ports, "p2c", 0)?;
+    let (nginx_proc, nginx_port) = nginx(dir, "rr", &ports, "")?;
+    // The process whose CPU time per request is shown: the backend itself for `direct`, the
+    // proxy (nginx's master and workers) otherwise.
     let targets = [
-        ("direct", ports[0]),
-        ("dyno-router", router_port),
-        ("nginx", nginx_port),
+        ("direct", ports[0], backend_procs[0].child.id()),
+        ("dyno-router", router_port, router_proc.child.id()),
+        ("nginx", nginx_port, nginx_proc.child.id()),
     ];
     println!(
         "\n== 1. Throughput and added latency: 2 backends, 1 KB bodies, keep-alive, wrk, \
          median of {ROUNDS} rounds =="
     );
     // Warm up: connections, pools, page cache.
-    for (_, port) in &targets {
+    for (_, port, _) in &targets {
         wrk(*port, 2, 64, 2)?;
     }
     let mut load: Vec<Vec<WrkResult>> = vec![Vec::new(); targets.len()];
+    let mut cpu_us: Vec<Vec<f64>> = vec![Vec::new(); targets.len()];
     let mut idle: Vec<Vec<WrkResult>> = vec![Vec::new(); targets.len()];
     for round in 0..ROUNDS {
         // Alternate the order so neither proxy always runs on a warmer machine.
@@ -418,18 +422,23 @@ fn throughput(dir: &Path, seconds: u64) -> anyhow::Result<()> {
             order.reverse();
         }
         for &i in &order {
-            load[i].push(wrk(targets[i].1, 2, 64, seconds)?);
+            let before = cpu_ticks(targets[i].2);
+            let run = wrk(targets[i].1, 2, 64, seconds)?;
+            let used = cpu_ticks(targets[i].2).saturating_sub(before);
+            // USER_HZ is 100: a tick is 10 ms.
+            cpu_us[i].push(used as f64 * 10_000.0 / (run.rps * seconds as f64));
+            load[i].push(run);
             idle[i].push(wrk(targets[i].1, 1, 1, seconds.div_ceil(2))?);
         }
     }
     let stat = |runs: &[WrkResult], f: fn(&WrkResult) -> f64| median(runs.iter().map(f).collect());
     println!(
-        "{:<12} {:>12} {:>10} {:>10} {:>10} {:>12} {:>12}",
-        "target", "req/s (c64)", "p50 c64", "p99 c64", "errors", "p50 c1", "p99 c1"
+        "{:<12} {:>12} {:>10} {:>10} {:>10} {:>12} {:>12} {:>10}",
+        "target", "req/s (c64)", "p50 c64", "p99 c64", "errors", "p50 c1", "p99 c1", "CPU/req"
     );
-    for (i, (name, _)) in targets.iter().enumerate() {
+    for (i, (name, _, _)) in targets.iter().enumerate() {
         println!(
-            "{:<12} {:>12.0} {:>8.0}us {:>8.0}us {:>10} {:>10.0}us {:>10.0}us",
+            "{:<12} {:>12.0} {:>8.0}us {:>8.0}us {:>10} {:>10.0}us {:>10.0}us {:>8.1}us",
             name,
             stat(&load[i], |r| r.rps),
             stat(&load[i], |r| r.p50_us),
@@ -441,8 +450,13 @@ fn throughput(dir: &Path, seconds: u64) -> anyhow::Result<()> {
                 .sum::<u64>(),
             stat(&idle[i], |r| r.p50_us),
             stat(&idle[i], |r| r.p99_us),
+            median(cpu_us[i].clone()),
         );
     }
+    println!(
+        "CPU/req: CPU time of the target's own process(es) per request at c64 (user + system; \
+         all of them share the 2 cores with wrk and the backends)"
+    );
     let (direct50, direct99) = (stat(&idle[0], |r| r.p50_us), stat(&idle[0], |r| r.p99_us));
     let ratio = stat(&load[1], |r| r.rps) / stat(&load[2], |r| r.rps);
     println!(
@@ -458,6 +472,38 @@ fn throughput(dir: &Path, seconds: u64) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+/// CPU time (user + system, in 10 ms ticks) used so far by `pid` and its children (nginx's
+/// workers are its master's).
+fn cpu_ticks(pid: u32) -> u64 {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return 0;
+    };
+    let mut total = 0;
+    for entry in entries.flatten() {
+        let Some(id) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+            continue;
+        };
+        // After the command's closing parenthesis: state, ppid, ... utime (14th), stime (15th).
+        let Some((_, rest)) = stat.rsplit_once(')') else {
+            continue;
+        };
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        let parent = fields.get(1).and_then(|f| f.parse::<u32>().ok());
+        if id == pid || parent == Some(pid) {
+            let field = |i: usize| fields.get(i).and_then(|f| f.parse::<u64>().ok());
+            total += field(11).unwrap_or(0) + field(12).unwrap_or(0);
+        }
+    }
+    total
 }
 
 // ---- 2. the Rap Genius experiment ----
