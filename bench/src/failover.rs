@@ -321,11 +321,10 @@ impl Fleet {
 }
 
 fn signal_group(pgrp: i32, sig: libc::c_int) {
-    if pgrp > 1 {
-        // SAFETY: plain syscall on a process group id found under our temp dir.
-        unsafe {
-            libc::killpg(pgrp, sig);
-        }
+    if pgrp > 1
+        && let Ok(sig) = nix::sys::signal::Signal::try_from(sig)
+    {
+        let _ = nix::sys::signal::killpg(nix::unistd::Pid::from_raw(pgrp), sig);
     }
 }
 
@@ -337,10 +336,8 @@ impl Drop for Fleet {
         }
         // SIGTERM: the plain-runtime agent stops its dynos on the way out.
         for child in self.agents.values() {
-            // SAFETY: a signal to our own child.
-            unsafe {
-                libc::kill(child.id() as i32, libc::SIGTERM);
-            }
+            let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
         }
         let deadline = Instant::now() + Duration::from_secs(10);
         for child in self.agents.values_mut() {

@@ -88,10 +88,8 @@ struct Proc {
 impl Drop for Proc {
     fn drop(&mut self) {
         // nginx stops its workers on SIGTERM; everything else just exits.
-        // SAFETY: kill(2) on our own child's pid; no memory is involved.
-        unsafe {
-            libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM);
-        }
+        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
         let deadline = Instant::now() + Duration::from_secs(5);
         while Instant::now() < deadline {
             if let Ok(Some(_)) = self.child.try_wait() {
@@ -284,8 +282,7 @@ fn ensure_tools() -> anyhow::Result<()> {
         return Ok(());
     }
     ensure!(
-        // SAFETY: geteuid(2) cannot fail and touches no memory.
-        unsafe { libc::geteuid() } == 0,
+        nix::unistd::geteuid().is_root(),
         "{missing:?} missing: install them (Debian: apt-get install -y nginx wrk)"
     );
     println!("installing {missing:?} with apt-get");
