@@ -19,7 +19,7 @@ use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, ready};
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncRead, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 /// Most headers in a dyno's response head (hyper's client default).
@@ -91,13 +91,15 @@ pub(crate) enum RawError {
 /// Through `AsyncRead` rather than `try_read_buf`: tokio then knows that a short read emptied
 /// the socket, and the next read (or the pool's check of an idle connection) waits for epoll
 /// instead of making a system call that fails with `EAGAIN`.
-fn poll_fill(
-    stream: &mut TcpStream,
+/// Room for `read_size` more is made when less than a quarter of it is left.
+pub(crate) fn poll_fill<S: AsyncRead + Unpin>(
+    stream: &mut S,
     buf: &mut BytesMut,
+    read_size: usize,
     cx: &mut Context<'_>,
 ) -> Poll<io::Result<usize>> {
-    if buf.capacity() - buf.len() < READ_SIZE / 4 {
-        buf.reserve(READ_SIZE);
+    if buf.capacity() - buf.len() < read_size / 4 {
+        buf.reserve(read_size);
     }
     // tokio-util reads into the spare capacity without zeroing it first.
     tokio_util::io::poll_read_buf(Pin::new(stream), cx, buf)
@@ -122,7 +124,8 @@ pub(crate) async fn exchange(
 ) -> Result<Response<RawBody>, RawError> {
     stream.write_all(&request.head).await?;
     loop {
-        let read = std::future::poll_fn(|cx| poll_fill(&mut stream, &mut buf, cx)).await?;
+        let read =
+            std::future::poll_fn(|cx| poll_fill(&mut stream, &mut buf, READ_SIZE, cx)).await?;
         if read == 0 {
             return Err(RawError::Closed);
         }
@@ -400,7 +403,7 @@ pub(crate) fn hop_by_hop(name: &[u8]) -> bool {
         .any(|n| n.len() == name.len() && n.eq_ignore_ascii_case(name))
 }
 
-fn parse_length(digits: &[u8]) -> Option<u64> {
+pub(crate) fn parse_length(digits: &[u8]) -> Option<u64> {
     if digits.is_empty() || digits.len() > 19 {
         return None;
     }
@@ -513,7 +516,7 @@ impl RawBody {
         let Some(conn) = &mut self.conn else {
             return Poll::Ready(Err(RawError::Incomplete));
         };
-        match ready!(poll_fill(&mut conn.stream, &mut self.buf, cx)) {
+        match ready!(poll_fill(&mut conn.stream, &mut self.buf, READ_SIZE, cx)) {
             Ok(0) if self.framing == Framing::Close => Poll::Ready(Ok(0)),
             Ok(0) => Poll::Ready(Err(RawError::Incomplete)),
             Ok(n) => Poll::Ready(Ok(n)),

@@ -9,7 +9,7 @@
 //! service future, cost about a quarter of the router's CPU per request.
 
 use crate::proxy::{ClientConn, PlainRequest};
-use crate::{Server, serve_http};
+use crate::{Server, serve_http, stopped};
 use bytes::{Buf, Bytes, BytesMut};
 use hyper::body::Body;
 use hyper::header;
@@ -51,9 +51,7 @@ pub(crate) async fn serve<I>(
     // One wait for the router to stop, for the connection's life: made afresh between
     // requests it cost a registration with the watch each time.
     let mut watch = stop.clone();
-    let mut stopping = std::pin::pin!(async move {
-        let _ = watch.wait_for(|stop| *stop).await;
-    });
+    let mut stopping = std::pin::pin!(async move { stopped(&mut watch).await });
     // The idle limit between requests: one timer for the connection, moved on only when it
     // fires early, rather than one armed and disarmed per request.
     // A client has this long to send its next request head, from the end of the last
@@ -251,11 +249,7 @@ fn plain_target(target: &str) -> bool {
 
 /// Reads more from `io` into `buf`; `Ok(0)` at the end of the stream.
 async fn fill<I: AsyncRead + Unpin>(io: &mut I, buf: &mut BytesMut) -> io::Result<usize> {
-    if buf.capacity() - buf.len() < READ_SIZE / 4 {
-        buf.reserve(READ_SIZE);
-    }
-    // tokio-util reads into the spare capacity without zeroing it first.
-    std::future::poll_fn(|cx| tokio_util::io::poll_read_buf(Pin::new(&mut *io), cx, buf)).await
+    std::future::poll_fn(|cx| crate::h1::poll_fill(&mut *io, buf, READ_SIZE, cx)).await
 }
 
 /// Writes `response` to the client: its head, then its body (framed by its Content-Length,
@@ -310,11 +304,7 @@ async fn write_response<I: AsyncRead + AsyncWrite + Unpin>(
         None => {
             for (name, value) in &parts.headers {
                 if name == header::CONTENT_LENGTH {
-                    declared = Some(
-                        std::str::from_utf8(value.as_bytes())
-                            .ok()
-                            .and_then(|v| v.trim().parse().ok()),
-                    );
+                    declared = Some(crate::h1::parse_length(value.as_bytes().trim_ascii()));
                 } else if name == header::DATE {
                     has_date = true;
                 }
@@ -439,18 +429,7 @@ fn poll_frame(
 }
 
 fn push_decimal(out: &mut Vec<u8>, n: u64) {
-    let mut digits = [0u8; 20];
-    let mut at = digits.len();
-    let mut rest = n;
-    loop {
-        at -= 1;
-        digits[at] = b'0' + (rest % 10) as u8;
-        rest /= 10;
-        if rest == 0 {
-            break;
-        }
-    }
-    out.extend_from_slice(&digits[at..]);
+    out.extend_from_slice(crate::log::decimal(n, &mut [0; 20]));
 }
 
 fn push_hex(out: &mut Vec<u8>, n: usize) {

@@ -162,22 +162,32 @@ pub(crate) fn format_line(req: &RequestInfo, out: &Outcome<'_>) -> String {
 }
 
 fn push_decimal(line: &mut String, n: u128) {
-    if let Ok(small) = u64::try_from(n) {
-        let mut digits = [0u8; 20];
-        let mut at = digits.len();
-        let mut rest = small;
-        loop {
-            at -= 1;
-            digits[at] = b'0' + (rest % 10) as u8;
-            rest /= 10;
-            if rest == 0 {
-                break;
-            }
+    match u64::try_from(n) {
+        Ok(small) => {
+            let mut digits = [0; 20];
+            let digits = decimal(small, &mut digits);
+            line.push_str(std::str::from_utf8(digits).unwrap_or_default());
         }
-        line.push_str(std::str::from_utf8(&digits[at..]).unwrap_or_default());
-    } else {
-        let _ = write!(line, "{n}");
+        Err(_) => {
+            let _ = write!(line, "{n}");
+        }
     }
+}
+
+/// `n`'s decimal digits, written at the end of `digits`, without the formatting machinery
+/// (log lines, request and response heads).
+pub(crate) fn decimal(n: u64, digits: &mut [u8; 20]) -> &[u8] {
+    let mut at = digits.len();
+    let mut rest = n;
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (rest % 10) as u8;
+        rest /= 10;
+        if rest == 0 {
+            break;
+        }
+    }
+    &digits[at..]
 }
 
 #[cfg(test)]

@@ -1012,21 +1012,10 @@ fn check_limits(parts: &Parts) -> Result<(), String> {
 }
 
 fn push_decimal(out: &mut Vec<u8>, n: i64) {
-    let mut digits = [0u8; 20];
-    let mut at = digits.len();
-    let mut rest = n.unsigned_abs();
-    loop {
-        at -= 1;
-        digits[at] = b'0' + (rest % 10) as u8;
-        rest /= 10;
-        if rest == 0 {
-            break;
-        }
-    }
     if n < 0 {
         out.push(b'-');
     }
-    out.extend_from_slice(&digits[at..]);
+    out.extend_from_slice(crate::log::decimal(n.unsigned_abs(), &mut [0; 20]));
 }
 
 /// Removes headers that describe one connection rather than the message (RFC 9110 7.6.1),

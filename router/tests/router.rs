@@ -265,6 +265,24 @@ async fn send_raw(addr: SocketAddr, raw: Vec<u8>) -> Reply {
     }
 }
 
+/// What `stream` sent up to and including `needle`; `Err` if that took longer than `WAIT`.
+async fn read_until(
+    stream: &mut TcpStream,
+    needle: &str,
+) -> Result<Vec<u8>, tokio::time::error::Elapsed> {
+    let mut received = Vec::new();
+    tokio::time::timeout(WAIT, async {
+        let mut buf = [0u8; 4096];
+        while !String::from_utf8_lossy(&received).contains(needle) {
+            let n = stream.read(&mut buf).await.unwrap();
+            assert!(n > 0, "closed before {needle:?}");
+            received.extend_from_slice(&buf[..n]);
+        }
+    })
+    .await?;
+    Ok(received)
+}
+
 async fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
     let deadline = tokio::time::Instant::now() + WAIT;
     while !cond() {
@@ -736,17 +754,9 @@ async fn bodies_stream_through_and_head_keeps_its_length() {
     let mut stream = TcpStream::connect(router.addr).await.unwrap();
     let raw = request("GET", "shop.localhost", "/stream", &[], "");
     stream.write_all(raw.as_bytes()).await.unwrap();
-    let mut received = Vec::new();
-    tokio::time::timeout(WAIT, async {
-        let mut buf = [0u8; 4096];
-        while !String::from_utf8_lossy(&received).contains("first-chunk") {
-            let n = stream.read(&mut buf).await.unwrap();
-            assert!(n > 0, "closed before the first chunk");
-            received.extend_from_slice(&buf[..n]);
-        }
-    })
-    .await
-    .expect("the first chunk arrives while the dyno still holds the rest");
+    let mut received = read_until(&mut stream, "first-chunk")
+        .await
+        .expect("the first chunk arrives while the dyno still holds the rest");
     backend.release.add_permits(1);
     stream.read_to_end(&mut received).await.unwrap();
     let text = String::from_utf8_lossy(&received).to_ascii_lowercase();
@@ -1608,17 +1618,9 @@ async fn a_client_that_hangs_up_mid_body_is_logged_h27_and_frees_the_dyno() {
     let mut stream = TcpStream::connect(router.addr).await.unwrap();
     let get = "GET /stream HTTP/1.1\r\nHost: shop.localhost\r\n\r\n";
     stream.write_all(get.as_bytes()).await.unwrap();
-    let mut received = Vec::new();
-    tokio::time::timeout(WAIT, async {
-        let mut buf = [0u8; 4096];
-        while !String::from_utf8_lossy(&received).contains("first-chunk") {
-            let n = stream.read(&mut buf).await.unwrap();
-            assert!(n > 0, "closed before the first chunk");
-            received.extend_from_slice(&buf[..n]);
-        }
-    })
-    .await
-    .expect("the first chunk arrives");
+    read_until(&mut stream, "first-chunk")
+        .await
+        .expect("the first chunk arrives");
     // The dyno still holds the rest; the client leaves.
     drop(stream);
     let line = router.log_containing("code=H27").await;
