@@ -382,7 +382,7 @@ impl Runtime for LinuxRuntime {
             .stderr(stderr)
             .process_group(0)
             .kill_on_drop(false);
-        let spawned = cmd.spawn();
+        let spawned = crate::runtime::forking(|| cmd.spawn());
         drop(cmd);
         let mut child = spawned.map_err(|e| fail(spawn_error(launch, e)))?;
         let pid = child.id().ok_or_else(|| RuntimeError::Wait {

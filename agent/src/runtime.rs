@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
+use std::sync::{PoisonError, RwLock};
 
 use dyno_shared::protocol::Isolation;
 use dyno_shared::size::Size;
@@ -19,6 +20,28 @@ use tokio::io::AsyncRead;
 pub const NOFILE_LIMIT: u64 = 10_000;
 /// Appended to `<app>/bin` to make a dyno's `PATH`.
 pub const SYSTEM_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// Files are written (slugs unpacked, copied into dynos) on blocking threads while dynos are
+/// forked on others. A child forked while a file is open for writing keeps that descriptor until
+/// it execs, and an exec of that file meanwhile fails with ETXTBSY ("Text file busy"): a dyno
+/// crashed at start that way. So a file is open for writing only under this lock held shared, and
+/// a spawn holds it exclusively until the child has exec'd (std's spawn returns only then). A
+/// spawn waits at most for the files being written at that moment.
+static WRITE_OR_FORK: RwLock<()> = RwLock::new(());
+
+/// Runs `write`, which opens, writes and closes a file, so that no fork happens meanwhile.
+pub fn writing_file<T>(write: impl FnOnce() -> T) -> T {
+    let _shared = WRITE_OR_FORK.read().unwrap_or_else(PoisonError::into_inner);
+    write()
+}
+
+/// Runs `spawn` while no file is open for writing, so its child inherits none.
+pub fn forking<T>(spawn: impl FnOnce() -> T) -> T {
+    let _exclusive = WRITE_OR_FORK
+        .write()
+        .unwrap_or_else(PoisonError::into_inner);
+    spawn()
+}
 
 /// Everything a runtime needs to start one dyno whose app directory is ready.
 #[derive(Debug, Clone)]
@@ -331,7 +354,7 @@ impl Runtime for PlainRuntime {
                     .map_err(|e| io::Error::from_raw_os_error(e as i32))
             });
         }
-        let spawned = cmd.spawn();
+        let spawned = forking(|| cmd.spawn());
         // The command holds our copies of the pipe's write end; the reader sees EOF only once
         // every copy, ours included, is closed.
         drop(cmd);
@@ -578,6 +601,38 @@ mod shell_tests {
 mod tests {
     use super::*;
     use tokio::io::AsyncReadExt;
+
+    #[test]
+    fn no_fork_while_a_file_is_open_for_writing() {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("prog");
+        let closed = std::sync::Arc::new(AtomicBool::new(false));
+        let (opened_tx, opened) = std::sync::mpsc::channel();
+        let writer = std::thread::spawn({
+            let closed = closed.clone();
+            move || {
+                writing_file(|| {
+                    let file = std::fs::File::create(&path).unwrap();
+                    opened_tx.send(()).unwrap();
+                    // Long enough for a fork that did not wait to come first.
+                    std::thread::sleep(std::time::Duration::from_millis(100));
+                    drop(file);
+                    closed.store(true, Ordering::SeqCst);
+                })
+            }
+        });
+        opened.recv().unwrap();
+        let child = forking(|| {
+            assert!(
+                closed.load(Ordering::SeqCst),
+                "forked while a file was open for writing"
+            );
+            std::process::Command::new("/bin/true").spawn()
+        });
+        assert!(child.unwrap().wait().unwrap().success());
+        writer.join().unwrap();
+    }
 
     fn launch(dir: &std::path::Path, command: &str) -> Launch {
         Launch {

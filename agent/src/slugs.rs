@@ -278,7 +278,7 @@ pub fn unpack(tarball: &Path, dst: &Path) -> io::Result<()> {
         match kind {
             T::Directory => directories.push(entry),
             T::Regular | T::Continuous | T::GNUSparse | T::Symlink | T::Link => {
-                entry.unpack_in(&dst)?;
+                crate::runtime::writing_file(|| entry.unpack_in(&dst))?;
             }
             other => debug!(path = ?entry.path().ok(), kind = ?other, "skipping slug entry"),
         }
@@ -305,7 +305,7 @@ pub fn copy_tree(src: &Path, dst: &Path) -> io::Result<()> {
             copy_tree(&from, &to)?;
         } else if kind.is_file() {
             // fs::copy keeps the permission bits, the executable one included.
-            fs::copy(&from, &to)?;
+            crate::runtime::writing_file(|| fs::copy(&from, &to))?;
         }
     }
     // Last, so a read-only directory does not block its own contents.
