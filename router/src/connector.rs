@@ -122,7 +122,9 @@ impl Pool {
                 Ok((response.map(Upstream::Raw), None))
             }
             Outgoing::Hyper(request) => {
-                let (response, pooled) = self.send_hyper(addr, *request, connect_ms).await?;
+                // Boxed: the plain path's future would otherwise be as large as hyper's.
+                let sent = Box::pin(self.send_hyper(addr, *request, connect_ms));
+                let (response, pooled) = sent.await?;
                 Ok((response.map(Upstream::Hyper), Some(pooled)))
             }
         }

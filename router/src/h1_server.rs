@@ -118,28 +118,38 @@ pub(crate) async fn serve<I>(
             }
         };
 
-        let forward = server.proxy.forward_plain(prepared);
-        let mut forward = std::pin::pin!(forward);
-        // While nothing more came from the client, it is watched as the dyno works: hanging up
-        // drops the request (H27). Once the next request is in (pipelined), it is left alone
-        // until its turn, as hyper does; a client that half-closes after it still gets both.
-        let response = loop {
-            if !buf.is_empty() {
-                break forward.as_mut().await;
-            }
-            tokio::select! {
-                biased;
-                response = forward.as_mut() => break response,
-                read = fill(&mut io, &mut buf) => match read {
-                    Ok(0) | Err(_) => return,
-                    Ok(_) => {}
-                },
+        // The idle timer times the request too (H12): moved on to its deadline, then left
+        // there until it fires early and is moved on to the idle limit.
+        let response = {
+            let mut forward =
+                std::pin::pin!(server.proxy.forward_plain(prepared, idle_timer.as_mut()));
+            // While nothing more came from the client, it is watched as the dyno works: hanging
+            // up drops the request (H27). Once the next request is in (pipelined), it is left
+            // alone until its turn, as hyper does; a client that half-closes after it still
+            // gets both.
+            loop {
+                if !buf.is_empty() {
+                    break forward.as_mut().await;
+                }
+                tokio::select! {
+                    biased;
+                    response = forward.as_mut() => break response,
+                    read = fill(&mut io, &mut buf) => match read {
+                        Ok(0) | Err(_) => return,
+                        Ok(_) => {}
+                    },
+                }
             }
         };
         let close = close || *stop.borrow();
-        let written = write_response(&mut io, &mut buf, &mut out, response, head_method, close);
-        match written.await {
-            Ok(true) => idle_since = tokio::time::Instant::now(),
+        match write_response(&mut io, &mut buf, &mut out, response, head_method, close).await {
+            Ok(true) => {
+                idle_since = tokio::time::Instant::now();
+                // A request timeout longer than the idle limit left the timer past it.
+                if idle_timer.deadline() > idle_since + idle_limit {
+                    idle_timer.as_mut().reset(idle_since + idle_limit);
+                }
+            }
             Ok(false) => {
                 let _ = io.shutdown().await;
                 return;

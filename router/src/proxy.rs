@@ -316,7 +316,13 @@ impl Proxy {
             drop(parts);
             let failure = ForwardBody::new(body).failure();
             return self
-                .forward(app, info, Outgoing::Raw(raw), failure, None, received)
+                .forward(
+                    app,
+                    info,
+                    Outgoing::Raw(raw),
+                    Client::plain(failure),
+                    received,
+                )
                 .await;
         }
         self.rewrite_request_headers(&mut parts.headers, info, conn, received_unix_ms);
@@ -343,15 +349,12 @@ impl Proxy {
         let body = ForwardBody::new(body);
         let client_failure = body.failure();
         let outgoing = Outgoing::Hyper(Box::new(Request::from_parts(parts, body)));
-        self.forward(
-            app,
-            info,
-            outgoing,
-            client_failure,
-            client_upgrade,
-            received,
-        )
-        .await
+        let client = Client {
+            failure: client_failure,
+            upgrade: client_upgrade,
+            timer: None,
+        };
+        self.forward(app, info, outgoing, client, received).await
     }
 
     /// Sends the request to a backend (another after a failed connect) and passes its answer
@@ -361,10 +364,14 @@ impl Proxy {
         app: &Arc<App>,
         info: &Arc<RequestInfo>,
         outgoing: Outgoing,
-        client_failure: ClientFailure,
-        client_upgrade: Option<OnUpgrade>,
+        client: Client<'_>,
         received: Instant,
     ) -> Response<ResponseBody> {
+        let Client {
+            failure: client_failure,
+            upgrade: client_upgrade,
+            mut timer,
+        } = client;
         // Only a failed connect gives the request back, its body unread: any request may then
         // move on to another backend.
         let mut unsent = Some(outgoing);
@@ -445,8 +452,26 @@ impl Proxy {
             tried.push(slot.addr);
             let mut connect = 0u128;
             let deadline = tokio::time::Instant::from_std(sent_at + self.config.request_timeout);
-            let attempt = self.pool.send(slot.addr, upstream, &mut connect);
-            let result = tokio::time::timeout_at(deadline, attempt).await;
+            // Pinned where it is made: this future is most of the request's state, and each
+            // move of it is a copy.
+            let result = {
+                let mut attempt = std::pin::pin!(self.pool.send(slot.addr, upstream, &mut connect));
+                match timer.as_mut() {
+                    Some(timer) => {
+                        timer.as_mut().reset(deadline);
+                        std::future::poll_fn(|cx| {
+                            if let Poll::Ready(done) = attempt.as_mut().poll(cx) {
+                                return Poll::Ready(Ok(done));
+                            }
+                            timer.as_mut().poll(cx).map(|()| Err(TimedOut))
+                        })
+                        .await
+                    }
+                    None => tokio::time::timeout_at(deadline, attempt)
+                        .await
+                        .map_err(|_| TimedOut),
+                }
+            };
             let at = Failure {
                 dyno: &slot.dyno,
                 connect_ms: connect,
@@ -501,7 +526,7 @@ impl Proxy {
                     };
                     return self.fail(app, info, why, at, received);
                 }
-                Err(_elapsed) => {
+                Err(TimedOut) => {
                     return self.fail(app, info, RouteError::RequestTimeout, at, received);
                 }
             }
@@ -695,8 +720,12 @@ impl Proxy {
         })
     }
 
-    /// Routes and forwards a prepared plain request, as `handle` does.
-    pub(crate) async fn forward_plain(&self, prepared: PlainPrepared) -> Response<ResponseBody> {
+    /// Routes and forwards a prepared plain request, as `handle` does, timed by `timer`.
+    pub(crate) async fn forward_plain(
+        &self,
+        prepared: PlainPrepared,
+        timer: Pin<&mut tokio::time::Sleep>,
+    ) -> Response<ResponseBody> {
         let PlainPrepared {
             app,
             info,
@@ -715,8 +744,10 @@ impl Proxy {
                 &app,
                 &info,
                 Outgoing::Raw(raw),
-                ClientFailure::none(),
-                None,
+                Client {
+                    timer: Some(timer),
+                    ..Client::plain(ClientFailure::none())
+                },
                 received,
             )
             .await;
@@ -832,6 +863,30 @@ impl Proxy {
 
 /// The protocol a client asks to switch to (`Upgrade: websocket` with `Connection: upgrade`,
 /// HTTP/1.1 only).
+/// The request timeout passed first.
+struct TimedOut;
+
+/// What `forward` is told of the client's side.
+struct Client<'t> {
+    failure: ClientFailure,
+    /// The client's side of a websocket (or other) upgrade it asked for.
+    upgrade: Option<OnUpgrade>,
+    /// The caller's timer for the request timeout, moved to its deadline: moving a timer on is
+    /// an atomic store, where a fresh one is a registration with the runtime's timer wheel and
+    /// a removal after.
+    timer: Option<Pin<&'t mut tokio::time::Sleep>>,
+}
+
+impl Client<'_> {
+    fn plain(failure: ClientFailure) -> Self {
+        Client {
+            failure,
+            upgrade: None,
+            timer: None,
+        }
+    }
+}
+
 fn upgrade_protocol<B>(req: &Request<B>) -> Option<HeaderValue> {
     if req.version() != Version::HTTP_11 {
         return None;

@@ -1565,6 +1565,8 @@ async fn heads_in_pieces_and_http_1_0_are_served() {
 async fn idle_client_connections_close_after_the_idle_limit() {
     let router = TestRouter::start(config_with(|c| {
         c.client_idle_timeout = Duration::from_millis(300);
+        // Longer than any wait here: the request's timer must not hold the idle limit back.
+        c.request_timeout = Duration::from_secs(60);
     }))
     .await;
     let backend = TestBackend::start("web").await;
