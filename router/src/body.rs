@@ -142,7 +142,7 @@ impl Drop for Completion {
             bytes: self.bytes,
         };
         self.sink
-            .emit(&self.info.app, format_line(&self.info, &outcome));
+            .emit(self.info.app(), format_line(&self.info, &outcome));
     }
 }
 

@@ -118,8 +118,8 @@ pub(crate) async fn serve<I>(
             }
         };
 
-        // The idle timer times the request too (H12): moved on to its deadline, then left
-        // there until it fires early and is moved on to the idle limit.
+        // The idle timer times the request too (H12): it is due at or before each deadline
+        // and moved on when it fires early.
         let response = {
             let mut forward =
                 std::pin::pin!(server.proxy.forward_plain(prepared, idle_timer.as_mut()));

@@ -63,15 +63,7 @@ pub mod fuzzing {
 
     /// The router log line of a request to app `shop` that `web.1` answered with 200.
     pub fn log_line(method: &str, path: &str, host: &str, request_id: &str, fwd: &str) -> String {
-        let info = RequestInfo {
-            app: "shop".to_string(),
-            method: method.to_string(),
-            path: path.to_string(),
-            host: host.to_string(),
-            request_id: request_id.to_string(),
-            fwd: fwd.to_string(),
-            protocol: "http",
-        };
+        let info = RequestInfo::new([host, "shop", method, path, request_id, fwd], "http");
         let outcome = Outcome {
             dyno: "web.1",
             status: 200,

@@ -89,18 +89,110 @@ impl LogSink {
     }
 }
 
-/// What a log line says about the request itself, fixed before it is proxied.
+/// What a log line says about the request itself, fixed before it is proxied. Its texts share
+/// one buffer: one allocation per request rather than one per field.
 #[derive(Debug, Clone)]
 pub(crate) struct RequestInfo {
-    pub(crate) app: String,
-    pub(crate) method: String,
-    pub(crate) path: String,
-    pub(crate) host: String,
-    pub(crate) request_id: String,
-    /// The X-Forwarded-For value sent to the dyno.
-    pub(crate) fwd: String,
+    /// The fields, in `Field` order, one after another.
+    text: String,
+    /// Where each field ends in `text`.
+    ends: [usize; FIELDS],
     /// `http` or `https`: how the client reached the router.
     pub(crate) protocol: &'static str,
+}
+
+/// `RequestInfo`'s texts, in the order they are written.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Field {
+    /// Lowercase, without port or trailing dot: routing needs it first.
+    Host,
+    App,
+    Method,
+    Path,
+    RequestId,
+    /// The X-Forwarded-For value sent to the dyno.
+    Fwd,
+}
+
+const FIELDS: usize = 6;
+
+impl RequestInfo {
+    pub(crate) fn new(fields: [&str; FIELDS], protocol: &'static str) -> Self {
+        let mut info = InfoBuilder::new(fields.iter().map(|f| f.len()).sum());
+        for field in fields {
+            info.text().push_str(field);
+            info.end_field();
+        }
+        info.finish(protocol)
+    }
+
+    pub(crate) fn get(&self, field: Field) -> &str {
+        let at = field as usize;
+        let start = if at == 0 { 0 } else { self.ends[at - 1] };
+        &self.text[start..self.ends[at]]
+    }
+
+    pub(crate) fn app(&self) -> &str {
+        self.get(Field::App)
+    }
+
+    pub(crate) fn host(&self) -> &str {
+        self.get(Field::Host)
+    }
+
+    pub(crate) fn request_id(&self) -> &str {
+        self.get(Field::RequestId)
+    }
+
+    pub(crate) fn fwd(&self) -> &str {
+        self.get(Field::Fwd)
+    }
+}
+
+/// Writes a `RequestInfo` a field at a time, in `Field` order.
+pub(crate) struct InfoBuilder {
+    text: String,
+    ends: [usize; FIELDS],
+    done: usize,
+}
+
+impl InfoBuilder {
+    pub(crate) fn new(capacity: usize) -> Self {
+        InfoBuilder {
+            text: String::with_capacity(capacity),
+            ends: [0; FIELDS],
+            done: 0,
+        }
+    }
+
+    /// The buffer, to append the current field to.
+    pub(crate) fn text(&mut self) -> &mut String {
+        &mut self.text
+    }
+
+    /// The current field so far.
+    pub(crate) fn current(&self) -> &str {
+        let start = if self.done == 0 {
+            0
+        } else {
+            self.ends[self.done - 1]
+        };
+        &self.text[start..]
+    }
+
+    pub(crate) fn end_field(&mut self) {
+        self.ends[self.done] = self.text.len();
+        self.done += 1;
+    }
+
+    pub(crate) fn finish(self, protocol: &'static str) -> RequestInfo {
+        debug_assert_eq!(self.done, FIELDS, "every field written");
+        RequestInfo {
+            text: self.text,
+            ends: self.ends,
+            protocol,
+        }
+    }
 }
 
 /// How the request ended, for the second half of the line.
@@ -119,7 +211,8 @@ pub(crate) struct Outcome<'a> {
 /// connect=1ms service=18ms status=200 bytes=13 protocol=http`
 pub(crate) fn format_line(req: &RequestInfo, out: &Outcome<'_>) -> String {
     // push_str rather than one big write!: this runs for every request.
-    let mut line = String::with_capacity(192 + req.path.len() + req.host.len());
+    let (path, host, fwd) = (req.get(Field::Path), req.host(), req.fwd());
+    let mut line = String::with_capacity(192 + path.len() + host.len());
     match out.error {
         Some((code, desc)) => {
             line.push_str("at=error code=");
@@ -131,19 +224,19 @@ pub(crate) fn format_line(req: &RequestInfo, out: &Outcome<'_>) -> String {
         None => line.push_str("at=info "),
     }
     line.push_str("method=");
-    line.push_str(&req.method);
+    line.push_str(req.get(Field::Method));
     line.push_str(" path=");
-    line.push_str(&req.path);
+    line.push_str(path);
     line.push_str(" host=");
-    line.push_str(&req.host);
+    line.push_str(host);
     line.push_str(" request_id=");
-    line.push_str(&req.request_id);
+    line.push_str(req.request_id());
     line.push_str(" fwd=\"");
     // The client controls part of this value; keep it from breaking out of the quotes.
-    if req.fwd.contains(['"', '\\']) {
-        line.extend(req.fwd.chars().filter(|c| !matches!(c, '"' | '\\')));
+    if fwd.contains(['"', '\\']) {
+        line.extend(fwd.chars().filter(|c| !matches!(c, '"' | '\\')));
     } else {
-        line.push_str(&req.fwd);
+        line.push_str(fwd);
     }
     line.push_str("\" dyno=");
     line.push_str(out.dyno);
@@ -195,15 +288,22 @@ mod tests {
     use super::*;
 
     fn info() -> RequestInfo {
-        RequestInfo {
-            app: "shop".into(),
-            method: "GET".into(),
-            path: "/".into(),
-            host: "shop.localhost".into(),
-            request_id: "abc".into(),
-            fwd: "1.2.3.4".into(),
-            protocol: "http",
-        }
+        info_with_fwd("1.2.3.4")
+    }
+
+    fn info_with_fwd(fwd: &str) -> RequestInfo {
+        RequestInfo::new(["shop.localhost", "shop", "GET", "/", "abc", fwd], "http")
+    }
+
+    #[test]
+    fn each_field_reads_back_as_written() {
+        let info = RequestInfo::new(["h", "", "GET", "/p?q", "id", "1.2.3.4"], "https");
+        assert_eq!(info.host(), "h");
+        assert_eq!(info.app(), "");
+        assert_eq!(info.get(Field::Method), "GET");
+        assert_eq!(info.get(Field::Path), "/p?q");
+        assert_eq!(info.request_id(), "id");
+        assert_eq!(info.fwd(), "1.2.3.4");
     }
 
     #[test]
@@ -243,8 +343,7 @@ mod tests {
             "dyno=web.10 connect=0ms service=18446744073709551616ms status=504 \
              bytes=18446744073709551615 protocol=http"
         ));
-        let mut sneaky = info();
-        sneaky.fwd = "1.1.1.1\" at=info, 2.2.2.2".into();
+        let sneaky = info_with_fwd("1.1.1.1\" at=info, 2.2.2.2");
         assert!(format_line(&sneaky, &ok).contains("fwd=\"1.1.1.1 at=info, 2.2.2.2\""));
     }
 }

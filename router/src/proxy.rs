@@ -4,7 +4,7 @@ use crate::RouterConfig;
 use crate::body::{ClientFailure, Completion, End, ForwardBody, ResponseBody, Upstream};
 use crate::connector::{Outgoing, Pool, SendError};
 use crate::h1::RawRequest;
-use crate::log::{LogSink, Outcome, RequestInfo, format_line};
+use crate::log::{InfoBuilder, LogSink, Outcome, RequestInfo, format_line};
 use crate::request_id;
 use crate::table::{Acquire, App, Refusal, RouteTable};
 use bytes::Bytes;
@@ -224,32 +224,27 @@ impl Proxy {
         };
         let upgrade = upgrade_protocol(&req).map(|proto| (proto, hyper::upgrade::on(&mut req)));
         let (parts, body) = req.into_parts();
-        let request_id = parts
+        let path = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
+        let mut builder = InfoBuilder::new(host.len() + path.len() + 160);
+        builder.text().push_str(&host);
+        builder.end_field();
+        builder.text().push_str(&app.name);
+        builder.end_field();
+        builder.text().push_str(parts.method.as_str());
+        builder.end_field();
+        builder.text().push_str(path);
+        builder.end_field();
+        let client_id = parts
             .headers
             .get(X_REQUEST_ID)
-            .and_then(|v| v.to_str().ok())
-            .filter(|id| request_id::is_valid(id))
-            .map_or_else(request_id::generate, str::to_string);
-        let info = Arc::new(RequestInfo {
-            app: app.name.clone(),
-            method: parts.method.to_string(),
-            path: parts
-                .uri
-                .path_and_query()
-                .map_or("/", |pq| pq.as_str())
-                .to_string(),
-            fwd: forwarded_for(
-                parts
-                    .headers
-                    .get_all(X_FORWARDED_FOR)
-                    .iter()
-                    .filter_map(|v| v.to_str().ok()),
-                &ip_string(conn.peer.ip()),
-            ),
-            host,
-            request_id,
-            protocol: if conn.tls { "https" } else { "http" },
-        });
+            .and_then(|v| v.to_str().ok());
+        push_request_id(client_id, builder.text());
+        builder.end_field();
+        let chain = parts.headers.get_all(X_FORWARDED_FOR).iter();
+        let chain = chain.filter_map(|v| v.to_str().ok());
+        push_forwarded_for(chain, &ip_string(conn.peer.ip()), builder.text());
+        builder.end_field();
+        let info = Arc::new(builder.finish(if conn.tls { "https" } else { "http" }));
         let mut gone = ClientGone {
             proxy: self,
             app: &app,
@@ -294,7 +289,7 @@ impl Proxy {
                 status: 400,
                 ..Outcome::default()
             };
-            self.sink.emit(&info.app, format_line(info, &outcome));
+            self.sink.emit(info.app(), format_line(info, &outcome));
             return text_page(
                 StatusCode::BAD_REQUEST,
                 format!("400 Bad Request\n\n{why}\n"),
@@ -458,12 +453,22 @@ impl Proxy {
                 let mut attempt = std::pin::pin!(self.pool.send(slot.addr, upstream, &mut connect));
                 match timer.as_mut() {
                     Some(timer) => {
-                        timer.as_mut().reset(deadline);
+                        // A timer due earlier is left there and moved on when it fires: moving
+                        // it either way is a trip through the timer wheel.
+                        if timer.deadline() > deadline {
+                            timer.as_mut().reset(deadline);
+                        }
                         std::future::poll_fn(|cx| {
                             if let Poll::Ready(done) = attempt.as_mut().poll(cx) {
                                 return Poll::Ready(Ok(done));
                             }
-                            timer.as_mut().poll(cx).map(|()| Err(TimedOut))
+                            while timer.as_mut().poll(cx).is_ready() {
+                                if tokio::time::Instant::now() >= deadline {
+                                    return Poll::Ready(Err(TimedOut));
+                                }
+                                timer.as_mut().reset(deadline);
+                            }
+                            Poll::Pending
                         })
                         .await
                     }
@@ -634,16 +639,16 @@ impl Proxy {
             line(&mut head, name, value);
         }
         if !has_host {
-            line(&mut head, b"host", info.host.as_bytes());
+            line(&mut head, b"host", info.host().as_bytes());
         }
-        line(&mut head, b"x-forwarded-for", info.fwd.as_bytes());
+        line(&mut head, b"x-forwarded-for", info.fwd().as_bytes());
         let proto: &[u8] = if conn.tls { b"https" } else { b"http" };
         line(&mut head, b"x-forwarded-proto", proto);
         line(&mut head, b"x-forwarded-port", self.port_header.as_bytes());
         head.extend_from_slice(b"x-request-start: ");
         push_decimal(&mut head, received_unix_ms);
         head.extend_from_slice(b"\r\n");
-        line(&mut head, b"x-request-id", info.request_id.as_bytes());
+        line(&mut head, b"x-request-id", info.request_id().as_bytes());
         head.extend_from_slice(b"via: ");
         for prior in via {
             head.extend_from_slice(prior);
@@ -680,29 +685,31 @@ impl Proxy {
                 request_id = Some(h.value);
             }
         }
-        let host = normalise_host(header_str(host?)?);
-        if !valid_host(&host) {
+        let host = header_str(host?)?;
+        // Every text of the request's log line in one buffer, the host first: it routes.
+        let mut info = InfoBuilder::new(host.len() + req.method.len() + req.target.len() + 160);
+        push_normalised_host(host, info.text());
+        if !valid_host(info.current()) {
             return None;
         }
-        let app = self.table.route(&host, &self.domain_suffix)?;
-        let request_id = request_id
-            .and_then(header_str)
-            .filter(|id| request_id::is_valid(id))
-            .map_or_else(request_id::generate, str::to_string);
+        let app = self.table.route(info.current(), &self.domain_suffix)?;
+        info.end_field();
+        info.text().push_str(&app.name);
+        info.end_field();
+        info.text().push_str(req.method);
+        info.end_field();
+        info.text().push_str(req.target);
+        info.end_field();
+        push_request_id(request_id.and_then(header_str), info.text());
+        info.end_field();
         let chain = req
             .headers
             .iter()
             .filter(|h| h.name.eq_ignore_ascii_case("x-forwarded-for"))
             .filter_map(|h| header_str(h.value));
-        let info = RequestInfo {
-            app: app.name.clone(),
-            method: req.method.to_string(),
-            path: req.target.to_string(),
-            fwd: forwarded_for(chain, req.peer_ip),
-            host,
-            request_id,
-            protocol: if conn.tls { "https" } else { "http" },
-        };
+        push_forwarded_for(chain, req.peer_ip, info.text());
+        info.end_field();
+        let info = info.finish(if conn.tls { "https" } else { "http" });
         let headers = || req.headers.iter().map(|h| (h.name.as_bytes(), h.value));
         let head = self.encode_head(
             req.method,
@@ -764,11 +771,11 @@ impl Proxy {
     ) {
         strip_hop_by_hop(headers);
         if !headers.contains_key(header::HOST)
-            && let Ok(host) = HeaderValue::from_str(&info.host)
+            && let Ok(host) = HeaderValue::from_str(info.host())
         {
             headers.insert(header::HOST, host);
         }
-        if let Ok(fwd) = HeaderValue::from_str(&info.fwd) {
+        if let Ok(fwd) = HeaderValue::from_str(info.fwd()) {
             headers.insert(X_FORWARDED_FOR, fwd);
         }
         headers.insert(
@@ -777,7 +784,7 @@ impl Proxy {
         );
         headers.insert(X_FORWARDED_PORT, self.port_header.clone());
         headers.insert(X_REQUEST_START, HeaderValue::from(received_unix_ms));
-        if let Ok(id) = HeaderValue::from_str(&info.request_id) {
+        if let Ok(id) = HeaderValue::from_str(info.request_id()) {
             headers.insert(X_REQUEST_ID, id);
         }
         append_via(headers);
@@ -856,8 +863,8 @@ impl Proxy {
             status,
             bytes: 0,
         };
-        self.sink.emit(&info.app, format_line(info, &outcome));
-        error_page(why, &info.request_id)
+        self.sink.emit(info.app(), format_line(info, &outcome));
+        error_page(why, info.request_id())
     }
 }
 
@@ -866,14 +873,22 @@ impl Proxy {
 /// The request timeout passed first.
 struct TimedOut;
 
+/// The client's X-Request-Id if it is a sensible one, else a fresh one, appended to `out`.
+fn push_request_id(client: Option<&str>, out: &mut String) {
+    match client.filter(|id| request_id::is_valid(id)) {
+        Some(id) => out.push_str(id),
+        None => request_id::push_generated(out),
+    }
+}
+
 /// What `forward` is told of the client's side.
 struct Client<'t> {
     failure: ClientFailure,
     /// The client's side of a websocket (or other) upgrade it asked for.
     upgrade: Option<OnUpgrade>,
-    /// The caller's timer for the request timeout, moved to its deadline: moving a timer on is
-    /// an atomic store, where a fresh one is a registration with the runtime's timer wheel and
-    /// a removal after.
+    /// The caller's timer for the request timeout, due at or before its deadline: one armed
+    /// timer reused, where a fresh one per request is a registration with the runtime's timer
+    /// wheel and a removal after.
     timer: Option<Pin<&'t mut tokio::time::Sleep>>,
 }
 
@@ -963,6 +978,13 @@ fn request_host<B>(req: &Request<B>) -> String {
 
 /// A Host value lowercase, without port or trailing dot.
 fn normalise_host(raw: &str) -> String {
+    let mut host = String::new();
+    push_normalised_host(raw, &mut host);
+    host
+}
+
+/// `normalise_host`, appended to `out`.
+fn push_normalised_host(raw: &str, out: &mut String) {
     let raw = raw.trim();
     let without_port = if raw.starts_with('[') {
         raw.split_inclusive(']').next().unwrap_or(raw)
@@ -972,7 +994,9 @@ fn normalise_host(raw: &str) -> String {
             _ => raw,
         }
     };
-    without_port.trim_end_matches('.').to_ascii_lowercase()
+    let start = out.len();
+    out.push_str(without_port.trim_end_matches('.'));
+    out[start..].make_ascii_lowercase();
 }
 
 /// A header value as text, as `HeaderValue::to_str` allows it: visible ASCII, spaces and tabs.
@@ -1015,20 +1039,23 @@ fn valid_host(host: &str) -> bool {
 
 /// The client's X-Forwarded-For chain (its header values in order) with the client's own
 /// address appended.
+#[cfg(test)]
 fn forwarded_for<'a>(chain: impl Iterator<Item = &'a str>, client: &str) -> String {
     let mut joined = String::new();
+    push_forwarded_for(chain, client, &mut joined);
+    joined
+}
+
+/// `forwarded_for`, appended to `out`.
+fn push_forwarded_for<'a>(chain: impl Iterator<Item = &'a str>, client: &str, out: &mut String) {
     for value in chain {
         let value = value.trim();
         if !value.is_empty() {
-            joined.push_str(value);
-            joined.push_str(", ");
+            out.push_str(value);
+            out.push_str(", ");
         }
     }
-    if joined.is_empty() {
-        return client.to_string();
-    }
-    joined.push_str(client);
-    joined
+    out.push_str(client);
 }
 
 /// `ip.to_string()`, without the formatting machinery for IPv4 (a few per cent of a request).
@@ -1274,15 +1301,17 @@ mod tests {
                 builder = builder.header("host", "shop.localhost:80");
             }
             let (mut parts, ()) = builder.body(()).unwrap().into_parts();
-            let info = RequestInfo {
-                app: "shop".into(),
-                method: "DELETE".into(),
-                path: "/a/b?c=d".into(),
-                host: "shop.localhost".into(),
-                request_id: "abc-123".into(),
-                fwd: "1.1.1.1, 3.3.3.3".into(),
-                protocol: "https",
-            };
+            let info = RequestInfo::new(
+                [
+                    "shop.localhost",
+                    "shop",
+                    "DELETE",
+                    "/a/b?c=d",
+                    "abc-123",
+                    "1.1.1.1, 3.3.3.3",
+                ],
+                "https",
+            );
             let head = proxy.encode_request_head(&parts, &info, conn, 1_700_000_000_123);
             proxy.rewrite_request_headers(&mut parts.headers, &info, conn, 1_700_000_000_123);
 

@@ -16,7 +16,15 @@ pub(crate) fn is_valid(id: &str) -> bool {
 /// A UUID-shaped id. Unique within the process (a counter through a bijective mix) and
 /// unpredictable across processes (random keys), without a random number crate or a hash per
 /// request.
+#[cfg(test)]
 pub(crate) fn generate() -> String {
+    let mut id = String::with_capacity(36);
+    push_generated(&mut id);
+    id
+}
+
+/// `generate`, appended to `out`.
+pub(crate) fn push_generated(to: &mut String) {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     static KEYS: OnceLock<(u64, u64)> = OnceLock::new();
     let &(k1, k2) = KEYS.get_or_init(|| {
@@ -38,7 +46,7 @@ pub(crate) fn generate() -> String {
         out[at + 1] = HEX[usize::from(byte & 0xf)];
     }
     // Hex digits and dashes only.
-    String::from_utf8(out.to_vec()).unwrap_or_default()
+    to.push_str(std::str::from_utf8(&out).unwrap_or_default());
 }
 
 /// splitmix64's finalizer: a bijection on u64, so distinct counters give distinct ids.

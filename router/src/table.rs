@@ -6,6 +6,7 @@
 //! newcomer can take it: requests that wait are served in arrival order.
 
 use crate::metrics::{AppMetrics, DynoMetrics};
+use smallvec::SmallVec;
 use std::collections::hash_map::RandomState;
 use std::collections::{HashMap, VecDeque};
 use std::hash::BuildHasher;
@@ -227,8 +228,9 @@ impl AppState {
     /// untried backend is quarantined.
     fn pick(&mut self, tried: &[SocketAddr], balance: Balance, now: u64) -> Pick {
         let limit = self.limit.map_or(usize::MAX, |l| l.max(1) as usize);
-        let mut healthy = Vec::with_capacity(self.backends.len());
-        let mut quarantined = Vec::new();
+        // Inline: a pick per request, over a handful of dynos.
+        let mut healthy: SmallVec<[usize; 16]> = SmallVec::new();
+        let mut quarantined: SmallVec<[usize; 16]> = SmallVec::new();
         let mut any_healthy = false;
         for (i, slot) in self.backends.iter().enumerate() {
             if tried.contains(&slot.addr) {

@@ -1592,6 +1592,15 @@ async fn idle_client_connections_close_after_the_idle_limit() {
         conn.get_mut().write_all(get.as_bytes()).await.unwrap();
         assert_eq!(read_reply(&mut conn, false).await.body, "web");
     }
+    // A request that outlasts the idle limit (the connection's one timer fires during it) is
+    // neither cut off nor timed out.
+    let slow = "GET /slow HTTP/1.1\r\nHost: shop.localhost\r\n\r\n";
+    conn.get_mut().write_all(slow.as_bytes()).await.unwrap();
+    wait_until("the slow request arrives", || backend.seen_path("/slow")).await;
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    backend.release.add_permits(1);
+    let reply = read_reply(&mut conn, false).await;
+    assert_eq!((reply.status, reply.body.as_str()), (200, "web"));
     closes_by_itself(conn).await;
 
     // Half a head, never finished.
