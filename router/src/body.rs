@@ -117,7 +117,8 @@ impl Drop for Completion {
         {
             conn.release();
         }
-        let service = self.sent_at.elapsed();
+        let now = Instant::now();
+        let service = now.saturating_duration_since(self.sent_at);
         let service_ms = service.as_millis().saturating_sub(self.connect_ms);
         let slot = self.in_flight.slot();
         let app = &self.in_flight.app().metrics;
@@ -141,8 +142,9 @@ impl Drop for Completion {
             status,
             bytes: self.bytes,
         };
+        let at = self.info.wall_micros(now);
         self.sink
-            .emit(self.info.app(), format_line(&self.info, &outcome));
+            .emit(self.info.app(), format_line(&self.info, &outcome), at);
     }
 }
 

@@ -48,7 +48,8 @@ struct Idles {
 #[derive(Debug)]
 struct Idle {
     sender: Sender,
-    since: Instant,
+    /// `clock::monotonic_ms` when it went idle.
+    since_ms: u64,
 }
 
 #[derive(Debug)]
@@ -56,7 +57,8 @@ struct RawIdle {
     stream: TcpStream,
     /// Its read buffer, kept so that the next response on it is read without an allocation.
     buf: BytesMut,
-    since: Instant,
+    /// `clock::monotonic_ms` when it went idle.
+    since_ms: u64,
 }
 
 /// A request on its way to a dyno.
@@ -208,12 +210,18 @@ impl Pool {
         }
     }
 
+    /// Whether a connection idle since `since_ms` has been idle too long at `now`.
+    fn expired(&self, since_ms: u64, now: u64) -> bool {
+        u128::from(now.saturating_sub(since_ms)) >= self.idle_timeout.as_millis()
+    }
+
     /// The most recently used open idle connection to `addr`.
     fn take(&self, addr: SocketAddr) -> Option<Sender> {
+        let now = crate::clock::monotonic_ms();
         let mut idle = self.lock();
         let list = idle.hyper.get_mut(&addr)?;
         while let Some(entry) = list.pop() {
-            if entry.since.elapsed() >= self.idle_timeout {
+            if self.expired(entry.since_ms, now) {
                 // The rest are older still.
                 list.clear();
                 return None;
@@ -231,17 +239,18 @@ impl Pool {
         }
         let idle = Idle {
             sender,
-            since: Instant::now(),
+            since_ms: crate::clock::monotonic_ms(),
         };
         self.lock().hyper.entry(addr).or_default().push(idle);
     }
 
     /// The most recently used idle stream to `addr` that nothing arrived on, with its buffer.
     fn take_raw(&self, addr: SocketAddr) -> Option<(TcpStream, BytesMut)> {
+        let now = crate::clock::monotonic_ms();
         let mut idle = self.lock();
         let list = idle.raw.get_mut(&addr)?;
         while let Some(entry) = list.pop() {
-            if entry.since.elapsed() >= self.idle_timeout {
+            if self.expired(entry.since_ms, now) {
                 list.clear();
                 return None;
             }
@@ -257,7 +266,7 @@ impl Pool {
         let idle = RawIdle {
             stream,
             buf,
-            since: Instant::now(),
+            since_ms: crate::clock::monotonic_ms(),
         };
         self.lock().raw.entry(addr).or_default().push(idle);
     }
@@ -266,17 +275,18 @@ impl Pool {
     pub(crate) fn reap(&self) {
         let mut expired: Vec<Idle> = Vec::new();
         let mut expired_raw: Vec<RawIdle> = Vec::new();
+        let now = crate::clock::monotonic_ms();
         {
             let mut idle = self.lock();
             idle.hyper.retain(|_, list| {
                 list.retain(|e| !e.sender.is_closed());
-                let fresh = list.partition_point(|e| e.since.elapsed() >= self.idle_timeout);
+                let fresh = list.partition_point(|e| self.expired(e.since_ms, now));
                 expired.extend(list.drain(..fresh));
                 !list.is_empty()
             });
             idle.raw.retain(|_, list| {
                 list.retain(|e| h1::idle_usable(&e.stream));
-                let fresh = list.partition_point(|e| e.since.elapsed() >= self.idle_timeout);
+                let fresh = list.partition_point(|e| self.expired(e.since_ms, now));
                 expired_raw.extend(list.drain(..fresh));
                 !list.is_empty()
             });

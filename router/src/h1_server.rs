@@ -20,7 +20,7 @@ use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::UNIX_EPOCH;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::sync::watch;
 
@@ -464,12 +464,11 @@ thread_local! {
 
 /// `Sun, 06 Nov 1994 08:49:37 GMT`, now.
 fn push_date(out: &mut Vec<u8>) {
-    let now = SystemTime::now();
-    let secs = now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let secs = (crate::clock::unix_ms() / 1000) as u64;
     DATE.with(|cell| {
         let mut cached = cell.borrow_mut();
         if cached.0 != secs {
-            let text = httpdate::fmt_http_date(now);
+            let text = httpdate::fmt_http_date(UNIX_EPOCH + std::time::Duration::from_secs(secs));
             if text.len() == 29 {
                 cached.1.copy_from_slice(text.as_bytes());
                 cached.0 = secs;
@@ -537,6 +536,7 @@ impl<I: AsyncWrite + Unpin> AsyncWrite for Prefixed<I> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::SystemTime;
 
     #[test]
     fn targets_that_stay_on_the_plain_path() {

@@ -30,6 +30,7 @@
 //! `http_builder`).
 
 mod body;
+mod clock;
 mod connector;
 mod h1;
 mod h1_server;

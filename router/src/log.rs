@@ -3,7 +3,7 @@
 use dyno_shared::{LogLine, LogSource};
 use std::fmt::Write as _;
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::sync::Notify;
 use tokio::sync::mpsc::{Sender, error::TrySendError};
 
@@ -39,11 +39,12 @@ impl LogSink {
         }))
     }
 
-    pub(crate) fn emit(&self, app: &str, message: String) {
+    /// `at`: microseconds since the Unix epoch.
+    pub(crate) fn emit(&self, app: &str, message: String, at: i64) {
         tracing::debug!(app, "{message}");
         let Some(batch) = &self.0 else { return };
         let line = LogLine {
-            at: dyno_shared::time::now_micros(),
+            at,
             app: app.to_string(),
             source: LogSource::Router,
             process: "router".to_string(),
@@ -99,6 +100,10 @@ pub(crate) struct RequestInfo {
     ends: [usize; FIELDS],
     /// `http` or `https`: how the client reached the router.
     pub(crate) protocol: &'static str,
+    /// When the router had the request's head, on the monotonic clock and in microseconds since
+    /// the Unix epoch: later times on the wall clock are counted from these, without reading it.
+    received: Instant,
+    received_micros: i64,
 }
 
 /// `RequestInfo`'s texts, in the order they are written.
@@ -123,7 +128,14 @@ impl RequestInfo {
             info.text().push_str(field);
             info.end_field();
         }
-        info.finish(protocol)
+        info.finish(protocol, Instant::now(), dyno_shared::time::now_micros())
+    }
+
+    /// `at` in microseconds since the Unix epoch.
+    pub(crate) fn wall_micros(&self, at: Instant) -> i64 {
+        let since = at.saturating_duration_since(self.received).as_micros();
+        self.received_micros
+            .saturating_add(i64::try_from(since).unwrap_or(i64::MAX))
     }
 
     pub(crate) fn get(&self, field: Field) -> &str {
@@ -185,12 +197,20 @@ impl InfoBuilder {
         self.done += 1;
     }
 
-    pub(crate) fn finish(self, protocol: &'static str) -> RequestInfo {
+    /// With when the request came, as in `RequestInfo`.
+    pub(crate) fn finish(
+        self,
+        protocol: &'static str,
+        received: Instant,
+        received_micros: i64,
+    ) -> RequestInfo {
         debug_assert_eq!(self.done, FIELDS, "every field written");
         RequestInfo {
             text: self.text,
             ends: self.ends,
             protocol,
+            received,
+            received_micros,
         }
     }
 }
@@ -304,6 +324,9 @@ mod tests {
         assert_eq!(info.get(Field::Path), "/p?q");
         assert_eq!(info.request_id(), "id");
         assert_eq!(info.fwd(), "1.2.3.4");
+        let later = info.received + Duration::from_millis(1500);
+        assert_eq!(info.wall_micros(later), info.received_micros + 1_500_000);
+        assert_eq!(info.wall_micros(info.received), info.received_micros);
     }
 
     #[test]

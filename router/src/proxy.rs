@@ -205,7 +205,8 @@ impl Proxy {
         mut req: Request<Incoming>,
     ) -> Response<ResponseBody> {
         let received = Instant::now();
-        let received_unix_ms = dyno_shared::time::now_micros() / 1000;
+        let received_micros = dyno_shared::time::now_micros();
+        let received_unix_ms = received_micros / 1000;
         let host = request_host(&req);
         let client_version = req.version();
         if !valid_host(&host) {
@@ -244,7 +245,8 @@ impl Proxy {
         let chain = chain.filter_map(|v| v.to_str().ok());
         push_forwarded_for(chain, &ip_string(conn.peer.ip()), builder.text());
         builder.end_field();
-        let info = Arc::new(builder.finish(if conn.tls { "https" } else { "http" }));
+        let protocol = if conn.tls { "https" } else { "http" };
+        let info = Arc::new(builder.finish(protocol, received, received_micros));
         let mut gone = ClientGone {
             proxy: self,
             app: &app,
@@ -289,7 +291,8 @@ impl Proxy {
                 status: 400,
                 ..Outcome::default()
             };
-            self.sink.emit(info.app(), format_line(info, &outcome));
+            let at = info.wall_micros(Instant::now());
+            self.sink.emit(info.app(), format_line(info, &outcome), at);
             return text_page(
                 StatusCode::BAD_REQUEST,
                 format!("400 Bad Request\n\n{why}\n"),
@@ -668,7 +671,8 @@ impl Proxy {
         req: &PlainRequest<'_>,
     ) -> Option<PlainPrepared> {
         let received = Instant::now();
-        let received_unix_ms = dyno_shared::time::now_micros() / 1000;
+        let received_micros = dyno_shared::time::now_micros();
+        let received_unix_ms = received_micros / 1000;
         // METHOD SP TARGET SP HTTP/1.1
         if req.method.len() + req.target.len() + 10 > MAX_LINE_BYTES {
             return None;
@@ -709,7 +713,8 @@ impl Proxy {
             .filter_map(|h| header_str(h.value));
         push_forwarded_for(chain, req.peer_ip, info.text());
         info.end_field();
-        let info = info.finish(if conn.tls { "https" } else { "http" });
+        let protocol = if conn.tls { "https" } else { "http" };
+        let info = info.finish(protocol, received, received_micros);
         let headers = || req.headers.iter().map(|h| (h.name.as_bytes(), h.value));
         let head = self.encode_head(
             req.method,
@@ -855,15 +860,18 @@ impl Proxy {
         } else {
             app.metrics.dyno(at.dyno).statuses.count(status);
         }
+        let now = Instant::now();
+        let service = now.saturating_duration_since(received);
         let outcome = Outcome {
             error: Some((why.code(), &desc)),
             dyno: at.dyno,
             connect_ms: at.connect_ms,
-            service_ms: received.elapsed().as_millis().saturating_sub(at.connect_ms),
+            service_ms: service.as_millis().saturating_sub(at.connect_ms),
             status,
             bytes: 0,
         };
-        self.sink.emit(info.app(), format_line(info, &outcome));
+        let at = info.wall_micros(now);
+        self.sink.emit(info.app(), format_line(info, &outcome), at);
         error_page(why, info.request_id())
     }
 }

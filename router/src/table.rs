@@ -13,7 +13,7 @@ use std::hash::BuildHasher;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError, RwLock};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tokio::sync::oneshot;
 
 /// After a refused or timed-out connect a backend is tried last for this long, so requests stop
@@ -701,15 +701,12 @@ impl RouteTable {
 }
 
 fn unix_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
+    crate::clock::unix_ms()
 }
 
+/// Since boot, so a fresh slot (0) is never "quarantined until" now.
 fn now_ms() -> u64 {
-    static EPOCH: OnceLock<Instant> = OnceLock::new();
-    // +1 so a fresh slot (0) is never "quarantined until" the first millisecond.
-    EPOCH.get_or_init(Instant::now).elapsed().as_millis() as u64 + 1
+    crate::clock::monotonic_ms()
 }
 
 #[cfg(test)]
