@@ -19,8 +19,8 @@
 //! without them, the bench installs them with apt-get itself.
 //!
 //! Run: `cargo build --release -p dyno-bench --bin bench-router --bin bench-router-backend &&
-//! ./target/release/bench-router [--requests N] [--seconds S] [--only throughput|rap]`
-//! (defaults: 2500 requests per strategy, about 80 s each; 10 s per wrk run). The router
+//! ./target/release/bench-router [--requests N] [--seconds S] [--rounds R] [--only throughput|rap]`
+//! (defaults: 2500 requests per strategy, about 80 s each; 9 rounds of 5 s wrk runs). The router
 //! process is this binary run as `bench-router serve-router ...`.
 
 use anyhow::{Context, bail, ensure};
@@ -50,13 +50,15 @@ fn main() -> anyhow::Result<()> {
         return serve_router(&args[1..]);
     }
     let mut requests = 2500usize;
-    let mut seconds = 10u64;
+    let mut seconds = 5u64;
+    let mut rounds = 9usize;
     let mut only: Option<String> = None;
     let mut it = args.iter();
     while let Some(arg) = it.next() {
         match arg.as_str() {
             "--requests" => requests = it.next().context("--requests N")?.parse()?,
             "--seconds" => seconds = it.next().context("--seconds S")?.parse()?,
+            "--rounds" => rounds = it.next().context("--rounds R")?.parse()?,
             "--only" => only = Some(it.next().context("--only throughput|rap")?.clone()),
             other => bail!("unexpected argument {other:?}"),
         }
@@ -69,7 +71,11 @@ fn main() -> anyhow::Result<()> {
         tool_versions()
     );
     if only.as_deref() != Some("rap") {
-        throughput(dir.path(), seconds)?;
+        ensure!(
+            rounds > 0 && seconds > 0,
+            "--rounds and --seconds must be at least 1"
+        );
+        throughput(dir.path(), seconds, rounds)?;
     }
     if only.as_deref() != Some("throughput") {
         rap_genius(dir.path(), requests)?;
@@ -387,10 +393,10 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
-fn throughput(dir: &Path, seconds: u64) -> anyhow::Result<()> {
-    // The machine's noise (a VM on shared cores) moves one 10 s run by 10%; the median of 5
-    // interleaved rounds holds still.
-    const ROUNDS: usize = 5;
+/// The machine's noise (a VM on shared cores) moves one run by 10% or more, and drifts over
+/// minutes: the proxies take turns, round after round, and each round's ratio compares runs
+/// seconds apart. The figures are medians over the rounds.
+fn throughput(dir: &Path, seconds: u64, rounds: usize) -> anyhow::Result<()> {
     let (backend_procs, ports) = backends(2, false)?;
     let (router_proc, router_port) = router(&ports, "p2c", 0)?;
     let (nginx_proc, nginx_port) = nginx(dir, "rr", &ports, "")?;
@@ -403,7 +409,7 @@ fn throughput(dir: &Path, seconds: u64) -> anyhow::Result<()> {
     ];
     println!(
         "\n== 1. Throughput and added latency: 2 backends, 1 KB bodies, keep-alive, wrk, \
-         median of {ROUNDS} rounds =="
+         median of {rounds} rounds of {seconds} s =="
     );
     // Warm up: connections, pools, page cache.
     for (_, port, _) in &targets {
@@ -412,7 +418,7 @@ fn throughput(dir: &Path, seconds: u64) -> anyhow::Result<()> {
     let mut load: Vec<Vec<WrkResult>> = vec![Vec::new(); targets.len()];
     let mut cpu_us: Vec<Vec<f64>> = vec![Vec::new(); targets.len()];
     let mut idle: Vec<Vec<WrkResult>> = vec![Vec::new(); targets.len()];
-    for round in 0..ROUNDS {
+    for round in 0..rounds {
         // Alternate the order so neither proxy always runs on a warmer machine.
         let mut order: Vec<usize> = (0..targets.len()).collect();
         if round % 2 == 1 {
@@ -454,18 +460,45 @@ fn throughput(dir: &Path, seconds: u64) -> anyhow::Result<()> {
         "CPU/req: CPU time of the target's own process(es) per request at c64 (user + system; \
          all of them share the 2 cores with wrk and the backends)"
     );
-    let (direct50, direct99) = (stat(&idle[0], |r| r.p50_us), stat(&idle[0], |r| r.p99_us));
-    let ratio = stat(&load[1], |r| r.rps) / stat(&load[2], |r| r.rps);
+    // Per round, then the median: a slow minute of the machine moves both runs of a round.
+    let per_round = |i: usize, j: usize, f: fn(&WrkResult, &WrkResult) -> f64| {
+        median(load[i].iter().zip(&load[j]).map(|(a, b)| f(a, b)).collect())
+    };
+    let ratio = per_round(1, 2, |router, nginx| router.rps / nginx.rps);
+    let cpu_ratio = median(
+        cpu_us[1]
+            .iter()
+            .zip(&cpu_us[2])
+            .map(|(router, nginx)| router / nginx)
+            .collect(),
+    );
     println!(
-        "dyno-router / nginx throughput: {ratio:.2}x (goal >= 1.0x); rounds: router {:?}, nginx {:?}",
+        "dyno-router / nginx throughput: {ratio:.2}x (goal >= 1.0x; median of the rounds' ratios, \
+         ratio of the medians {:.2}x); CPU per request {cpu_ratio:.2}x nginx's",
+        stat(&load[1], |r| r.rps) / stat(&load[2], |r| r.rps),
+    );
+    println!(
+        "rounds: router {:?}, nginx {:?}",
         load[1].iter().map(|r| r.rps.round()).collect::<Vec<_>>(),
         load[2].iter().map(|r| r.rps.round()).collect::<Vec<_>>(),
     );
     for (i, name) in [(1, "dyno-router"), (2, "nginx")] {
+        // Against the direct run of the same round; one stall of the direct run would
+        // otherwise make a proxy look faster than no proxy.
+        let added = |f: fn(&WrkResult) -> f64| {
+            median(
+                idle[i]
+                    .iter()
+                    .zip(&idle[0])
+                    .map(|(p, d)| f(p) - f(d))
+                    .collect(),
+            )
+        };
         println!(
-            "{name} added latency at 1 connection: p50 {:.0}us, p99 {:.0}us (goal p99 < 1000us)",
-            stat(&idle[i], |r| r.p50_us) - direct50,
-            stat(&idle[i], |r| r.p99_us) - direct99,
+            "{name} added latency at 1 connection: p50 {:.0}us, p99 {:.0}us (goal p99 < 1000us; \
+             median over the rounds of its figure minus the direct one's)",
+            added(|r| r.p50_us),
+            added(|r| r.p99_us),
         );
     }
     Ok(())
