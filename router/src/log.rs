@@ -125,10 +125,14 @@ impl RequestInfo {
     pub(crate) fn new(fields: [&str; FIELDS], protocol: &'static str) -> Self {
         let mut info = InfoBuilder::new(fields.iter().map(|f| f.len()).sum());
         for field in fields {
-            info.text().push_str(field);
-            info.end_field();
+            info.field(field);
         }
         info.finish(protocol, Instant::now(), dyno_shared::time::now_micros())
+    }
+
+    /// When the router had the request's head.
+    pub(crate) fn received(&self) -> Instant {
+        self.received
     }
 
     /// `at` in microseconds since the Unix epoch.
@@ -195,6 +199,12 @@ impl InfoBuilder {
     pub(crate) fn end_field(&mut self) {
         self.ends[self.done] = self.text.len();
         self.done += 1;
+    }
+
+    /// Writes a whole field.
+    pub(crate) fn field(&mut self, text: &str) {
+        self.text.push_str(text);
+        self.end_field();
     }
 
     /// With when the request came, as in `RequestInfo`.

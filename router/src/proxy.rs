@@ -122,7 +122,6 @@ pub(crate) struct PlainPrepared {
     app: Arc<App>,
     info: Arc<RequestInfo>,
     raw: RawRequest,
-    received: Instant,
 }
 
 /// How the client reached the router.
@@ -150,20 +149,14 @@ struct ClientGone<'a> {
     proxy: &'a Proxy,
     app: &'a App,
     info: &'a RequestInfo,
-    received: Instant,
     armed: bool,
 }
 
 impl Drop for ClientGone<'_> {
     fn drop(&mut self) {
         if self.armed {
-            self.proxy.fail(
-                self.app,
-                self.info,
-                RouteError::ClientInterrupted,
-                NO_DYNO,
-                self.received,
-            );
+            self.proxy
+                .fail(self.app, self.info, RouteError::ClientInterrupted, NO_DYNO);
         }
     }
 }
@@ -227,14 +220,10 @@ impl Proxy {
         let (parts, body) = req.into_parts();
         let path = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
         let mut builder = InfoBuilder::new(host.len() + path.len() + 160);
-        builder.text().push_str(&host);
-        builder.end_field();
-        builder.text().push_str(&app.name);
-        builder.end_field();
-        builder.text().push_str(parts.method.as_str());
-        builder.end_field();
-        builder.text().push_str(path);
-        builder.end_field();
+        builder.field(&host);
+        builder.field(&app.name);
+        builder.field(parts.method.as_str());
+        builder.field(path);
         let client_id = parts
             .headers
             .get(X_REQUEST_ID)
@@ -251,20 +240,10 @@ impl Proxy {
             proxy: self,
             app: &app,
             info: &info,
-            received,
             armed: true,
         };
         let mut response = self
-            .route(
-                &app,
-                &info,
-                conn,
-                parts,
-                body,
-                upgrade,
-                received,
-                received_unix_ms,
-            )
+            .route(&app, &info, conn, parts, body, upgrade, received_unix_ms)
             .await;
         gone.armed = false;
         if response.status() != StatusCode::SWITCHING_PROTOCOLS {
@@ -282,7 +261,6 @@ impl Proxy {
         mut parts: Parts,
         body: Incoming,
         upgrade: Option<(HeaderValue, OnUpgrade)>,
-        received: Instant,
         received_unix_ms: i64,
     ) -> Response<ResponseBody> {
         if let Err(why) = check_limits(&parts) {
@@ -314,13 +292,7 @@ impl Proxy {
             drop(parts);
             let failure = ForwardBody::new(body).failure();
             return self
-                .forward(
-                    app,
-                    info,
-                    Outgoing::Raw(raw),
-                    Client::plain(failure),
-                    received,
-                )
+                .forward(app, info, Outgoing::Raw(raw), Client::plain(failure))
                 .await;
         }
         self.rewrite_request_headers(&mut parts.headers, info, conn, received_unix_ms);
@@ -352,7 +324,7 @@ impl Proxy {
             upgrade: client_upgrade,
             timer: None,
         };
-        self.forward(app, info, outgoing, client, received).await
+        self.forward(app, info, outgoing, client).await
     }
 
     /// Sends the request to a backend (another after a failed connect) and passes its answer
@@ -363,8 +335,8 @@ impl Proxy {
         info: &Arc<RequestInfo>,
         outgoing: Outgoing,
         client: Client<'_>,
-        received: Instant,
     ) -> Response<ResponseBody> {
+        let received = info.received();
         let Client {
             failure: client_failure,
             upgrade: client_upgrade,
@@ -402,22 +374,10 @@ impl Proxy {
                         Ok(Ok(granted)) => granted,
                         Ok(Err(_closed)) => Err(Refusal::NotRunning),
                         Err(_elapsed) if booting => {
-                            return self.fail(
-                                app,
-                                info,
-                                RouteError::BootTimeout,
-                                NO_DYNO,
-                                received,
-                            );
+                            return self.fail(app, info, RouteError::BootTimeout, NO_DYNO);
                         }
                         Err(_elapsed) => {
-                            return self.fail(
-                                app,
-                                info,
-                                RouteError::RequestTimeout,
-                                NO_DYNO,
-                                received,
-                            );
+                            return self.fail(app, info, RouteError::RequestTimeout, NO_DYNO);
                         }
                     }
                 }
@@ -433,7 +393,7 @@ impl Proxy {
                         Refusal::Backlog => RouteError::BacklogTooDeep,
                         Refusal::Exhausted => break,
                     };
-                    return self.fail(app, info, why, NO_DYNO, received);
+                    return self.fail(app, info, why, NO_DYNO);
                 }
             };
             // A request that found room at once did not queue, and goes out as it came in: no
@@ -496,7 +456,7 @@ impl Proxy {
                                     End::Idle => RouteError::IdleConnection,
                                     _ => RouteError::RequestInterrupted,
                                 };
-                                return self.fail(app, info, why, at, received);
+                                return self.fail(app, info, why, at);
                             }
                         }
                     };
@@ -532,10 +492,10 @@ impl Proxy {
                     } else {
                         RouteError::ClosedWithoutResponse
                     };
-                    return self.fail(app, info, why, at, received);
+                    return self.fail(app, info, why, at);
                 }
                 Err(TimedOut) => {
-                    return self.fail(app, info, RouteError::RequestTimeout, at, received);
+                    return self.fail(app, info, RouteError::RequestTimeout, at);
                 }
             }
         }
@@ -545,9 +505,9 @@ impl Proxy {
                     dyno: &dyno,
                     connect_ms,
                 };
-                self.fail(app, info, why, at, received)
+                self.fail(app, info, why, at)
             }
-            None => self.fail(app, info, RouteError::NoWebDynos, NO_DYNO, received),
+            None => self.fail(app, info, RouteError::NoWebDynos, NO_DYNO),
         }
     }
 
@@ -698,12 +658,9 @@ impl Proxy {
         }
         let app = self.table.route(info.current(), &self.domain_suffix)?;
         info.end_field();
-        info.text().push_str(&app.name);
-        info.end_field();
-        info.text().push_str(req.method);
-        info.end_field();
-        info.text().push_str(req.target);
-        info.end_field();
+        info.field(&app.name);
+        info.field(req.method);
+        info.field(req.target);
         push_request_id(request_id.and_then(header_str), info.text());
         info.end_field();
         let chain = req
@@ -728,7 +685,6 @@ impl Proxy {
             app,
             info: Arc::new(info),
             raw: RawRequest::new(head, req.method == "HEAD").passing_head(),
-            received,
         })
     }
 
@@ -738,17 +694,11 @@ impl Proxy {
         prepared: PlainPrepared,
         timer: Pin<&mut tokio::time::Sleep>,
     ) -> Response<ResponseBody> {
-        let PlainPrepared {
-            app,
-            info,
-            raw,
-            received,
-        } = prepared;
+        let PlainPrepared { app, info, raw } = prepared;
         let mut gone = ClientGone {
             proxy: self,
             app: &app,
             info: &info,
-            received,
             armed: true,
         };
         let response = self
@@ -760,7 +710,6 @@ impl Proxy {
                     timer: Some(timer),
                     ..Client::plain(ClientFailure::none())
                 },
-                received,
             )
             .await;
         gone.armed = false;
@@ -850,7 +799,6 @@ impl Proxy {
         info: &RequestInfo,
         why: RouteError,
         at: Failure<'_>,
-        received: Instant,
     ) -> Response<ResponseBody> {
         let desc = why.to_string();
         let status = why.status();
@@ -861,7 +809,7 @@ impl Proxy {
             app.metrics.dyno(at.dyno).statuses.count(status);
         }
         let now = Instant::now();
-        let service = now.saturating_duration_since(received);
+        let service = now.saturating_duration_since(info.received());
         let outcome = Outcome {
             error: Some((why.code(), &desc)),
             dyno: at.dyno,

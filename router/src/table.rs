@@ -5,6 +5,7 @@
 //! happen under that lock, so a freed backend goes to the oldest waiting request before any
 //! newcomer can take it: requests that wait are served in arrival order.
 
+use crate::clock;
 use crate::metrics::{AppMetrics, DynoMetrics};
 use smallvec::SmallVec;
 use std::collections::hash_map::RandomState;
@@ -322,7 +323,7 @@ impl AppState {
             }
             return undelivered;
         }
-        let now = now_ms();
+        let now = clock::monotonic_ms();
         let mut i = 0;
         while i < self.queue.len() {
             if self.queue[i].grant.is_closed() {
@@ -640,7 +641,7 @@ impl RouteTable {
         retry: bool,
     ) -> Acquire {
         app.last_request
-            .store(unix_ms(), std::sync::atomic::Ordering::Relaxed);
+            .store(clock::unix_ms(), std::sync::atomic::Ordering::Relaxed);
         let mut state = app.lock();
         if state.maintenance {
             return Acquire::Refused(Refusal::Maintenance);
@@ -658,7 +659,7 @@ impl RouteTable {
                 NoBackends::Asleep => wake = true,
             }
         } else if state.queue.is_empty() || retry {
-            match state.pick(tried, balance, now_ms()) {
+            match state.pick(tried, balance, clock::monotonic_ms()) {
                 Pick::Slot(i) => return Acquire::Ready(state.take(app, i)),
                 Pick::Exhausted => return Acquire::Refused(Refusal::Exhausted),
                 Pick::Busy => {}
@@ -695,18 +696,9 @@ impl RouteTable {
     }
 
     pub(crate) fn quarantine(&self, slot: &Slot) {
-        let until = now_ms() + QUARANTINE.as_millis() as u64;
+        let until = clock::monotonic_ms() + QUARANTINE.as_millis() as u64;
         slot.quarantined_until.store(until, Ordering::Relaxed);
     }
-}
-
-fn unix_ms() -> i64 {
-    crate::clock::unix_ms()
-}
-
-/// Since boot, so a fresh slot (0) is never "quarantined until" now.
-fn now_ms() -> u64 {
-    crate::clock::monotonic_ms()
 }
 
 #[cfg(test)]
