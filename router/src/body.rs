@@ -192,7 +192,10 @@ enum Content {
 }
 
 /// What the router answers with: its own page, or a dyno's body streamed through.
-pub(crate) struct ResponseBody {
+/// Boxed: a response moves through several layers by value, and each move copies it.
+pub(crate) struct ResponseBody(Box<BodyState>);
+
+struct BodyState {
     content: Content,
     /// A chunk read ahead (see `Proxy::prefetch`), sent first.
     first: Option<Frame<Bytes>>,
@@ -205,8 +208,8 @@ pub(crate) struct ResponseBody {
 impl std::fmt::Debug for ResponseBody {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ResponseBody")
-            .field("content", &self.content)
-            .field("completion", &self.completion)
+            .field("content", &self.0.content)
+            .field("completion", &self.0.completion)
             .finish_non_exhaustive()
     }
 }
@@ -217,24 +220,24 @@ struct IdleTimeout(Duration);
 
 impl ResponseBody {
     pub(crate) fn page(text: String) -> Self {
-        ResponseBody {
+        ResponseBody(Box::new(BodyState {
             content: Content::Page(Some(Bytes::from(text))),
             first: None,
             completion: None,
             idle_timeout: Duration::MAX,
             idle: None,
-        }
+        }))
     }
 
     /// No body at all (a 101 answer).
     pub(crate) fn empty() -> Self {
-        ResponseBody {
+        ResponseBody(Box::new(BodyState {
             content: Content::Page(None),
             first: None,
             completion: None,
             idle_timeout: Duration::MAX,
             idle: None,
-        }
+        }))
     }
 
     pub(crate) fn upstream(
@@ -243,24 +246,26 @@ impl ResponseBody {
         completion: Completion,
         idle_timeout: Duration,
     ) -> Self {
-        ResponseBody {
+        ResponseBody(Box::new(BodyState {
             content: Content::Upstream(body),
             first,
             completion: Some(completion),
             idle_timeout,
             idle: None,
-        }
+        }))
     }
 
     /// A dyno's header lines, when the request asked for them as bytes
     /// ([`crate::h1::RawRequest::passing_head`]).
     pub(crate) fn take_head_lines(&mut self) -> Option<crate::h1::HeadLines> {
-        match &mut self.content {
+        match &mut self.0.content {
             Content::Upstream(Upstream::Raw(body)) => body.take_head_lines(),
             _ => None,
         }
     }
+}
 
+impl BodyState {
     fn finish(&mut self, end: End) {
         if let Some(mut done) = self.completion.take() {
             done.end = end;
@@ -276,7 +281,7 @@ impl Body for ResponseBody {
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        let this = self.get_mut();
+        let this = &mut *self.get_mut().0;
         let body = match &mut this.content {
             Content::Page(page) => return Poll::Ready(page.take().map(|b| Ok(Frame::data(b)))),
             Content::Upstream(body) => body,
@@ -320,19 +325,20 @@ impl Body for ResponseBody {
     }
 
     fn is_end_stream(&self) -> bool {
-        match &self.content {
+        match &self.0.content {
             Content::Page(page) => page.is_none(),
-            Content::Upstream(body) => self.first.is_none() && body.is_end_stream(),
+            Content::Upstream(body) => self.0.first.is_none() && body.is_end_stream(),
         }
     }
 
     fn size_hint(&self) -> SizeHint {
-        match &self.content {
+        let this = &*self.0;
+        match &this.content {
             Content::Page(page) => {
                 SizeHint::with_exact(page.as_ref().map_or(0, |b| b.len() as u64))
             }
             Content::Upstream(body) => {
-                let ahead = self
+                let ahead = this
                     .first
                     .as_ref()
                     .and_then(Frame::data_ref)
@@ -354,7 +360,7 @@ impl Body for ResponseBody {
     }
 }
 
-impl Drop for ResponseBody {
+impl Drop for BodyState {
     fn drop(&mut self) {
         // Dropped with the response unfinished: the client went away (or hyper knew the body
         // was empty and never polled it).

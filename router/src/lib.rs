@@ -359,7 +359,8 @@ async fn serve_connection(
                 match accepted {
                     Ok(Ok(tls)) => {
                         let conn = ClientConn { peer, tls: true };
-                        h1_server::serve(server, tls, conn, stop).await;
+                        // Boxed: the TLS stream would make every connection's task larger.
+                        Box::pin(h1_server::serve(server, tls, conn, stop)).await;
                     }
                     Ok(Err(err)) => tracing::debug!(%peer, error = %err, "TLS handshake failed"),
                     Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),

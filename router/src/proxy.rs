@@ -198,7 +198,7 @@ impl Proxy {
         mut req: Request<Incoming>,
     ) -> Response<ResponseBody> {
         let received = Instant::now();
-        let received_micros = dyno_shared::time::now_micros();
+        let received_micros = crate::clock::wall_micros(received);
         let received_unix_ms = received_micros / 1000;
         let host = request_host(&req);
         let client_version = req.version();
@@ -631,7 +631,7 @@ impl Proxy {
         req: &PlainRequest<'_>,
     ) -> Option<PlainPrepared> {
         let received = Instant::now();
-        let received_micros = dyno_shared::time::now_micros();
+        let received_micros = crate::clock::wall_micros(received);
         let received_unix_ms = received_micros / 1000;
         // METHOD SP TARGET SP HTTP/1.1
         if req.method.len() + req.target.len() + 10 > MAX_LINE_BYTES {
@@ -1053,7 +1053,7 @@ fn push_decimal(out: &mut Vec<u8>, n: i64) {
     if n < 0 {
         out.push(b'-');
     }
-    out.extend_from_slice(crate::log::decimal(n.unsigned_abs(), &mut [0; 20]));
+    out.extend_from_slice(itoa::Buffer::new().format(n.unsigned_abs()).as_bytes());
 }
 
 /// Removes headers that describe one connection rather than the message (RFC 9110 7.6.1),
