@@ -5,7 +5,11 @@
 //!    upstream keep-alive) in front of them, driven by `wrk` with keep-alive: requests/s at 64
 //!    connections (the router's and nginx's, and their ratio) and p50/p99 latency at one
 //!    connection (below saturation) minus the same figures straight to a backend; beside them
-//!    each proxy's own CPU time per request, which the machine's noise moves much less.
+//!    each proxy's own CPU time per request.
+//!    The machine (a VM on shared cores) moves by 10-20% from one second to the next, and
+//!    drifts over minutes: the proxies take turns in many short runs, and each round's ratio
+//!    compares two runs a second apart. Runs of 1 s paired this way scatter about half as much
+//!    as runs of 3 s.
 //! 2. The Rap Genius experiment: ten `--serial` backends (one request at a time, the rest wait
 //!    inside the dyno); each request carries its own service time (lognormal, median 50 ms, p99
 //!    3 s, capped at 25 s); Poisson arrivals at 70% of capacity (from the sample's mean service
@@ -20,8 +24,9 @@
 //!
 //! Run: `cargo build --release -p dyno-bench --bin bench-router --bin bench-router-backend &&
 //! ./target/release/bench-router [--requests N] [--seconds S] [--rounds R] [--only throughput|rap]`
-//! (defaults: 2500 requests per strategy, about 80 s each; 9 rounds of 5 s wrk runs). The router
-//! process is this binary run as `bench-router serve-router ...`.
+//! (defaults: 2500 requests per strategy, about 80 s each; 40 rounds of 1 s wrk runs at 64
+//! connections, then 9 rounds of 2 s at one). The router process is this binary run as
+//! `bench-router serve-router ...`.
 
 use anyhow::{Context, bail, ensure};
 use bytes::Bytes;
@@ -50,8 +55,8 @@ fn main() -> anyhow::Result<()> {
         return serve_router(&args[1..]);
     }
     let mut requests = 2500usize;
-    let mut seconds = 5u64;
-    let mut rounds = 9usize;
+    let mut seconds = 1u64;
+    let mut rounds = 40usize;
     let mut only: Option<String> = None;
     let mut it = args.iter();
     while let Some(arg) = it.next() {
@@ -393,9 +398,18 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
-/// The machine's noise (a VM on shared cores) moves one run by 10% or more, and drifts over
-/// minutes: the proxies take turns, round after round, and each round's ratio compares runs
-/// seconds apart. The figures are medians over the rounds.
+/// Rounds of the runs at one connection (latency), and their length.
+const LATENCY_ROUNDS: usize = 9;
+const LATENCY_SECONDS: u64 = 2;
+
+/// The value at quantile `q` (0..=1) of `v`.
+fn quantile(mut v: Vec<f64>, q: f64) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[((v.len() - 1) as f64 * q).round() as usize]
+}
+
+/// Throughput rounds first (the proxies back to back, in turn first), then latency rounds: a
+/// run at one connection between them would put the two runs a round compares further apart.
 fn throughput(dir: &Path, seconds: u64, rounds: usize) -> anyhow::Result<()> {
     let (backend_procs, ports) = backends(2, false)?;
     let (router_proc, router_port) = router(&ports, "p2c", 0)?;
@@ -408,30 +422,38 @@ fn throughput(dir: &Path, seconds: u64, rounds: usize) -> anyhow::Result<()> {
         ("nginx", nginx_port, nginx_proc.child.id()),
     ];
     println!(
-        "\n== 1. Throughput and added latency: 2 backends, 1 KB bodies, keep-alive, wrk, \
-         median of {rounds} rounds of {seconds} s =="
+        "\n== 1. Throughput and added latency: 2 backends, 1 KB bodies, keep-alive, wrk; \
+         {rounds} rounds of {seconds} s at 64 connections, {LATENCY_ROUNDS} of \
+         {LATENCY_SECONDS} s at one =="
     );
     // Warm up: connections, pools, page cache.
     for (_, port, _) in &targets {
         wrk(*port, 2, 64, 2)?;
     }
+    // The router and nginx run next to each other in every round, each first in turn.
+    let order = |round: usize| -> Vec<usize> {
+        if round % 2 == 0 {
+            vec![0, 1, 2]
+        } else {
+            vec![2, 1, 0]
+        }
+    };
     let mut load: Vec<Vec<WrkResult>> = vec![Vec::new(); targets.len()];
     let mut cpu_us: Vec<Vec<f64>> = vec![Vec::new(); targets.len()];
-    let mut idle: Vec<Vec<WrkResult>> = vec![Vec::new(); targets.len()];
     for round in 0..rounds {
-        // Alternate the order so neither proxy always runs on a warmer machine.
-        let mut order: Vec<usize> = (0..targets.len()).collect();
-        if round % 2 == 1 {
-            order.reverse();
-        }
-        for &i in &order {
+        for i in order(round) {
             let before = cpu_ticks(targets[i].2);
             let run = wrk(targets[i].1, 2, 64, seconds)?;
             let used = cpu_ticks(targets[i].2).saturating_sub(before);
             // USER_HZ is 100: a tick is 10 ms.
             cpu_us[i].push(used as f64 * 10_000.0 / (run.rps * seconds as f64));
             load[i].push(run);
-            idle[i].push(wrk(targets[i].1, 1, 1, seconds.div_ceil(2))?);
+        }
+    }
+    let mut idle: Vec<Vec<WrkResult>> = vec![Vec::new(); targets.len()];
+    for round in 0..LATENCY_ROUNDS {
+        for i in order(round) {
+            idle[i].push(wrk(targets[i].1, 1, 1, LATENCY_SECONDS)?);
         }
     }
     let stat = |runs: &[WrkResult], f: fn(&WrkResult) -> f64| median(runs.iter().map(f).collect());
@@ -460,22 +482,28 @@ fn throughput(dir: &Path, seconds: u64, rounds: usize) -> anyhow::Result<()> {
         "CPU/req: CPU time of the target's own process(es) per request at c64 (user + system; \
          all of them share the 2 cores with wrk and the backends)"
     );
-    // Per round, then the median: a slow minute of the machine moves both runs of a round.
-    let per_round = |i: usize, j: usize, f: fn(&WrkResult, &WrkResult) -> f64| {
-        median(load[i].iter().zip(&load[j]).map(|(a, b)| f(a, b)).collect())
-    };
-    let ratio = per_round(1, 2, |router, nginx| router.rps / nginx.rps);
-    let cpu_ratio = median(
-        cpu_us[1]
-            .iter()
-            .zip(&cpu_us[2])
-            .map(|(router, nginx)| router / nginx)
-            .collect(),
-    );
+    // Per round, then the median: a slow second of the machine moves both runs of a round.
+    let ratios: Vec<f64> = load[1]
+        .iter()
+        .zip(&load[2])
+        .map(|(router, nginx)| router.rps / nginx.rps)
+        .collect();
+    let cpu_ratios: Vec<f64> = cpu_us[1]
+        .iter()
+        .zip(&cpu_us[2])
+        .map(|(router, nginx)| router / nginx)
+        .collect();
+    let above = ratios.iter().filter(|&&r| r >= 1.0).count();
     println!(
-        "dyno-router / nginx throughput: {ratio:.2}x (goal >= 1.0x; median of the rounds' ratios, \
-         ratio of the medians {:.2}x); CPU per request {cpu_ratio:.2}x nginx's",
+        "dyno-router / nginx throughput: {:.3}x (goal >= 1.0x; median of the rounds' ratios, \
+         quartiles {:.3}-{:.3}, {above} of {} rounds at or above 1.0; ratio of the medians \
+         {:.3}x); CPU per request {:.3}x nginx's (median of the rounds' ratios)",
+        median(ratios.clone()),
+        quantile(ratios.clone(), 0.25),
+        quantile(ratios.clone(), 0.75),
+        ratios.len(),
         stat(&load[1], |r| r.rps) / stat(&load[2], |r| r.rps),
+        median(cpu_ratios),
     );
     println!(
         "rounds: router {:?}, nginx {:?}",
