@@ -201,8 +201,11 @@ struct BodyState {
     first: Option<Frame<Bytes>>,
     completion: Option<Completion>,
     idle_timeout: Duration,
-    /// Armed while the dyno sends nothing.
+    /// The H15 timer, made the first time the dyno keeps the body waiting and moved on after:
+    /// a streamed body waits between most of its chunks.
     idle: Option<Pin<Box<Sleep>>>,
+    /// `idle` is due for the current wait (not an earlier one).
+    idle_armed: bool,
 }
 
 impl std::fmt::Debug for ResponseBody {
@@ -226,6 +229,7 @@ impl ResponseBody {
             completion: None,
             idle_timeout: Duration::MAX,
             idle: None,
+            idle_armed: false,
         }))
     }
 
@@ -237,6 +241,7 @@ impl ResponseBody {
             completion: None,
             idle_timeout: Duration::MAX,
             idle: None,
+            idle_armed: false,
         }))
     }
 
@@ -252,6 +257,7 @@ impl ResponseBody {
             completion: Some(completion),
             idle_timeout,
             idle: None,
+            idle_armed: false,
         }))
     }
 
@@ -292,7 +298,7 @@ impl Body for ResponseBody {
         };
         match polled {
             Poll::Ready(Some(Ok(frame))) => {
-                this.idle = None;
+                this.idle_armed = false;
                 if let (Some(data), Some(done)) = (frame.data_ref(), &mut this.completion) {
                     done.bytes += data.len() as u64;
                 }
@@ -312,9 +318,18 @@ impl Body for ResponseBody {
             }
             Poll::Pending => {
                 let timeout = this.idle_timeout;
+                let fresh = this.idle.is_none();
                 let idle = this
                     .idle
                     .get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
+                if !fresh
+                    && !this.idle_armed
+                    // Too far to count: it was made that far already.
+                    && let Some(at) = tokio::time::Instant::now().checked_add(timeout)
+                {
+                    idle.as_mut().reset(at);
+                }
+                this.idle_armed = true;
                 if idle.as_mut().poll(cx).is_ready() {
                     this.finish(End::Idle);
                     return Poll::Ready(Some(Err(Box::new(IdleTimeout(timeout)))));

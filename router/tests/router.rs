@@ -31,8 +31,8 @@ struct Seen {
 }
 
 /// A web dyno stand-in. `/slow` answers once released, `/hang` never answers, `/echo` returns
-/// the request body, `/stream` sends one chunk and the next once released, anything else
-/// returns the backend's name.
+/// the request body, `/stream` sends one chunk and the next once released, `/trickle` sends six
+/// chunks 150 ms apart, anything else returns the backend's name.
 struct TestBackend {
     name: String,
     addr: SocketAddr,
@@ -69,6 +69,17 @@ impl TestBackend {
                                     let _ = tx.send_data(Bytes::from("first-chunk")).await;
                                     release.acquire().await.unwrap().forget();
                                     let _ = tx.send_data(Bytes::from("second-chunk")).await;
+                                });
+                                return Ok(Response::new(Either::Right(body)));
+                            }
+                            if path == "/trickle" {
+                                let (mut tx, body) = Channel::<Bytes>::new(1);
+                                tokio::spawn(async move {
+                                    for i in 0..6 {
+                                        let chunk = Bytes::from(format!("chunk-{i};"));
+                                        let _ = tx.send_data(chunk).await;
+                                        tokio::time::sleep(Duration::from_millis(150)).await;
+                                    }
                                 });
                                 return Ok(Response::new(Either::Right(body)));
                             }
@@ -1304,6 +1315,34 @@ async fn a_silent_dyno_mid_response_is_cut_off_after_the_idle_timeout() {
         "{}",
         line.message
     );
+}
+
+#[tokio::test]
+async fn a_dyno_that_keeps_sending_within_the_idle_timeout_is_not_cut_off() {
+    // Chunks 150 ms apart for 750 ms, against an idle timeout of 400 ms: the timer must start
+    // over with each chunk.
+    let mut router = TestRouter::start(config_with(|c| {
+        c.idle_timeout = Duration::from_millis(400);
+    }))
+    .await;
+    let backend = TestBackend::start("web").await;
+    router
+        .table
+        .set_backends("shop", vec![backend.backend("web.1")]);
+    let stream = TcpStream::connect(router.addr).await.unwrap();
+    let mut conn = tokio::io::BufReader::new(stream);
+    conn.get_mut()
+        .write_all(b"GET /trickle HTTP/1.1\r\nHost: shop.localhost\r\n\r\n")
+        .await
+        .unwrap();
+    let reply = read_reply(&mut conn, false).await;
+    assert_eq!(reply.status, 200);
+    assert_eq!(
+        reply.body,
+        "chunk-0;chunk-1;chunk-2;chunk-3;chunk-4;chunk-5;"
+    );
+    let line = router.log_containing("path=/trickle").await;
+    assert!(line.message.starts_with("at=info"), "{}", line.message);
 }
 
 #[tokio::test]
