@@ -24,8 +24,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, LazyLock};
 use std::time::{Duration, Instant};
 
 const APP: &str = "failover";
@@ -45,21 +45,17 @@ const DEFAULT_LOST_AFTER_SECS: u64 = 5;
 const ROUND_TIMEOUT: Duration = Duration::from_secs(60);
 const ROUTER_CHECKS: usize = 20;
 
-/// Set by SIGINT/SIGTERM: every wait stops and the guards clean up.
-static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+/// Set by SIGINT/SIGTERM/SIGHUP: every wait stops and the guards clean up.
+static INTERRUPTED: LazyLock<Arc<AtomicBool>> = LazyLock::new(|| Arc::new(AtomicBool::new(false)));
 
-extern "C" fn on_signal(_: libc::c_int) {
-    INTERRUPTED.store(true, Ordering::SeqCst);
-}
-
-fn catch_signals() {
-    let handler = on_signal as extern "C" fn(libc::c_int);
+/// signal-hook's handler only sets the flag. Handlers, unlike a blocked signal mask, are not
+/// passed on to the children this starts.
+fn catch_signals() -> Result<()> {
     for sig in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
-        // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
-        unsafe {
-            libc::signal(sig, handler as libc::sighandler_t);
-        }
+        signal_hook::flag::register(sig, Arc::clone(&INTERRUPTED))
+            .with_context(|| format!("cannot catch signal {sig}"))?;
     }
+    Ok(())
 }
 
 fn check_interrupted() -> Result<()> {
@@ -621,7 +617,7 @@ fn main() -> Result<()> {
             _ => bail!("usage: bench-failover [ROUNDS]   (ROUNDS >= 1, default 3); got {s:?}"),
         },
     };
-    catch_signals();
+    catch_signals()?;
     for b in ["dyno-coordinator", "dyno-agent", "dyno", "dyno-probe"] {
         need(b)?;
     }

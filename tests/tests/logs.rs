@@ -152,22 +152,7 @@ impl Drop for Tail {
 
 /// Runs `dyno ARGS` with its stdout on a pseudo-terminal; returns what it printed there.
 fn dyno_on_a_terminal(p: &Platform, args: &[&str], env: &[(&str, &str)]) -> String {
-    use std::os::fd::{FromRawFd, OwnedFd};
-    let (mut master, mut slave) = (-1, -1);
-    // SAFETY: openpty writes two fds into the locals; the name, termios and winsize pointers may
-    // be null.
-    let rc = unsafe {
-        libc::openpty(
-            &mut master,
-            &mut slave,
-            std::ptr::null_mut(),
-            std::ptr::null(),
-            std::ptr::null(),
-        )
-    };
-    assert_eq!(rc, 0, "openpty: {}", std::io::Error::last_os_error());
-    // SAFETY: both fds were just opened by openpty and nothing else owns them.
-    let (master, slave) = unsafe { (OwnedFd::from_raw_fd(master), OwnedFd::from_raw_fd(slave)) };
+    let nix::pty::OpenptyResult { master, slave } = nix::pty::openpty(None, None).expect("openpty");
     let mut cmd = p.dyno_command(args);
     cmd.stdout(Stdio::from(slave)).stderr(Stdio::piped());
     for (k, v) in env {

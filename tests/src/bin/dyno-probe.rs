@@ -1,5 +1,5 @@
 //! dyno-probe: runs inside a dyno and reports what it sees; also the bundled sample app.
-//! std only (plus libc for `ignore-term`), so it starts fast and copies anywhere.
+//! std only (plus nix for `ignore-term`), so it starts fast and copies anywhere.
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -199,10 +199,13 @@ fn count(ms: u64, word: &str) -> ! {
 }
 
 fn ignore_term() -> ! {
-    // SAFETY: SIG_IGN installs no handler code, and nothing else in this process touches
-    // SIGTERM's disposition, so there is no race or reentrancy to worry about.
-    unsafe {
-        libc::signal(libc::SIGTERM, libc::SIG_IGN);
+    // Blocked rather than ignored, which takes no unsafe call: it stays pending and is never
+    // delivered. This process has no other thread to take it, and starts no child.
+    let mut term = nix::sys::signal::SigSet::empty();
+    term.add(nix::sys::signal::Signal::SIGTERM);
+    if let Err(err) = term.thread_block() {
+        eprintln!("dyno-probe: cannot block SIGTERM: {err}");
+        std::process::exit(1);
     }
     say("ignoring SIGTERM");
     loop {
