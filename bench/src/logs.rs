@@ -484,7 +484,6 @@ struct AgentSocket(std::os::fd::OwnedFd);
 
 impl AgentSocket {
     fn open(agent: u32, api_port: u16) -> Option<AgentSocket> {
-        use std::os::fd::FromRawFd;
         let inodes = tcp_inodes_to(api_port);
         let target = std::fs::read_dir(format!("/proc/{agent}/fd"))
             .ok()?
@@ -501,21 +500,14 @@ impl AgentSocket {
                     .contains(&inode)
                     .then(|| e.file_name().to_str()?.parse::<i32>().ok())?
             })?;
-        // SAFETY: plain syscalls on integers; a returned descriptor is new and ours alone.
-        unsafe {
-            let pidfd = libc::syscall(libc::SYS_pidfd_open, agent as libc::c_long, 0);
-            if pidfd < 0 {
-                return None;
-            }
-            let pidfd = std::os::fd::OwnedFd::from_raw_fd(pidfd as i32);
-            let fd = libc::syscall(
-                libc::SYS_pidfd_getfd,
-                std::os::fd::AsRawFd::as_raw_fd(&pidfd) as libc::c_long,
-                target as libc::c_long,
-                0,
-            );
-            (fd >= 0).then(|| AgentSocket(std::os::fd::OwnedFd::from_raw_fd(fd as i32)))
-        }
+        use rustix::process::{Pid, PidfdFlags, PidfdGetfdFlags, pidfd_getfd, pidfd_open};
+        let pidfd = pidfd_open(
+            Pid::from_raw(i32::try_from(agent).ok()?)?,
+            PidfdFlags::empty(),
+        )
+        .ok()?;
+        let fd = pidfd_getfd(&pidfd, target, PidfdGetfdFlags::empty()).ok()?;
+        Some(AgentSocket(fd))
     }
 
     /// `tcpi_bytes_acked`: sent and acknowledged by the coordinator's kernel.

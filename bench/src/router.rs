@@ -432,7 +432,7 @@ fn throughput(dir: &Path, seconds: u64, rounds: usize) -> anyhow::Result<()> {
     }
     // The router and nginx run next to each other in every round, each first in turn.
     let order = |round: usize| -> Vec<usize> {
-        if round % 2 == 0 {
+        if round.is_multiple_of(2) {
             vec![0, 1, 2]
         } else {
             vec![2, 1, 0]
