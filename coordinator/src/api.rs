@@ -2247,8 +2247,9 @@ async fn create_dyno(
         let (sessions, app_name, dyno) = (inner.rendezvous.clone(), app.name.clone(), row.name());
         let late = inner.clone();
         let waiting = secret.clone();
+        let within = inner.config.attach_within;
         tokio::spawn(async move {
-            tokio::time::sleep(crate::rendezvous::ATTACH_WITHIN).await;
+            tokio::time::sleep(within).await;
             if let Some(p) = sessions.take(&waiting) {
                 late.system_log(
                     &app_name,

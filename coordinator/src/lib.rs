@@ -97,6 +97,8 @@ pub struct CoordinatorConfig {
     pub eco_idle_after: Option<Duration>,
     /// Where `heroku run` attaches (TLS). `None`: the API's IP, a port the system picks.
     pub rendezvous_listen: Option<SocketAddr>,
+    /// An attached one-off whose client has not attached within this is stopped (R13).
+    pub attach_within: Duration,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -134,6 +136,7 @@ impl CoordinatorConfig {
             max_connections: 4096,
             eco_idle_after: Some(Duration::from_secs(30 * 60)),
             rendezvous_listen: None,
+            attach_within: rendezvous::ATTACH_WITHIN,
         }
     }
 }

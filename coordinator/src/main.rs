@@ -63,6 +63,10 @@ struct Args {
     /// Where `heroku run` attaches (TLS); default: the --listen IP and a port the system picks
     #[arg(long, value_name = "ADDR")]
     rendezvous_listen: Option<std::net::SocketAddr>,
+    /// Seconds a `heroku run` one-off waits for its client to attach before it is stopped
+    /// (R13)
+    #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    attach_within_secs: u64,
     /// Hours a dyno runs before it is cycled (replaced, the new one up before the old one
     /// stops); 0 turns daily cycling off.
     #[arg(long, default_value_t = 24.0)]
@@ -177,6 +181,7 @@ async fn main() -> anyhow::Result<()> {
     };
     config.metrics_listen = args.metrics_listen;
     config.rendezvous_listen = args.rendezvous_listen;
+    config.attach_within = Duration::from_secs(args.attach_within_secs);
     anyhow::ensure!(
         args.cycle_after_hours.is_finite() && args.cycle_after_hours >= 0.0,
         "--cycle-after-hours must be 0 (off) or a positive number of hours"

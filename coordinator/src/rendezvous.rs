@@ -1,7 +1,8 @@
 //! The rendezvous service `heroku run` attaches to: `POST /apps/{app}/dynos` with
 //! `attach: true` answers `attach_url: rendezvous://HOST:PORT/SECRET`; the client opens TLS to
 //! it, writes `SECRET\r\n`, drops the first chunk it gets back, and prints the rest until the
-//! connection closes. Each secret is good for one connection, within `ATTACH_WITHIN`.
+//! connection closes. Each secret is good for one connection, within the coordinator's
+//! `attach_within` (`ATTACH_WITHIN` by default).
 
 use dyno_shared::api::RunEvent;
 use std::collections::HashMap;
@@ -12,7 +13,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 use tokio_rustls::rustls;
 
-/// A one-off nobody attached to within this is stopped (Heroku's R13).
+/// By default, a one-off nobody attached to within this is stopped (Heroku's R13).
 pub const ATTACH_WITHIN: Duration = Duration::from_secs(60);
 /// The line the heroku CLI takes a one-off's exit code from.
 const EXIT_STATUS: &str = "\u{FFFF} heroku-command-exit-status:";

@@ -666,3 +666,31 @@ fn releases_dynos_formation_and_domains_have_the_platform_api_shapes() {
         "{url}"
     );
 }
+
+#[test]
+fn an_attached_one_off_nobody_attaches_to_is_stopped_with_r13() {
+    let p = Platform::start_with_coordinator_args(&["--attach-within-secs", "2"]);
+    p.deploy("lonely", "web: dyno-probe web\n");
+    let (status, r) = call(
+        &p,
+        "POST",
+        "/apps/lonely/dynos",
+        Some(json!({"command": "dyno-probe sleep 600", "attach": true})),
+        None,
+    );
+    assert_eq!(status, 201, "{r}");
+    let name = r["body"]["name"].as_str().unwrap().to_string();
+    assert!(name.starts_with("run."), "{r}");
+    // Nobody attaches: after 2 s the one-off is stopped, with R13 in the app's log.
+    let r13 = format!("heroku[{name}]: Error R13 (Attach error) -> Failed to attach to process");
+    wait_until("R13 in the app's log", Duration::from_secs(30), || {
+        let logs = p.dyno_ok(&["logs", "-a", "lonely", "-n", "200"]);
+        logs.contains(&r13).then_some(())
+    });
+    wait_until("the one-off gone", Duration::from_secs(30), || {
+        p.dynos("lonely")
+            .iter()
+            .all(|d| d["name"] != name.as_str())
+            .then_some(())
+    });
+}
