@@ -133,17 +133,46 @@ pub(crate) async fn exchange(
             match parse_head(&mut buf, request.head_method, request.pass_head)? {
                 Some(Parsed::Interim) => continue,
                 Some(Parsed::Final(mut response, framing, keep_alive, lines)) => {
+                    if body_to_come(framing, &buf) {
+                        ack_now(&stream);
+                    }
                     let mut body = RawBody::new(stream, buf, framing, keep_alive, pool, addr);
                     body.head_lines = lines;
                     *response.body_mut() = body;
                     return Ok(response);
                 }
-                None => break,
+                None => {
+                    // A head in pieces may wait on an ACK as a body does.
+                    ack_now(&stream);
+                    break;
+                }
             }
         }
         if buf.len() > MAX_HEAD_BYTES {
             return Err(RawError::Invalid("head too long"));
         }
+    }
+}
+
+/// Whether the body is not all in `buf` yet, right after the head.
+fn body_to_come(framing: Framing, buf: &[u8]) -> bool {
+    match framing {
+        Framing::Length(n) => (buf.len() as u64) < n,
+        // A whole chunked body ends with the last chunk and no trailers.
+        Framing::Chunked(_) => !buf.ends_with(b"0\r\n\r\n"),
+        Framing::Close => true,
+        Framing::Done => false,
+    }
+}
+
+/// Acknowledges what came from the dyno at once rather than after the kernel's delayed-ACK
+/// timer (up to 40 ms). A dyno that writes its head and its body in two writes, without
+/// TCP_NODELAY, holds the body back until the head is acknowledged (Nagle): every such response
+/// would wait out the timer. Only asked for when the body is still to come, so a response that
+/// arrives whole costs no system call.
+fn ack_now(stream: &TcpStream) {
+    if let Err(err) = socket2::SockRef::from(stream).set_tcp_quickack(true) {
+        tracing::debug!(error = %err, "TCP_QUICKACK failed");
     }
 }
 
