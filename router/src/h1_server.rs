@@ -30,9 +30,11 @@ use crate::body::ResponseBody;
 const READ_SIZE: usize = 8 * 1024;
 /// A head still incomplete at this size goes to hyper, which has the limits and the answers.
 const MAX_PLAIN_HEAD: usize = 16 * 1024;
-/// Headers first made room for; up to hyper's default of 100 when a head has more.
+/// Headers first made room for; then 100 (hyper's default), then HEROKU.md's 1000 (on the
+/// heap: only heads that need it pay for it).
 const FEW_HEADERS: usize = 24;
-const MAX_HEADERS: usize = 100;
+const SOME_HEADERS: usize = 100;
+const MAX_HEADERS: usize = crate::proxy::MAX_HEADERS;
 /// Response bytes gathered before they are written.
 const WRITE_BATCH: usize = 64 * 1024;
 
@@ -73,7 +75,13 @@ pub(crate) async fn serve<I>(
                     break (prepared, head_method, close);
                 }
                 Parsed::Partial if buf.len() <= MAX_PLAIN_HEAD => {}
-                Parsed::Partial | Parsed::Other => {
+                parsed @ (Parsed::Partial | Parsed::Other { .. }) => {
+                    // A head too big to count here, or with more headers than hyper takes by
+                    // default: hyper with room for 1000 (and its 431 past that).
+                    let many_headers = match parsed {
+                        Parsed::Other { many_headers } => many_headers,
+                        _ => true,
+                    };
                     if *stop.borrow() {
                         // hyper would only be told to stop before it read the request.
                         return;
@@ -84,7 +92,7 @@ pub(crate) async fn serve<I>(
                     });
                     // Boxed: hyper's state would make every connection's task several
                     // times larger, and the plain path's state more spread out.
-                    return Box::pin(serve_http(server, io, conn, stop)).await;
+                    return Box::pin(serve_http(server, io, conn, many_headers, stop)).await;
                 }
             }
             let read = if buf.is_empty() {
@@ -171,21 +179,31 @@ enum Parsed {
         close: bool,
     },
     Partial,
-    /// A request for hyper, or not HTTP/1.1 at all.
-    Other,
+    /// A request for hyper, or not HTTP/1.1 at all; `many_headers`: more than hyper's default
+    /// of 100.
+    Other {
+        many_headers: bool,
+    },
 }
 
 fn parse(server: &Server, conn: ClientConn, peer_ip: &str, buf: &[u8]) -> Parsed {
     // HTTP/2 with prior knowledge.
     if buf.starts_with(b"PRI ") {
-        return Parsed::Other;
+        return Parsed::Other {
+            many_headers: false,
+        };
     }
     let mut few = [httparse::EMPTY_HEADER; FEW_HEADERS];
-    match parse_in(server, conn, peer_ip, buf, &mut few) {
-        None => {
-            let mut slots = [httparse::EMPTY_HEADER; MAX_HEADERS];
-            parse_in(server, conn, peer_ip, buf, &mut slots).unwrap_or(Parsed::Other)
-        }
+    if let Some(parsed) = parse_in(server, conn, peer_ip, buf, &mut few) {
+        return parsed;
+    }
+    let mut some = [httparse::EMPTY_HEADER; SOME_HEADERS];
+    if let Some(parsed) = parse_in(server, conn, peer_ip, buf, &mut some) {
+        return parsed;
+    }
+    let mut slots = vec![httparse::EMPTY_HEADER; MAX_HEADERS];
+    match parse_in(server, conn, peer_ip, buf, &mut slots) {
+        None => Parsed::Other { many_headers: true },
         Some(parsed) => parsed,
     }
 }
@@ -198,32 +216,34 @@ fn parse_in<'b>(
     buf: &'b [u8],
     slots: &mut [httparse::Header<'b>],
 ) -> Option<Parsed> {
+    // Only a head with more than 100 headers is parsed with more slots.
+    let many_headers = slots.len() > SOME_HEADERS;
     let mut req = httparse::Request::new(slots);
     let len = match req.parse(buf) {
         Ok(httparse::Status::Complete(len)) => len,
         Ok(httparse::Status::Partial) => return Some(Parsed::Partial),
         Err(httparse::Error::TooManyHeaders) => return None,
-        Err(_) => return Some(Parsed::Other),
+        Err(_) => return Some(Parsed::Other { many_headers }),
     };
     let (Some(method), Some(target), Some(1)) = (req.method, req.path, req.version) else {
-        return Some(Parsed::Other);
+        return Some(Parsed::Other { many_headers });
     };
     // CONNECT is refused (405) on hyper's path.
     if !plain_target(target) || method == "CONNECT" {
-        return Some(Parsed::Other);
+        return Some(Parsed::Other { many_headers });
     }
     let mut close = false;
     for h in req.headers.iter() {
         let name = h.name.as_bytes();
         if name.eq_ignore_ascii_case(b"content-length") {
             if h.value.trim_ascii() != b"0" {
-                return Some(Parsed::Other);
+                return Some(Parsed::Other { many_headers });
             }
         } else if name.eq_ignore_ascii_case(b"transfer-encoding")
             || name.eq_ignore_ascii_case(b"upgrade")
             || name.eq_ignore_ascii_case(b"expect")
         {
-            return Some(Parsed::Other);
+            return Some(Parsed::Other { many_headers });
         } else if name.eq_ignore_ascii_case(b"connection") {
             close |= h
                 .value
@@ -244,7 +264,7 @@ fn parse_in<'b>(
             head_method: method == "HEAD",
             close,
         },
-        None => Parsed::Other,
+        None => Parsed::Other { many_headers },
     };
     Some(parsed)
 }

@@ -24,10 +24,10 @@
 //! between attempts and a retry is only made while it is still unread.
 //!
 //! Header limits: the router answers 400 for a request line or header line over 8192 bytes (and
-//! for more than 1000 headers over HTTP/2). An HTTP/1 head with more than 100 headers, or over
-//! hyper's parser buffer (1 MiB), is refused by hyper itself with 431 before the router sees it:
-//! HEROKU.md allows 1000 headers, but raising hyper's limit costs every request (see
-//! `http_builder`).
+//! for more than 1000 headers over HTTP/2). An HTTP/1 head with more than 1000 headers, or over
+//! hyper's parser buffer (1 MiB), is refused by hyper itself with 431 before the router sees it.
+//! hyper's own limit of 100 headers is raised to 1000 only for connections whose head needs it
+//! (see `http_builder`): raising it costs every request hyper parses.
 
 mod body;
 mod clock;
@@ -156,22 +156,32 @@ impl Default for RouterConfig {
 struct Server {
     proxy: Proxy,
     http: auto::Builder<TokioExecutor>,
+    /// `http` with room for 1000 headers (HEROKU.md's limit), for connections whose head has
+    /// more than hyper's default 100 or is too big to count here.
+    http_many: auto::Builder<TokioExecutor>,
     tls: Option<TlsAcceptor>,
 }
 
 /// A connection handed from the accept loop to a worker.
 type Accepted = (std::net::TcpStream, SocketAddr);
 
-fn http_builder(client_idle_timeout: Duration) -> auto::Builder<TokioExecutor> {
+/// hyper's server; `max_headers` for HTTP/1 (hyper's default is 100).
+fn http_builder(
+    client_idle_timeout: Duration,
+    max_headers: Option<usize>,
+) -> auto::Builder<TokioExecutor> {
     let mut http = auto::Builder::new(TokioExecutor::new());
-    // hyper's default of 100 headers is kept on purpose: a higher `max_headers` makes hyper
-    // allocate and fill an index of that many entries for every request it parses (2 x 32 KB
-    // for 1000), which cost a third of the router's throughput.
+    // hyper's default of 100 headers is kept where it can be: a higher `max_headers` makes
+    // hyper allocate and fill an index of that many entries for every request it parses
+    // (2 x 32 KB for 1000), which cost a third of the router's throughput.
     http.http1()
         .timer(TokioTimer::new())
         .header_read_timeout(client_idle_timeout)
         .keep_alive(true)
         .max_buf_size(PARSER_MAX_BUF);
+    if let Some(max) = max_headers {
+        http.http1().max_headers(max);
+    }
     http.http2()
         .timer(TokioTimer::new())
         .max_header_list_size(PARSER_MAX_BUF as u32);
@@ -216,7 +226,8 @@ pub async fn run(
                 log::LogSink::new(logs.clone()),
                 local_addr.port(),
             ),
-            http: http_builder(config.client_idle_timeout),
+            http: http_builder(config.client_idle_timeout, None),
+            http_many: http_builder(config.client_idle_timeout, Some(proxy::MAX_HEADERS)),
             tls: tls.clone(),
         };
         let (tx, rx) = mpsc::unbounded_channel::<Accepted>();
@@ -380,6 +391,7 @@ async fn serve_http<I>(
     server: Arc<Server>,
     io: TokioIo<I>,
     conn: ClientConn,
+    many_headers: bool,
     mut stop: watch::Receiver<bool>,
 ) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
@@ -389,7 +401,12 @@ async fn serve_http<I>(
         let handler = Arc::clone(&handler);
         async move { Ok::<_, Infallible>(handler.proxy.handle(conn, req).await) }
     });
-    let connection = server.http.serve_connection_with_upgrades(io, service);
+    let http = if many_headers {
+        &server.http_many
+    } else {
+        &server.http
+    };
+    let connection = http.serve_connection_with_upgrades(io, service);
     let mut connection = std::pin::pin!(connection);
     let stopping = stopped(&mut stop);
     let result = tokio::select! {
