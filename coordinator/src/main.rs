@@ -65,7 +65,11 @@ struct Args {
     rendezvous_listen: Option<std::net::SocketAddr>,
     /// Seconds a `heroku run` one-off waits for its client to attach before it is stopped
     /// (R13)
-    #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    #[arg(
+        long,
+        default_value_t = dyno_coordinator::rendezvous::ATTACH_WITHIN.as_secs(),
+        value_parser = clap::value_parser!(u64).range(1..=3600)
+    )]
     attach_within_secs: u64,
     /// Hours a dyno runs before it is cycled (replaced, the new one up before the old one
     /// stops); 0 turns daily cycling off.

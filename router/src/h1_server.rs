@@ -8,7 +8,7 @@
 //! hyper's server ran a state machine per connection that, with its header map, request and
 //! service future, cost about a quarter of the router's CPU per request.
 
-use crate::proxy::{ClientConn, PlainRequest};
+use crate::proxy::{ClientConn, PlainRequest, push_decimal};
 use crate::{Server, serve_http, stopped};
 use bytes::{Buf, Bytes, BytesMut};
 use hyper::body::Body;
@@ -460,10 +460,6 @@ fn poll_frame(
     Pin::new(body).poll_frame(cx)
 }
 
-fn push_decimal(out: &mut Vec<u8>, n: u64) {
-    out.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
-}
-
 fn push_hex(out: &mut Vec<u8>, n: usize) {
     let mut digits = [0u8; 16];
     let mut at = digits.len();
@@ -612,7 +608,7 @@ mod tests {
         let mut out = Vec::new();
         push_decimal(&mut out, 0);
         out.push(b' ');
-        push_decimal(&mut out, 18_446_744_073_709_551_615);
+        push_decimal(&mut out, u64::MAX);
         out.push(b' ');
         push_hex(&mut out, 0);
         out.push(b' ');

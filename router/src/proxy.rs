@@ -1024,7 +1024,7 @@ pub(crate) fn ip_string(ip: IpAddr) -> String {
         if i > 0 {
             out.push(b'.');
         }
-        push_decimal(&mut out, i64::from(octet));
+        push_decimal(&mut out, octet);
     }
     String::from_utf8(out).unwrap_or_else(|_| ip.to_string())
 }
@@ -1049,11 +1049,9 @@ fn check_limits(parts: &Parts) -> Result<(), String> {
     Ok(())
 }
 
-fn push_decimal(out: &mut Vec<u8>, n: i64) {
-    if n < 0 {
-        out.push(b'-');
-    }
-    out.extend_from_slice(itoa::Buffer::new().format(n.unsigned_abs()).as_bytes());
+/// `n`'s decimal digits (and sign), for request and response heads.
+pub(crate) fn push_decimal(out: &mut Vec<u8>, n: impl itoa::Integer) {
+    out.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
 }
 
 /// Removes headers that describe one connection rather than the message (RFC 9110 7.6.1),
@@ -1299,7 +1297,7 @@ mod tests {
             assert_eq!(ip_string(ip), ip.to_string());
         }
         let mut out = Vec::new();
-        push_decimal(&mut out, -1_700_000_000_123);
+        push_decimal(&mut out, -1_700_000_000_123_i64);
         assert_eq!(out, b"-1700000000123");
     }
 
